@@ -1,0 +1,3 @@
+//! PostgreSQL-backed storage for vfs-pool actors (arrives with the driver-engine issue).
+
+pub use vfs_pool;

@@ -1,0 +1,3 @@
+//! Local-disk storage for vfs-pool actors (arrives with the driver-fs issue).
+
+pub use vfs_pool;
