@@ -1,1 +1,30 @@
-//! placeholder
+//! The plain-Rust foundation of a SQLite VFS whose files live in an async
+//! key-value store.
+//!
+//! Nothing here knows about WebAssembly or a particular async runtime, so
+//! the part that decides what ends up in storage can be tested against a
+//! model and fuzzed on its own:
+//!
+//! - [`KvStore`]: the storage contract (atomic batches, ordering, limits),
+//!   with [`MemoryKv`], [`FaultyKv`] and [`CountingKv`] for tests and benches;
+//! - the versioned storage format: [`chunk_key`], [`meta_key`],
+//!   [`FileMeta`], [`decode_key`];
+//! - [`FileRegistry`]: exact-name mapping from SQLite paths to stores;
+//! - [`KvFile`]: the page logic of one file, returning SQLite result codes
+//!   ([`code`]) together with the original store error ([`VfsError`]).
+
+mod error;
+mod file;
+mod format;
+mod kv;
+mod registry;
+
+pub use error::{Error, Result};
+pub use file::{KvFile, ReadOutcome, VfsError, code};
+pub use format::{
+    CHUNK_KEY_LEN, DecodedKey, FileMeta, FileTag, FormatError, KEY_PREFIX, KIND_CHUNK, KIND_META,
+    MAX_FILE_SIZE, META_FORMAT_VERSION, META_KEY_LEN, META_VALUE_LEN, PAGE_SIZE, SCHEMA_VERSION,
+    chunk_key, decode_key, meta_key,
+};
+pub use kv::{CountingKv, FaultyKv, InjectedFault, KvError, KvLimits, KvOp, KvStore, MemoryKv};
+pub use registry::{FileRegistry, MAX_NAME_LEN, RegistryError, ResolvedFile};

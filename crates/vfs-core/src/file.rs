@@ -1,0 +1,954 @@
+//! The page logic of one SQLite file stored in a [`KvStore`].
+//!
+//! SQLite's VFS speaks in byte ranges; the store speaks in 4 KiB pages and
+//! atomic batches. [`KvFile`] translates between the two and enforces the
+//! VFS rules once, here, so the WebAssembly glue stays a thin adapter:
+//! short reads are zero-filled, partial pages are read-modify-written, an
+//! atomic write batch becomes exactly one `put_batch`, a batch too large for
+//! the store fails before touching it (so SQLite falls back to its journal),
+//! and every store failure becomes the `SQLITE_IOERR_*` code of the
+//! operation while the original [`KvError`] is kept for the caller.
+//!
+//! Invariants kept for every stored file:
+//! - the metadata holds the file size; chunks at or beyond the end are
+//!   garbage and never read;
+//! - the bytes of the last page past the end of the file are zero, so
+//!   growing the file exposes zeros;
+//! - a page below the end without a chunk reads as zeros.
+//!
+//! Garbage chunks past the end can exist after a failed (or interrupted)
+//! truncate, delete or multi-batch write. A handle remembers the page range
+//! it may have left behind and deletes it before growing the file over it
+//! with a gap (a region it does not write). A crash loses that memory; the
+//! leftover chunks stay invisible until the file grows over them, which
+//! SQLite does by writing every page (main file, journal and WAL grow
+//! sequentially), overwriting them.
+
+use std::cmp::{max, min};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::format::{FileMeta, FileTag, MAX_FILE_SIZE, PAGE_SIZE, chunk_key, meta_key};
+use crate::kv::{KvError, KvLimits, KvStore};
+
+/// SQLite result codes used by the VFS, with the values of `sqlite3.h`.
+pub mod code {
+    /// `SQLITE_OK`: success.
+    pub const SQLITE_OK: i32 = 0;
+    /// `SQLITE_ERROR`: generic error.
+    pub const SQLITE_ERROR: i32 = 1;
+    /// `SQLITE_PERM`: access permission denied.
+    pub const SQLITE_PERM: i32 = 3;
+    /// `SQLITE_NOMEM`: an allocation failed.
+    pub const SQLITE_NOMEM: i32 = 7;
+    /// `SQLITE_IOERR`: some kind of I/O error.
+    pub const SQLITE_IOERR: i32 = 10;
+    /// `SQLITE_CORRUPT`: the stored data is malformed.
+    pub const SQLITE_CORRUPT: i32 = 11;
+    /// `SQLITE_NOTFOUND`: unknown opcode (e.g. an unsupported file control).
+    pub const SQLITE_NOTFOUND: i32 = 12;
+    /// `SQLITE_FULL`: the file cannot grow any further.
+    pub const SQLITE_FULL: i32 = 13;
+    /// `SQLITE_CANTOPEN`: unable to open the file.
+    pub const SQLITE_CANTOPEN: i32 = 14;
+    /// `SQLITE_TOOBIG`: string or blob exceeds the size limit.
+    pub const SQLITE_TOOBIG: i32 = 18;
+    /// `SQLITE_MISUSE`: library used incorrectly.
+    pub const SQLITE_MISUSE: i32 = 21;
+    /// `SQLITE_IOERR_READ`: a read failed.
+    pub const SQLITE_IOERR_READ: i32 = SQLITE_IOERR | (1 << 8);
+    /// `SQLITE_IOERR_SHORT_READ`: a read reached the end of the file; the
+    /// rest of the buffer was zero-filled.
+    pub const SQLITE_IOERR_SHORT_READ: i32 = SQLITE_IOERR | (2 << 8);
+    /// `SQLITE_IOERR_WRITE`: a write failed.
+    pub const SQLITE_IOERR_WRITE: i32 = SQLITE_IOERR | (3 << 8);
+    /// `SQLITE_IOERR_FSYNC`: a sync failed.
+    pub const SQLITE_IOERR_FSYNC: i32 = SQLITE_IOERR | (4 << 8);
+    /// `SQLITE_IOERR_TRUNCATE`: a truncate failed.
+    pub const SQLITE_IOERR_TRUNCATE: i32 = SQLITE_IOERR | (6 << 8);
+    /// `SQLITE_IOERR_FSTAT`: reading the file size failed.
+    pub const SQLITE_IOERR_FSTAT: i32 = SQLITE_IOERR | (7 << 8);
+    /// `SQLITE_IOERR_DELETE`: a delete failed.
+    pub const SQLITE_IOERR_DELETE: i32 = SQLITE_IOERR | (10 << 8);
+    /// `SQLITE_IOERR_ACCESS`: checking whether a file exists failed.
+    pub const SQLITE_IOERR_ACCESS: i32 = SQLITE_IOERR | (13 << 8);
+    /// `SQLITE_IOERR_DELETE_NOENT`: the file to delete does not exist.
+    pub const SQLITE_IOERR_DELETE_NOENT: i32 = SQLITE_IOERR | (23 << 8);
+    /// `SQLITE_IOERR_BEGIN_ATOMIC`: starting an atomic write batch failed.
+    pub const SQLITE_IOERR_BEGIN_ATOMIC: i32 = SQLITE_IOERR | (29 << 8);
+    /// `SQLITE_IOERR_COMMIT_ATOMIC`: committing an atomic write batch
+    /// failed; nothing of the batch was stored.
+    pub const SQLITE_IOERR_COMMIT_ATOMIC: i32 = SQLITE_IOERR | (30 << 8);
+    /// `SQLITE_IOERR_ROLLBACK_ATOMIC`: rolling back an atomic batch failed.
+    pub const SQLITE_IOERR_ROLLBACK_ATOMIC: i32 = SQLITE_IOERR | (31 << 8);
+}
+
+/// A failed file operation: the SQLite result code to hand the pager, and
+/// the original store error (if a store call failed) for the caller.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message} (SQLite code {code})")]
+pub struct VfsError {
+    code: i32,
+    message: String,
+    #[source]
+    kv: Option<KvError>,
+}
+
+impl VfsError {
+    /// An error with a SQLite `code` and no store error behind it.
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        VfsError {
+            code,
+            message: message.into(),
+            kv: None,
+        }
+    }
+
+    /// An error caused by the store failure `kv`.
+    pub fn from_kv(code: i32, message: impl Into<String>, kv: KvError) -> Self {
+        VfsError {
+            code,
+            message: message.into(),
+            kv: Some(kv),
+        }
+    }
+
+    /// The (extended) SQLite result code.
+    pub fn code(&self) -> i32 {
+        self.code
+    }
+
+    /// What failed, in words.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The store error that caused this one, if any.
+    pub fn kv_error(&self) -> Option<&KvError> {
+        self.kv.as_ref()
+    }
+
+    /// Takes the store error out.
+    pub fn into_kv_error(self) -> Option<KvError> {
+        self.kv
+    }
+}
+
+/// How a read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The whole buffer was read from the file.
+    Full,
+    /// The read reached the end of the file; the rest of the buffer was
+    /// zero-filled (SQLite expects `SQLITE_IOERR_SHORT_READ`).
+    Short,
+}
+
+/// Pages read ahead together with the metadata when a file is opened.
+const READ_AHEAD_PAGES: u64 = 4;
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+static ZERO_PAGE: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
+
+/// Number of pages holding `size` bytes.
+fn pages_for(size: u64) -> u64 {
+    size.div_ceil(PAGE)
+}
+
+/// Page index as stored in keys; every page of a file below
+/// [`MAX_FILE_SIZE`] fits.
+fn page_index(page: u64) -> u32 {
+    debug_assert!(page < (1 << 32), "page {page} beyond the u32 index space");
+    page as u32
+}
+
+/// Pages only partly covered by `offset..end` (at most two).
+fn partial_pages(offset: u64, end: u64) -> Vec<u64> {
+    let first = offset / PAGE;
+    let last = (end - 1) / PAGE;
+    let mut pages = Vec::with_capacity(2);
+    if !offset.is_multiple_of(PAGE) || end < (first + 1) * PAGE {
+        pages.push(first);
+    }
+    if last != first && !end.is_multiple_of(PAGE) {
+        pages.push(last);
+    }
+    pages
+}
+
+/// Copies the part of `data` (placed at `offset`) that falls into `page`.
+fn copy_into_page(page: u64, buf: &mut [u8], data: &[u8], offset: u64) {
+    let page_start = page * PAGE;
+    let end = offset + data.len() as u64;
+    let lo = max(offset, page_start);
+    let hi = min(end, page_start + PAGE);
+    buf[(lo - page_start) as usize..(hi - page_start) as usize]
+        .copy_from_slice(&data[(lo - offset) as usize..(hi - offset) as usize]);
+}
+
+/// State of an open atomic write batch (`SQLITE_FCNTL_BEGIN_ATOMIC_WRITE`).
+#[derive(Debug)]
+struct AtomicBatch {
+    /// Size as seen inside the batch.
+    size: u64,
+    /// Smallest size the batch truncated to: stored bytes at or beyond it
+    /// are hidden (read as zeros) unless a dirty page overrides them.
+    min_size: u64,
+    /// Full page images written in the batch, all below `pages_for(size)`.
+    dirty: BTreeMap<u64, Box<[u8]>>,
+}
+
+/// One open file whose pages live in a [`KvStore`].
+///
+/// Not shareable between tasks by design: SQLite serialises calls on one
+/// file handle, and the handle caches the size. Two handles on the same
+/// file see each other's committed writes except through the read-ahead
+/// of [`open`](Self::open) (see [`drop_prefetch`](Self::drop_prefetch)).
+pub struct KvFile {
+    store: Arc<dyn KvStore>,
+    tag: FileTag,
+    /// Committed size (also the stored metadata once `meta_stored`).
+    size: u64,
+    limits: KvLimits,
+    /// False for a created file whose metadata was not written yet.
+    meta_stored: bool,
+    /// Pages read ahead at open, each served until a read consumes it.
+    prefetch: HashMap<u64, Bytes>,
+    /// Pages at or past the end that may still hold garbage chunks.
+    stale: Option<Range<u64>>,
+    batch: Option<AtomicBatch>,
+}
+
+impl std::fmt::Debug for KvFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvFile")
+            .field("tag", &self.tag)
+            .field("size", &self.size())
+            .field("in_atomic", &self.in_atomic())
+            .field("meta_stored", &self.meta_stored)
+            .field("stale", &self.stale)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KvFile {
+    /// Opens file `tag` of the database held by `store`.
+    ///
+    /// Reads the metadata and the first pages in one `get_batch`, so
+    /// opening an existing database and reading its header costs one round
+    /// trip. A missing file is `SQLITE_CANTOPEN` unless `create`. A created
+    /// main file with `seed_page1` (exactly [`PAGE_SIZE`] bytes, a valid
+    /// empty database page 1) is stored with that page in one `put_batch`;
+    /// any other created file starts empty, and its metadata is written
+    /// lazily by the first write, truncate or sync (so merely opening a
+    /// journal costs no write; [`exists`](Self::exists) is false until then).
+    /// `seed_page1` is ignored for existing files and other tags.
+    pub async fn open(
+        store: Arc<dyn KvStore>,
+        tag: FileTag,
+        create: bool,
+        seed_page1: Option<&[u8]>,
+    ) -> Result<KvFile, VfsError> {
+        let limits = store.limits();
+        if limits.max_value_bytes < PAGE_SIZE || limits.max_batch_keys < 2 {
+            return Err(VfsError::new(
+                code::SQLITE_CANTOPEN,
+                format!(
+                    "store limits {limits:?} too small: need values of {PAGE_SIZE} bytes and 2 keys per batch"
+                ),
+            ));
+        }
+        if let Some(seed) = seed_page1
+            && seed.len() != PAGE_SIZE
+        {
+            return Err(VfsError::new(
+                code::SQLITE_MISUSE,
+                format!("seed page has {} bytes, expected {PAGE_SIZE}", seed.len()),
+            ));
+        }
+        let read_ahead = min(READ_AHEAD_PAGES, limits.max_batch_keys as u64 - 1);
+        let mut keys = Vec::with_capacity(1 + read_ahead as usize);
+        keys.push(meta_key(tag));
+        keys.extend((0..read_ahead).map(|page| chunk_key(tag, page_index(page))));
+        let values = store.get_batch(&keys).await.map_err(|e| {
+            VfsError::from_kv(code::SQLITE_CANTOPEN, format!("open {tag:?} file"), e)
+        })?;
+        if values.len() != keys.len() {
+            return Err(VfsError::new(
+                code::SQLITE_CANTOPEN,
+                format!(
+                    "store returned {} values for {} keys",
+                    values.len(),
+                    keys.len()
+                ),
+            ));
+        }
+        let mut values = values.into_iter();
+        let meta = values.next().flatten();
+        let mut file = KvFile {
+            store,
+            tag,
+            size: 0,
+            limits,
+            meta_stored: false,
+            prefetch: HashMap::new(),
+            stale: None,
+            batch: None,
+        };
+        if let Some(meta) = meta {
+            let meta = FileMeta::decode(&meta).map_err(|e| {
+                VfsError::new(code::SQLITE_CORRUPT, format!("{tag:?} file metadata: {e}"))
+            })?;
+            file.size = meta.size;
+            file.meta_stored = true;
+            let live = pages_for(meta.size);
+            file.prefetch = (0..read_ahead)
+                .zip(values)
+                .filter_map(|(page, value)| Some((page, value?)))
+                .filter(|(page, _)| *page < live)
+                .collect();
+            return Ok(file);
+        }
+        if !create {
+            return Err(VfsError::new(
+                code::SQLITE_CANTOPEN,
+                format!("{tag:?} file does not exist"),
+            ));
+        }
+        // Chunks without metadata are leftovers of an interrupted delete.
+        if let Some(found) = (0..read_ahead)
+            .zip(values)
+            .filter_map(|(page, value)| value.map(|_| page))
+            .last()
+        {
+            file.stale = Some(0..found + 1);
+        }
+        if let (FileTag::Main, Some(seed)) = (tag, seed_page1) {
+            let page = Bytes::copy_from_slice(seed);
+            let entries = [
+                (chunk_key(tag, 0), page.clone()),
+                (meta_key(tag), FileMeta { size: PAGE }.encode()),
+            ];
+            file.store.put_batch(&entries).await.map_err(|e| {
+                VfsError::from_kv(code::SQLITE_CANTOPEN, "store seed page of new database", e)
+            })?;
+            file.size = PAGE;
+            file.meta_stored = true;
+            file.trim_stale();
+            file.prefetch.insert(0, page);
+        }
+        Ok(file)
+    }
+
+    /// Whether file `tag` exists in `store` (its metadata is stored).
+    /// Store failures are `SQLITE_IOERR_ACCESS`.
+    pub async fn exists(store: &Arc<dyn KvStore>, tag: FileTag) -> Result<bool, VfsError> {
+        let values = store.get_batch(&[meta_key(tag)]).await.map_err(|e| {
+            VfsError::from_kv(
+                code::SQLITE_IOERR_ACCESS,
+                format!("check {tag:?} file exists"),
+                e,
+            )
+        })?;
+        Ok(matches!(values.first(), Some(Some(_))))
+    }
+
+    /// Deletes file `tag` from `store`: metadata first (with the last
+    /// pages, in one batch), then the remaining pages from the highest down,
+    /// in batches within the limits. Deleting a missing file is an error
+    /// with `SQLITE_IOERR_DELETE_NOENT`, what SQLite's `xDelete` expects;
+    /// store failures are `SQLITE_IOERR_DELETE`.
+    pub async fn delete(store: &Arc<dyn KvStore>, tag: FileTag) -> Result<(), VfsError> {
+        let fail =
+            |e| VfsError::from_kv(code::SQLITE_IOERR_DELETE, format!("delete {tag:?} file"), e);
+        let values = store.get_batch(&[meta_key(tag)]).await.map_err(fail)?;
+        let Some(Some(meta)) = values.into_iter().next() else {
+            return Err(VfsError::new(
+                code::SQLITE_IOERR_DELETE_NOENT,
+                format!("{tag:?} file does not exist"),
+            ));
+        };
+        let size = FileMeta::decode(&meta)
+            .map_err(|e| {
+                VfsError::new(
+                    code::SQLITE_IOERR_DELETE,
+                    format!("{tag:?} file metadata: {e}"),
+                )
+            })?
+            .size;
+        let limit = store.limits().max_batch_keys.max(1);
+        let mut keys = vec![meta_key(tag)];
+        keys.extend(
+            (0..pages_for(size))
+                .rev()
+                .map(|page| chunk_key(tag, page_index(page))),
+        );
+        for group in keys.chunks(limit) {
+            store.delete_batch(group).await.map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    /// Which file of the database this is.
+    pub fn tag(&self) -> FileTag {
+        self.tag
+    }
+
+    /// The store holding the file.
+    pub fn store(&self) -> &Arc<dyn KvStore> {
+        &self.store
+    }
+
+    /// The store limits read at open.
+    pub fn limits(&self) -> KvLimits {
+        self.limits
+    }
+
+    /// Current size in bytes; inside an atomic batch, the batch's size.
+    pub fn size(&self) -> u64 {
+        self.batch.as_ref().map_or(self.size, |batch| batch.size)
+    }
+
+    /// True between [`begin_atomic`](Self::begin_atomic) and the commit or
+    /// rollback.
+    pub fn in_atomic(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// Forgets the pages read ahead at open. The VFS calls this when
+    /// another connection may have changed the file since (for example
+    /// when SQLite takes a lock), so no stale page is served.
+    pub fn drop_prefetch(&mut self) {
+        self.prefetch.clear();
+    }
+
+    /// Reads `buf.len()` bytes at `offset`.
+    ///
+    /// SQLite's rule for `xRead`: "If xRead() returns SQLITE_IOERR_SHORT_READ
+    /// it must also fill in the unread portion of the buffer with zeros. A
+    /// VFS that fails to zero-fill short reads might seem to work. However,
+    /// failure to zero-fill short reads will eventually lead to database
+    /// corruption." So a read past the end zero-fills the rest of `buf` and
+    /// returns [`ReadOutcome::Short`]. Inside an atomic batch, reads see the
+    /// batch's writes. Store failures are `SQLITE_IOERR_READ`.
+    pub async fn read(&mut self, buf: &mut [u8], offset: u64) -> Result<ReadOutcome, VfsError> {
+        if buf.is_empty() {
+            return Ok(ReadOutcome::Full);
+        }
+        let size = self.size();
+        let end = offset.saturating_add(buf.len() as u64);
+        let avail_end = min(end, size);
+        if offset >= avail_end {
+            buf.fill(0);
+            return Ok(ReadOutcome::Short);
+        }
+        let first = offset / PAGE;
+        let last = (avail_end - 1) / PAGE;
+        let need: Vec<u64> = (first..=last)
+            .filter(|&page| self.dirty_page(page).is_none() && self.stored_visible(page))
+            .collect();
+        let fetched = self.fetch(&need, code::SQLITE_IOERR_READ, "read").await?;
+        for page in first..=last {
+            let src: &[u8] = match self.dirty_page(page) {
+                Some(dirty) => dirty,
+                None => fetched
+                    .get(&page)
+                    .map_or(&ZERO_PAGE[..], |value| &value[..]),
+            };
+            let page_start = page * PAGE;
+            let lo = max(offset, page_start);
+            let hi = min(avail_end, page_start + PAGE);
+            buf[(lo - offset) as usize..(hi - offset) as usize]
+                .copy_from_slice(&src[(lo - page_start) as usize..(hi - page_start) as usize]);
+            // A page read to its end (or to the end of the file) was used.
+            if avail_end >= min(page_start + PAGE, size) {
+                self.prefetch.remove(&page);
+            }
+        }
+        buf[(avail_end - offset) as usize..].fill(0);
+        Ok(if avail_end < end {
+            ReadOutcome::Short
+        } else {
+            ReadOutcome::Full
+        })
+    }
+
+    /// Writes `data` at `offset`, growing the file if needed (a gap between
+    /// the old end and `offset` reads as zeros).
+    ///
+    /// Pages only partly covered are read first (in one `get_batch`); whole
+    /// pages are written without reading. Outside an atomic batch the pages
+    /// and the new size go to the store in as few `put_batch` calls as the
+    /// limits allow, the size (with the old last page) in the last one; a
+    /// failure may leave some pages written — SQLite's journal covers that.
+    /// Inside a batch the pages are only buffered. Writing past
+    /// [`MAX_FILE_SIZE`] is `SQLITE_FULL`; store failures are
+    /// `SQLITE_IOERR_WRITE`.
+    pub async fn write(&mut self, data: &[u8], offset: u64) -> Result<(), VfsError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&end| end <= MAX_FILE_SIZE)
+            .ok_or_else(|| {
+                VfsError::new(
+                    code::SQLITE_FULL,
+                    format!(
+                        "write of {} bytes at {offset} exceeds the maximum file size {MAX_FILE_SIZE}",
+                        data.len()
+                    ),
+                )
+            })?;
+        let need: Vec<u64> = partial_pages(offset, end)
+            .into_iter()
+            .filter(|&page| self.dirty_page(page).is_none() && self.stored_visible(page))
+            .collect();
+        let mut base = self.fetch(&need, code::SQLITE_IOERR_WRITE, "write").await?;
+        self.prefetch.clear();
+        let first = offset / PAGE;
+        let last = (end - 1) / PAGE;
+        let page_image = |page: u64, base: &mut HashMap<u64, Bytes>| -> Vec<u8> {
+            let mut image = base
+                .remove(&page)
+                .map_or_else(|| vec![0; PAGE_SIZE], |value| value.to_vec());
+            copy_into_page(page, &mut image, data, offset);
+            image
+        };
+        if let Some(batch) = &mut self.batch {
+            for page in first..=last {
+                if let Some(dirty) = batch.dirty.get_mut(&page) {
+                    copy_into_page(page, dirty, data, offset);
+                } else {
+                    let image = page_image(page, &mut base);
+                    batch.dirty.insert(page, image.into_boxed_slice());
+                }
+            }
+            batch.size = max(batch.size, end);
+            return Ok(());
+        }
+
+        let old_pages = pages_for(self.size);
+        if first > old_pages {
+            self.purge_stale(old_pages..first, code::SQLITE_IOERR_WRITE)
+                .await?;
+        }
+        let new_size = max(self.size, end);
+        // The old last page, if partly beyond the old end, is stored with
+        // the new size so its tail never shows garbage.
+        let straddle = (!self.size.is_multiple_of(PAGE)).then_some(self.size / PAGE);
+        let mut entries = Vec::with_capacity((last - first + 2) as usize);
+        let mut tail = Vec::with_capacity(2);
+        for page in first..=last {
+            let entry = (
+                chunk_key(self.tag, page_index(page)),
+                Bytes::from(page_image(page, &mut base)),
+            );
+            if Some(page) == straddle {
+                tail.push(entry);
+            } else {
+                entries.push(entry);
+            }
+        }
+        entries.append(&mut tail);
+        if new_size != self.size || !self.meta_stored {
+            entries.push((meta_key(self.tag), FileMeta { size: new_size }.encode()));
+        }
+        let groups: Vec<&[(Bytes, Bytes)]> =
+            entries.rchunks(self.limits.max_batch_keys).rev().collect();
+        for (i, group) in groups.iter().enumerate() {
+            if let Err(e) = self.store.put_batch(group).await {
+                if i > 0 && last + 1 > old_pages {
+                    self.add_stale(max(first, old_pages)..last + 1);
+                }
+                return Err(VfsError::from_kv(
+                    code::SQLITE_IOERR_WRITE,
+                    format!(
+                        "write {} bytes at {offset} to {:?} file",
+                        data.len(),
+                        self.tag
+                    ),
+                    e,
+                ));
+            }
+        }
+        self.size = new_size;
+        self.meta_stored = true;
+        self.trim_stale();
+        Ok(())
+    }
+
+    /// Sets the file size to `size`.
+    ///
+    /// Shrinking writes the metadata first (together with the new last
+    /// page, its tail zeroed when `size` is not on a page boundary), then
+    /// deletes the pages past the end from the highest down, in batches
+    /// within the limits. If a deletion fails the file already has its new
+    /// size and the error (`SQLITE_IOERR_TRUNCATE`) reports the failure; the
+    /// leftover pages are retried later by this handle. Growing writes only
+    /// the metadata. Inside an atomic batch the change is buffered.
+    pub async fn truncate(&mut self, size: u64) -> Result<(), VfsError> {
+        if size > MAX_FILE_SIZE {
+            return Err(VfsError::new(
+                code::SQLITE_FULL,
+                format!("truncate to {size} exceeds the maximum file size {MAX_FILE_SIZE}"),
+            ));
+        }
+        let cur = self.size();
+        let fail = |e| {
+            VfsError::from_kv(
+                code::SQLITE_IOERR_TRUNCATE,
+                format!("truncate to {size}"),
+                e,
+            )
+        };
+        // The new last page, if the file shrinks to the middle of it.
+        let cut = (size < cur && !size.is_multiple_of(PAGE)).then_some(size / PAGE);
+        let need: Vec<u64> = cut
+            .filter(|&page| self.dirty_page(page).is_none() && self.stored_visible(page))
+            .into_iter()
+            .collect();
+        let mut base = self
+            .fetch(&need, code::SQLITE_IOERR_TRUNCATE, "truncate")
+            .await?;
+        self.prefetch.clear();
+        let zero_tail = |image: &mut [u8]| image[(size % PAGE) as usize..].fill(0);
+
+        if let Some(batch) = &mut self.batch {
+            if size < batch.size {
+                batch.dirty.split_off(&pages_for(size));
+                if let Some(page) = cut {
+                    let image = batch.dirty.entry(page).or_insert_with(|| {
+                        base.remove(&page).map_or_else(
+                            || vec![0; PAGE_SIZE].into_boxed_slice(),
+                            |value| value.to_vec().into_boxed_slice(),
+                        )
+                    });
+                    zero_tail(image);
+                }
+                batch.min_size = min(batch.min_size, size);
+            }
+            batch.size = size;
+            return Ok(());
+        }
+
+        let old_size = self.size;
+        if size == old_size && self.meta_stored {
+            return Ok(());
+        }
+        if size > old_size {
+            self.purge_stale(
+                pages_for(old_size)..pages_for(size),
+                code::SQLITE_IOERR_TRUNCATE,
+            )
+            .await?;
+        }
+        let mut entries = Vec::with_capacity(2);
+        if let Some(page) = cut {
+            let mut image = base
+                .remove(&page)
+                .map_or_else(|| vec![0; PAGE_SIZE], |value| value.to_vec());
+            zero_tail(&mut image);
+            entries.push((chunk_key(self.tag, page_index(page)), Bytes::from(image)));
+        }
+        entries.push((meta_key(self.tag), FileMeta { size }.encode()));
+        self.store.put_batch(&entries).await.map_err(fail)?;
+        self.size = size;
+        self.meta_stored = true;
+        self.trim_stale();
+        if size < old_size {
+            self.add_stale(pages_for(size)..pages_for(old_size));
+            let stale = self.stale.clone().unwrap_or_default();
+            self.purge_stale(stale, code::SQLITE_IOERR_TRUNCATE).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the file durable. Every acknowledged store call already is, so
+    /// this only stores the metadata of a created file nothing was written
+    /// to yet, and retries deleting garbage pages an earlier failure left
+    /// past the end. A no-op inside an atomic batch. Store failures are
+    /// `SQLITE_IOERR_FSYNC`.
+    pub async fn sync(&mut self) -> Result<(), VfsError> {
+        if self.batch.is_some() {
+            return Ok(());
+        }
+        if let Some(stale) = self.stale.clone() {
+            self.purge_stale(stale, code::SQLITE_IOERR_FSYNC).await?;
+        }
+        if !self.meta_stored {
+            let entries = [(meta_key(self.tag), FileMeta { size: self.size }.encode())];
+            self.store.put_batch(&entries).await.map_err(|e| {
+                VfsError::from_kv(
+                    code::SQLITE_IOERR_FSYNC,
+                    format!("sync {:?} file", self.tag),
+                    e,
+                )
+            })?;
+            self.meta_stored = true;
+        }
+        Ok(())
+    }
+
+    /// Starts an atomic write batch (`SQLITE_FCNTL_BEGIN_ATOMIC_WRITE`):
+    /// writes and truncates are buffered until
+    /// [`commit_atomic`](Self::commit_atomic). Nested batches are refused
+    /// with `SQLITE_IOERR_BEGIN_ATOMIC`.
+    pub fn begin_atomic(&mut self) -> Result<(), VfsError> {
+        if self.batch.is_some() {
+            return Err(VfsError::new(
+                code::SQLITE_IOERR_BEGIN_ATOMIC,
+                "an atomic write batch is already open",
+            ));
+        }
+        self.batch = Some(AtomicBatch {
+            size: self.size,
+            min_size: self.size,
+            dirty: BTreeMap::new(),
+        });
+        Ok(())
+    }
+
+    /// Commits the atomic batch (`SQLITE_FCNTL_COMMIT_ATOMIC_WRITE`) with
+    /// ONE `put_batch` holding every changed page and the size.
+    ///
+    /// If that batch would exceed the store's `max_batch_keys`, it fails with
+    /// `SQLITE_IOERR_COMMIT_ATOMIC` without calling the store, so SQLite
+    /// rolls the batch back and retries the transaction with its journal.
+    /// A store failure is also `SQLITE_IOERR_COMMIT_ATOMIC` (with the
+    /// [`KvError`]); the store is then unchanged and the batch stays open
+    /// until [`rollback_atomic`](Self::rollback_atomic). Pages a shrinking
+    /// batch left past the end are deleted after the commit; a failure there
+    /// does not fail the commit (they are retried later).
+    pub async fn commit_atomic(&mut self) -> Result<(), VfsError> {
+        let Some(batch) = &self.batch else {
+            return Err(VfsError::new(
+                code::SQLITE_MISUSE,
+                "commit without an open atomic write batch",
+            ));
+        };
+        let new_pages = pages_for(batch.size);
+        let before_pages = pages_for(self.size);
+        let hidden_from = pages_for(batch.min_size);
+        // Pages below the new end the batch did not write but whose stored
+        // content must read as zeros: truncated-away pages and garbage.
+        let mut zero_ranges = Vec::with_capacity(2);
+        zero_ranges.push(hidden_from..min(before_pages, new_pages));
+        if let Some(stale) = &self.stale {
+            zero_ranges.push(max(stale.start, hidden_from)..min(stale.end, new_pages));
+        }
+        zero_ranges.retain(|range| !range.is_empty());
+        let zero_count: u64 = zero_ranges
+            .iter()
+            .map(|range| {
+                (range.end - range.start) - batch.dirty.range(range.clone()).count() as u64
+            })
+            .sum();
+        let total = (batch.dirty.len() as u64)
+            .saturating_add(zero_count)
+            .saturating_add(1);
+        if total > self.limits.max_batch_keys as u64 {
+            return Err(VfsError::new(
+                code::SQLITE_IOERR_COMMIT_ATOMIC,
+                format!(
+                    "atomic batch of {total} keys exceeds the store limit of {}",
+                    self.limits.max_batch_keys
+                ),
+            ));
+        }
+        if total == 1 && batch.size == self.size && self.meta_stored {
+            self.batch = None;
+            return Ok(());
+        }
+        let mut entries = Vec::with_capacity(total as usize);
+        for (&page, image) in &batch.dirty {
+            entries.push((
+                chunk_key(self.tag, page_index(page)),
+                Bytes::copy_from_slice(image),
+            ));
+        }
+        for range in &zero_ranges {
+            for page in range.clone() {
+                if !batch.dirty.contains_key(&page) {
+                    entries.push((
+                        chunk_key(self.tag, page_index(page)),
+                        Bytes::from_static(&ZERO_PAGE),
+                    ));
+                }
+            }
+        }
+        entries.push((meta_key(self.tag), FileMeta { size: batch.size }.encode()));
+        if let Err(e) = self.store.put_batch(&entries).await {
+            return Err(VfsError::from_kv(
+                code::SQLITE_IOERR_COMMIT_ATOMIC,
+                format!(
+                    "commit atomic batch of {} keys to {:?} file",
+                    entries.len(),
+                    self.tag
+                ),
+                e,
+            ));
+        }
+        self.size = batch.size;
+        self.batch = None;
+        self.meta_stored = true;
+        self.prefetch.clear();
+        self.trim_stale();
+        if new_pages < before_pages {
+            self.add_stale(new_pages..before_pages);
+            if let Some(stale) = self.stale.clone() {
+                // Committed already; garbage left here is retried later.
+                let _ = self
+                    .purge_stale(stale, code::SQLITE_IOERR_COMMIT_ATOMIC)
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Abandons the atomic batch (`SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE`):
+    /// drops the buffered pages and restores the size from before
+    /// [`begin_atomic`](Self::begin_atomic). Nothing reached the store. A
+    /// no-op without a batch.
+    pub fn rollback_atomic(&mut self) {
+        self.batch = None;
+    }
+
+    /// The buffered image of `page` in the open batch.
+    fn dirty_page(&self, page: u64) -> Option<&[u8]> {
+        self.batch
+            .as_ref()?
+            .dirty
+            .get(&page)
+            .map(|image| &image[..])
+    }
+
+    /// Whether the stored chunk of `page` is part of the file as currently
+    /// seen (below the end, and not truncated away by the open batch).
+    fn stored_visible(&self, page: u64) -> bool {
+        let limit = self
+            .batch
+            .as_ref()
+            .map_or(self.size, |batch| batch.min_size);
+        page * PAGE < limit
+    }
+
+    /// Loads stored `pages` (prefetched ones without a store call, the rest
+    /// with `get_batch` calls within the limits). Missing pages are absent
+    /// from the map and read as zeros.
+    async fn fetch(
+        &self,
+        pages: &[u64],
+        code: i32,
+        what: &str,
+    ) -> Result<HashMap<u64, Bytes>, VfsError> {
+        let mut found = HashMap::with_capacity(pages.len());
+        let mut missing = Vec::new();
+        for &page in pages {
+            match self.prefetch.get(&page) {
+                Some(value) => {
+                    found.insert(page, value.clone());
+                }
+                None => missing.push(page),
+            }
+        }
+        for group in missing.chunks(self.limits.max_batch_keys) {
+            let keys: Vec<Bytes> = group
+                .iter()
+                .map(|&page| chunk_key(self.tag, page_index(page)))
+                .collect();
+            let values = self.store.get_batch(&keys).await.map_err(|e| {
+                VfsError::from_kv(code, format!("{what} {:?} file pages", self.tag), e)
+            })?;
+            if values.len() != keys.len() {
+                return Err(VfsError::new(
+                    code,
+                    format!(
+                        "store returned {} values for {} keys",
+                        values.len(),
+                        keys.len()
+                    ),
+                ));
+            }
+            for (&page, value) in group.iter().zip(values) {
+                if let Some(value) = value {
+                    found.insert(page, value);
+                }
+            }
+        }
+        if let Some((&page, value)) = found.iter().find(|(_, value)| value.len() != PAGE_SIZE) {
+            let e = crate::format::FormatError::ChunkLength {
+                page: page_index(page),
+                len: value.len(),
+            };
+            return Err(VfsError::new(
+                code::SQLITE_CORRUPT,
+                format!("{what} {:?} file: {e}", self.tag),
+            ));
+        }
+        Ok(found)
+    }
+
+    /// Records pages that may hold garbage chunks past the end.
+    fn add_stale(&mut self, pages: Range<u64>) {
+        if pages.is_empty() {
+            return;
+        }
+        self.stale = Some(match self.stale.take() {
+            Some(old) => min(old.start, pages.start)..max(old.end, pages.end),
+            None => pages,
+        });
+        self.trim_stale();
+    }
+
+    /// Drops the stale pages now below the end (they were rewritten).
+    fn trim_stale(&mut self) {
+        let live = pages_for(self.size);
+        self.stale = self
+            .stale
+            .take()
+            .map(|stale| max(stale.start, live)..stale.end)
+            .filter(|stale| !stale.is_empty());
+    }
+
+    /// Deletes the garbage chunks in `pages`, from the highest down.
+    async fn purge_stale(&mut self, pages: Range<u64>, code: i32) -> Result<(), VfsError> {
+        let Some(stale) = self.stale.clone() else {
+            return Ok(());
+        };
+        let target = max(stale.start, pages.start)..min(stale.end, pages.end);
+        if target.is_empty() {
+            return Ok(());
+        }
+        let limit = self.limits.max_batch_keys as u64;
+        let covers_top = target.end == stale.end;
+        let mut hi = target.end;
+        while hi > target.start {
+            let lo = max(target.start, hi.saturating_sub(limit));
+            let keys: Vec<Bytes> = (lo..hi)
+                .rev()
+                .map(|page| chunk_key(self.tag, page_index(page)))
+                .collect();
+            if let Err(e) = self.store.delete_batch(&keys).await {
+                return Err(VfsError::from_kv(
+                    code,
+                    format!("delete {:?} file pages {lo}..{hi} past the end", self.tag),
+                    e,
+                ));
+            }
+            if covers_top {
+                // Everything from `lo` up is gone.
+                self.stale = Some(stale.start..lo).filter(|s| !s.is_empty());
+            }
+            hi = lo;
+        }
+        if !covers_top && target.start == stale.start {
+            self.stale = Some(target.end..stale.end);
+        }
+        Ok(())
+    }
+}
