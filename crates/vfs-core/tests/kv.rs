@@ -1,0 +1,235 @@
+//! The stores shared by every crate's tests: `MemoryKv` must enforce the
+//! contract like a real backend, and each `FaultyKv` control must do
+//! exactly what it documents, or tests built on them prove nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::executor::block_on;
+use vfs_core::{CountingKv, FaultyKv, InjectedFault, KvError, KvLimits, KvOp, KvStore, MemoryKv};
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn entry(k: &str, v: &str) -> (Bytes, Bytes) {
+    (b(k), b(v))
+}
+
+fn faulty() -> (Arc<MemoryKv>, FaultyKv) {
+    let mem = Arc::new(MemoryKv::new());
+    let faulty = FaultyKv::new(mem.clone());
+    (mem, faulty)
+}
+
+#[test]
+fn memory_get_put_delete() {
+    block_on(async {
+        let kv = MemoryKv::new();
+        assert!(kv.is_empty());
+        kv.put_batch(&[entry("a", "1"), entry("b", "2")])
+            .await
+            .unwrap();
+        let got = kv.get_batch(&[b("b"), b("missing"), b("a")]).await.unwrap();
+        assert_eq!(got, vec![Some(b("2")), None, Some(b("1"))]);
+        kv.delete_batch(&[b("a"), b("never-there")]).await.unwrap();
+        assert_eq!(kv.len(), 1);
+        assert_eq!(
+            kv.snapshot().into_iter().collect::<Vec<_>>(),
+            vec![entry("b", "2")]
+        );
+        assert_eq!(kv.limits(), KvLimits::DEFAULT);
+    });
+}
+
+#[test]
+fn memory_enforces_limits_without_applying() {
+    block_on(async {
+        let kv = MemoryKv::with_limits(KvLimits {
+            max_batch_keys: 2,
+            max_value_bytes: 3,
+        });
+        let err = kv
+            .put_batch(&[entry("a", "1"), entry("b", "2"), entry("c", "3")])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, KvError::BatchTooLarge { keys: 3, limit: 2 }),
+            "{err}"
+        );
+        let err = kv
+            .put_batch(&[entry("a", "1"), entry("b", "long")])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, KvError::ValueTooLarge { bytes: 4, limit: 3 }),
+            "{err}"
+        );
+        assert!(kv.is_empty(), "a refused batch must apply nothing");
+        let err = kv.get_batch(&[b("a"), b("b"), b("c")]).await.unwrap_err();
+        assert!(matches!(err, KvError::BatchTooLarge { .. }));
+        let err = kv
+            .delete_batch(&[b("a"), b("b"), b("c")])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KvError::BatchTooLarge { .. }));
+    });
+}
+
+#[test]
+fn fail_next_fails_exactly_n_calls_and_applies_nothing() {
+    block_on(async {
+        let (mem, kv) = faulty();
+        kv.fail_next(2);
+        let err = kv.put_batch(&[entry("a", "1")]).await.unwrap_err();
+        assert!(matches!(
+            err,
+            KvError::Injected {
+                fault: InjectedFault::FailNext,
+                op: KvOp::Put
+            }
+        ));
+        assert_eq!(err.to_string(), "injected fault (fail_next) on put_batch");
+        let err = kv.get_batch(&[b("a")]).await.unwrap_err();
+        assert_eq!(err.to_string(), "injected fault (fail_next) on get_batch");
+        assert!(mem.is_empty(), "failed put must not apply");
+        kv.put_batch(&[entry("a", "1")]).await.unwrap();
+        assert_eq!(mem.len(), 1);
+        assert_eq!(kv.calls(), 3);
+    });
+}
+
+#[test]
+fn fail_after_lets_n_calls_through_then_fails_until_heal() {
+    block_on(async {
+        let (mem, kv) = faulty();
+        kv.fail_after(2);
+        kv.put_batch(&[entry("a", "1")]).await.unwrap();
+        kv.get_batch(&[b("a")]).await.unwrap();
+        for _ in 0..3 {
+            let err = kv.delete_batch(&[b("a")]).await.unwrap_err();
+            assert!(matches!(
+                err,
+                KvError::Injected {
+                    fault: InjectedFault::FailAfter,
+                    op: KvOp::Delete
+                }
+            ));
+            assert_eq!(
+                err.to_string(),
+                "injected fault (fail_after) on delete_batch"
+            );
+        }
+        assert_eq!(mem.len(), 1, "failed delete must not apply");
+        kv.heal();
+        kv.delete_batch(&[b("a")]).await.unwrap();
+        assert!(mem.is_empty());
+        assert_eq!(kv.calls(), 6);
+    });
+}
+
+#[test]
+fn fail_after_zero_fails_now() {
+    block_on(async {
+        let (_mem, kv) = faulty();
+        kv.fail_after(0);
+        assert!(kv.get_batch(&[b("a")]).await.is_err());
+        assert!(kv.get_batch(&[b("a")]).await.is_err());
+        kv.heal();
+        assert!(kv.get_batch(&[b("a")]).await.is_ok());
+    });
+}
+
+#[test]
+fn heal_clears_fail_next_too() {
+    block_on(async {
+        let (_mem, kv) = faulty();
+        kv.fail_next(5);
+        kv.heal();
+        assert!(kv.get_batch(&[b("a")]).await.is_ok());
+    });
+}
+
+#[test]
+fn latency_delays_every_call_until_healed() {
+    block_on(async {
+        let (_mem, kv) = faulty();
+        kv.set_latency(Duration::from_millis(30));
+        let start = Instant::now();
+        kv.get_batch(&[b("a")]).await.unwrap();
+        kv.put_batch(&[entry("a", "1")]).await.unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(60));
+        kv.heal();
+        let start = Instant::now();
+        kv.get_batch(&[b("a")]).await.unwrap();
+        assert!(start.elapsed() < Duration::from_millis(30));
+    });
+}
+
+#[test]
+fn faulty_passes_limits_through() {
+    let limits = KvLimits {
+        max_batch_keys: 5,
+        max_value_bytes: 8192,
+    };
+    let kv = FaultyKv::new(Arc::new(MemoryKv::with_limits(limits)));
+    assert_eq!(kv.limits(), limits);
+}
+
+#[test]
+fn counting_counts_round_trips_per_kind() {
+    block_on(async {
+        let kv = CountingKv::new(Arc::new(MemoryKv::new()));
+        kv.put_batch(&[entry("a", "1"), entry("b", "2")])
+            .await
+            .unwrap();
+        kv.get_batch(&[b("a")]).await.unwrap();
+        kv.get_batch(&[b("b")]).await.unwrap();
+        kv.delete_batch(&[b("a")]).await.unwrap();
+        assert_eq!(
+            (
+                kv.get_calls(),
+                kv.put_calls(),
+                kv.delete_calls(),
+                kv.total()
+            ),
+            (2, 1, 1, 4)
+        );
+        kv.reset();
+        assert_eq!(kv.total(), 0);
+    });
+}
+
+#[test]
+fn stores_are_usable_as_trait_objects_across_threads() {
+    let store: Arc<dyn KvStore> = Arc::new(FaultyKv::new(Arc::new(MemoryKv::new())));
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                block_on(store.put_batch(&[entry(&format!("k{i}"), "v")])).unwrap();
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    let got = block_on(store.get_batch(&[b("k0"), b("k1"), b("k2"), b("k3")])).unwrap();
+    assert!(got.iter().all(Option::is_some));
+}
+
+#[test]
+fn backend_error_keeps_its_source() {
+    let err = KvError::backend("disk gone", std::io::Error::other("EIO"));
+    let cloned = err.clone();
+    let source = std::error::Error::source(&cloned).expect("source kept");
+    assert_eq!(source.to_string(), "EIO");
+    assert!(!err.is_transient());
+    assert!(
+        KvError::Unavailable {
+            message: "x".into()
+        }
+        .is_transient()
+    );
+}
