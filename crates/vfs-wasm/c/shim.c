@@ -1,0 +1,354 @@
+/*
+ * Guest side of the host VFS.
+ *
+ * SQLite is built with SQLITE_OS_OTHER, so it has no file system of its own:
+ * this file registers a VFS ("host") whose every file operation is forwarded
+ * to a host import (module "env"). The host keeps the real state (key-value
+ * pages through vfs-core) and knows which tenant is running, so the guest
+ * never decides what a name means.
+ *
+ * Rules kept here:
+ *  - every guest pointer handed to the host travels with its length;
+ *  - files opened without a name (sorter spill files) live in guest memory,
+ *    allocated with sqlite3_malloc, so they count against the heap limit and
+ *    can never grow host memory;
+ *  - a few exported helpers spare the host from juggling guest function
+ *    pointers (authorizer, progress handler, destructors).
+ */
+#include <string.h>
+#include "sqlite3.h"
+
+#define IMPORT(n) __attribute__((import_module("env"), import_name(#n)))
+#define EXPORT(n) __attribute__((export_name(#n)))
+
+/* ---- host imports ------------------------------------------------------ */
+
+IMPORT(vfs_open) int host_open(const char *name, int name_len, int flags, int *out_id);
+IMPORT(vfs_close) int host_close(int id);
+IMPORT(vfs_read) int host_read(int id, void *buf, int amt, sqlite3_int64 off);
+IMPORT(vfs_write) int host_write(int id, const void *buf, int amt, sqlite3_int64 off);
+IMPORT(vfs_truncate) int host_truncate(int id, sqlite3_int64 size);
+IMPORT(vfs_sync) int host_sync(int id, int flags);
+IMPORT(vfs_file_size) int host_file_size(int id, sqlite3_int64 *out);
+IMPORT(vfs_file_control) int host_file_control(int id, int op);
+IMPORT(vfs_delete) int host_delete(const char *name, int name_len, int sync_dir);
+IMPORT(vfs_access) int host_access(const char *name, int name_len, int flags, int *out);
+IMPORT(host_random) void host_random(void *buf, int len);
+IMPORT(host_time_ms) sqlite3_int64 host_time_ms(void);
+IMPORT(host_sleep) int host_sleep(int micros);
+IMPORT(host_progress) int host_progress(void);
+
+/* ---- files ------------------------------------------------------------- */
+
+typedef struct ShimFile {
+  sqlite3_file base;
+  int id;                    /* host file id (host-backed files) */
+  unsigned char *mem;        /* contents (memory files) */
+  sqlite3_int64 size, cap;   /* logical size and allocation (memory files) */
+} ShimFile;
+
+static int hClose(sqlite3_file *f) { return host_close(((ShimFile *)f)->id); }
+static int hRead(sqlite3_file *f, void *buf, int amt, sqlite3_int64 off) {
+  return host_read(((ShimFile *)f)->id, buf, amt, off);
+}
+static int hWrite(sqlite3_file *f, const void *buf, int amt, sqlite3_int64 off) {
+  return host_write(((ShimFile *)f)->id, buf, amt, off);
+}
+static int hTruncate(sqlite3_file *f, sqlite3_int64 size) {
+  return host_truncate(((ShimFile *)f)->id, size);
+}
+static int hSync(sqlite3_file *f, int flags) { return host_sync(((ShimFile *)f)->id, flags); }
+static int hFileSize(sqlite3_file *f, sqlite3_int64 *out) {
+  return host_file_size(((ShimFile *)f)->id, out);
+}
+/* One connection per file and locking_mode EXCLUSIVE: locks are no-ops. */
+static int noLock(sqlite3_file *f, int level) { (void)f; (void)level; return SQLITE_OK; }
+static int noReserved(sqlite3_file *f, int *out) { (void)f; *out = 0; return SQLITE_OK; }
+static int hFileControl(sqlite3_file *f, int op, void *arg) {
+  (void)arg;
+  switch (op) {
+    case SQLITE_FCNTL_BEGIN_ATOMIC_WRITE:
+    case SQLITE_FCNTL_COMMIT_ATOMIC_WRITE:
+    case SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE:
+      return host_file_control(((ShimFile *)f)->id, op);
+    default:
+      return SQLITE_NOTFOUND;
+  }
+}
+static int sectorSize(sqlite3_file *f) { (void)f; return 4096; }
+/* Pages are separate values: writing one never disturbs another, and the host
+ * can commit a batch of pages in one atomic put. */
+static int hDevice(sqlite3_file *f) {
+  (void)f;
+  return SQLITE_IOCAP_BATCH_ATOMIC | SQLITE_IOCAP_POWERSAFE_OVERWRITE;
+}
+
+static const sqlite3_io_methods host_io = {
+  1, hClose, hRead, hWrite, hTruncate, hSync, hFileSize, noLock, noLock,
+  noReserved, hFileControl, sectorSize, hDevice,
+};
+
+/* Memory files: anonymous temporary files (the sorter spills into these). */
+static int mClose(sqlite3_file *f) {
+  sqlite3_free(((ShimFile *)f)->mem);
+  return SQLITE_OK;
+}
+static int mRead(sqlite3_file *f, void *buf, int amt, sqlite3_int64 off) {
+  ShimFile *p = (ShimFile *)f;
+  sqlite3_int64 have = p->size > off ? p->size - off : 0;
+  if (have >= amt) {
+    memcpy(buf, p->mem + off, (size_t)amt);
+    return SQLITE_OK;
+  }
+  if (have > 0) memcpy(buf, p->mem + off, (size_t)have);
+  /* SQLite requires short reads to zero-fill the rest of the buffer. */
+  memset((char *)buf + have, 0, (size_t)(amt - have));
+  return SQLITE_IOERR_SHORT_READ;
+}
+static int mGrow(ShimFile *p, sqlite3_int64 need) {
+  if (need <= p->cap) return SQLITE_OK;
+  sqlite3_int64 cap = p->cap ? p->cap : 65536;
+  while (cap < need) cap *= 2;
+  unsigned char *m = sqlite3_realloc64(p->mem, (sqlite3_uint64)cap);
+  if (m == 0) return SQLITE_IOERR_NOMEM;
+  p->mem = m;
+  p->cap = cap;
+  return SQLITE_OK;
+}
+static int mWrite(sqlite3_file *f, const void *buf, int amt, sqlite3_int64 off) {
+  ShimFile *p = (ShimFile *)f;
+  int rc = mGrow(p, off + amt);
+  if (rc != SQLITE_OK) return rc;
+  if (off > p->size) memset(p->mem + p->size, 0, (size_t)(off - p->size));
+  memcpy(p->mem + off, buf, (size_t)amt);
+  if (off + amt > p->size) p->size = off + amt;
+  return SQLITE_OK;
+}
+static int mTruncate(sqlite3_file *f, sqlite3_int64 size) {
+  ShimFile *p = (ShimFile *)f;
+  if (size < p->size) p->size = size;
+  return SQLITE_OK;
+}
+static int mSync(sqlite3_file *f, int flags) { (void)f; (void)flags; return SQLITE_OK; }
+static int mFileSize(sqlite3_file *f, sqlite3_int64 *out) {
+  *out = ((ShimFile *)f)->size;
+  return SQLITE_OK;
+}
+static int mFileControl(sqlite3_file *f, int op, void *arg) {
+  (void)f; (void)op; (void)arg;
+  return SQLITE_NOTFOUND;
+}
+static int mDevice(sqlite3_file *f) { (void)f; return 0; }
+
+static const sqlite3_io_methods mem_io = {
+  1, mClose, mRead, mWrite, mTruncate, mSync, mFileSize, noLock, noLock,
+  noReserved, mFileControl, sectorSize, mDevice,
+};
+
+/* ---- the VFS ------------------------------------------------------------ */
+
+static int vOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *outFlags) {
+  ShimFile *p = (ShimFile *)f;
+  (void)vfs;
+  memset(p, 0, sizeof(*p));
+  if (name == 0) {
+    p->base.pMethods = &mem_io;
+  } else {
+    int id = -1;
+    int rc = host_open(name, (int)strlen(name), flags, &id);
+    /* On failure pMethods stays NULL so SQLite never calls xClose. */
+    if (rc != SQLITE_OK) return rc;
+    p->id = id;
+    p->base.pMethods = &host_io;
+  }
+  if (outFlags) *outFlags = flags;
+  return SQLITE_OK;
+}
+static int vDelete(sqlite3_vfs *vfs, const char *name, int syncDir) {
+  (void)vfs;
+  return host_delete(name, (int)strlen(name), syncDir);
+}
+static int vAccess(sqlite3_vfs *vfs, const char *name, int flags, int *out) {
+  (void)vfs;
+  return host_access(name, (int)strlen(name), flags, out);
+}
+/* Names are opaque keys: the full path of a name is the name itself. */
+static int vFullPathname(sqlite3_vfs *vfs, const char *name, int nOut, char *out) {
+  size_t n = strlen(name);
+  (void)vfs;
+  if (n + 1 > (size_t)nOut) return SQLITE_CANTOPEN;
+  memcpy(out, name, n + 1);
+  return SQLITE_OK;
+}
+static int vRandomness(sqlite3_vfs *vfs, int n, char *out) {
+  (void)vfs;
+  host_random(out, n);
+  return n;
+}
+static int vSleep(sqlite3_vfs *vfs, int micros) { (void)vfs; return host_sleep(micros); }
+/* Julian day number of the Unix epoch, in milliseconds. */
+#define UNIX_EPOCH_JD_MS 210866760000000LL
+static int vCurrentTimeInt64(sqlite3_vfs *vfs, sqlite3_int64 *out) {
+  (void)vfs;
+  *out = host_time_ms() + UNIX_EPOCH_JD_MS;
+  return SQLITE_OK;
+}
+static int vCurrentTime(sqlite3_vfs *vfs, double *out) {
+  sqlite3_int64 ms = 0;
+  vCurrentTimeInt64(vfs, &ms);
+  *out = (double)ms / 86400000.0;
+  return SQLITE_OK;
+}
+static int vGetLastError(sqlite3_vfs *vfs, int n, char *out) {
+  (void)vfs; (void)n; (void)out;
+  return 0;
+}
+
+static sqlite3_vfs host_vfs = {
+  2, sizeof(ShimFile), 512, 0, "host", 0,
+  vOpen, vDelete, vAccess, vFullPathname,
+  0, 0, 0, 0, /* no extension loading */
+  vRandomness, vSleep, vCurrentTime, vGetLastError, vCurrentTimeInt64,
+  0, 0, 0,
+};
+
+/* SQLITE_OS_OTHER: SQLite calls these from sqlite3_initialize/shutdown. */
+int sqlite3_os_init(void) { return sqlite3_vfs_register(&host_vfs, 1); }
+int sqlite3_os_end(void) { return SQLITE_OK; }
+
+/* ---- exported helpers -------------------------------------------------- */
+
+static int progress(void *arg) {
+  (void)arg;
+  return host_progress();
+}
+
+/* Open a connection on the host VFS with extended result codes, defensive
+ * mode and the host-driven progress handler. The handle is written even on
+ * failure so the host can read the message and close it. */
+EXPORT(shim_open) int shim_open(const char *name, sqlite3 **out, int progress_ops) {
+  sqlite3 *db = 0;
+  int rc = sqlite3_open_v2(name, &db,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_EXRESCODE, "host");
+  *out = db;
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)0);
+  sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)0);
+  sqlite3_progress_handler(db, progress_ops, progress, 0);
+  return SQLITE_OK;
+}
+
+/* Configure the library before its first use: the lookaside every
+ * connection gets (slot size x count, 0 disables it) and the hard heap limit
+ * that turns a memory bomb into SQLITE_NOMEM. Must be the first call. */
+EXPORT(shim_init) int shim_init(int lookaside_slot, int lookaside_count, sqlite3_int64 heap_limit) {
+  int rc = sqlite3_config(SQLITE_CONFIG_LOOKASIDE, lookaside_slot, lookaside_count);
+  if (rc != SQLITE_OK) return rc;
+  rc = sqlite3_initialize();
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_hard_heap_limit64(heap_limit);
+  return SQLITE_OK;
+}
+
+/* Pragmas a tenant may read but never change: they fix the storage format,
+ * the journal the VFS supports and the memory a tenant may claim. */
+static const char *const locked_pragmas[] = {
+  "journal_mode", "locking_mode", "page_size", "cache_size", "temp_store",
+  "mmap_size", "writable_schema", "soft_heap_limit", "hard_heap_limit",
+  "threads", "cache_spill", "max_page_count", "auto_vacuum", "encoding", 0,
+};
+
+static int authorize(void *arg, int action, const char *a, const char *b,
+                     const char *dbname, const char *trigger) {
+  (void)arg; (void)dbname; (void)trigger;
+  switch (action) {
+    /* Another file would escape the tenant's namespace. */
+    case SQLITE_ATTACH:
+    case SQLITE_DETACH:
+      return SQLITE_DENY;
+    case SQLITE_PRAGMA:
+      if (b != 0 && a != 0) {
+        for (int i = 0; locked_pragmas[i]; i++) {
+          if (sqlite3_stricmp(a, locked_pragmas[i]) == 0) return SQLITE_DENY;
+        }
+      }
+      return SQLITE_OK;
+    default:
+      return SQLITE_OK;
+  }
+}
+
+/* Seal the connection once the host has applied its own pragmas. */
+EXPORT(shim_lockdown) int shim_lockdown(sqlite3 *db) {
+  return sqlite3_set_authorizer(db, authorize, 0);
+}
+
+/* Bind text/blob buffers the host filled from sqlite3_malloc: SQLite takes
+ * ownership (it frees them even when binding fails). A zero length binds an
+ * empty value, never NULL. */
+EXPORT(shim_bind_text) int shim_bind_text(sqlite3_stmt *s, int i, char *p, int n) {
+  if (n == 0) {
+    sqlite3_free(p);
+    return sqlite3_bind_text(s, i, "", 0, SQLITE_STATIC);
+  }
+  return sqlite3_bind_text64(s, i, p, (sqlite3_uint64)n, sqlite3_free, SQLITE_UTF8);
+}
+EXPORT(shim_bind_blob) int shim_bind_blob(sqlite3_stmt *s, int i, void *p, int n) {
+  if (n == 0) {
+    sqlite3_free(p);
+    return sqlite3_bind_zeroblob(s, i, 0);
+  }
+  return sqlite3_bind_blob64(s, i, p, (sqlite3_uint64)n, sqlite3_free);
+}
+
+/* One row as `ncol` records of 16 bytes: {i32 type, i32 len, i64 value}
+ * where value is the integer, the double's bits or a pointer to the bytes.
+ * Type -1 marks an out-of-memory conversion. Returns 0 when out of memory.
+ * The pointers stay valid until the next step/reset of the statement. */
+static unsigned char *row_buf;
+static int row_cap;
+
+EXPORT(shim_row) unsigned char *shim_row(sqlite3_stmt *s) {
+  int n = sqlite3_column_count(s);
+  if (n * 16 > row_cap) {
+    unsigned char *b = sqlite3_realloc(row_buf, n * 16);
+    if (b == 0) return 0;
+    row_buf = b;
+    row_cap = n * 16;
+  }
+  for (int i = 0; i < n; i++) {
+    int type = sqlite3_column_type(s, i);
+    int len = 0;
+    sqlite3_int64 v = 0;
+    switch (type) {
+      case SQLITE_INTEGER:
+        v = sqlite3_column_int64(s, i);
+        break;
+      case SQLITE_FLOAT: {
+        double d = sqlite3_column_double(s, i);
+        memcpy(&v, &d, 8);
+        break;
+      }
+      case SQLITE_TEXT: {
+        const unsigned char *t = sqlite3_column_text(s, i);
+        len = sqlite3_column_bytes(s, i);
+        if (t == 0) type = -1;
+        v = (sqlite3_int64)(size_t)t;
+        break;
+      }
+      case SQLITE_BLOB: {
+        const void *b = sqlite3_column_blob(s, i);
+        len = sqlite3_column_bytes(s, i);
+        if (b == 0 && len > 0) type = -1;
+        v = (sqlite3_int64)(size_t)b;
+        break;
+      }
+      default:
+        break;
+    }
+    memcpy(row_buf + i * 16, &type, 4);
+    memcpy(row_buf + i * 16 + 4, &len, 4);
+    memcpy(row_buf + i * 16 + 8, &v, 8);
+  }
+  return row_buf;
+}

@@ -1,0 +1,80 @@
+//! One error type for the crate, so a caller can tell a SQL error from a
+//! storage failure, a resource limit, a refused name or a dead instance, and
+//! still reach the original storage error through `source()`.
+
+use vfs_core::KvError;
+
+/// Everything that can go wrong in `vfs-wasm`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// SQLite returned an error. For I/O errors `kv` holds the storage error
+    /// that caused it (also returned by `source()`).
+    #[error("sqlite error {code}: {message}")]
+    Sqlite {
+        /// The extended SQLite result code.
+        code: i32,
+        /// SQLite's message.
+        message: String,
+        /// The storage failure behind an I/O error, if any.
+        #[source]
+        kv: Option<KvError>,
+    },
+    /// The statement ran past its time budget and was interrupted; the
+    /// database is still usable.
+    #[error("statement interrupted: time budget of {budget_ms} ms exceeded")]
+    Interrupted {
+        /// The budget that was exceeded, in milliseconds.
+        budget_ms: u64,
+    },
+    /// A resource limit was hit: the instance memory cap, SQLite's length
+    /// limits, or an out-of-memory condition inside the guest. The instance
+    /// keeps serving.
+    #[error("limit exceeded: {what}")]
+    LimitExceeded {
+        /// Which limit, in words.
+        what: String,
+    },
+    /// The guest trapped; this instance can no longer be used and every one
+    /// of its databases returns this error.
+    #[error("instance is broken: {reason}")]
+    Broken {
+        /// What happened first.
+        reason: String,
+    },
+    /// No open database has this id in this instance.
+    #[error("unknown database id")]
+    UnknownDatabase,
+    /// A database with this name is already open in the instance.
+    #[error("database name {0:?} is already in use in this instance")]
+    NameInUse(String),
+    /// The name cannot be a database name.
+    #[error("invalid database name {name:?}: {reason}")]
+    InvalidName {
+        /// The refused name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// An SQL text or parameter could not be passed to SQLite (for example
+    /// an interior NUL in SQL, or more parameters than the statement has).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The wasm module could not be compiled.
+    #[error("cannot compile the SQLite module: {0}")]
+    Compile(String),
+    /// The module could not be instantiated (missing import, memory limit
+    /// below the module's minimum, ...).
+    #[error("cannot instantiate the SQLite module: {0}")]
+    Instantiate(String),
+    /// The compiled-module cache could not be written. (Unreadable or
+    /// corrupt cache files are not errors: they are rebuilt.)
+    #[error("compiled-module cache error: {0}")]
+    Cache(String),
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

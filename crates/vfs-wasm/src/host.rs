@@ -1,0 +1,505 @@
+//! The host side of the VFS: the functions the guest imports from `env`.
+//!
+//! Why the host and not the guest decides: the guest runs SQL from several
+//! tenants, so it cannot be trusted to pick files. Before every call into
+//! the guest the instance records which database it runs for
+//! ([`Caller`]); `vfs_open` then resolves a name only if it belongs to that
+//! database, and every later file operation checks that the file is owned by
+//! the caller. Anything else is refused with a SQLite error code that only
+//! the calling tenant sees.
+//!
+//! These functions never panic and never call back into the guest. Every
+//! failure goes through [`HostState::fail`], which keeps the full
+//! [`VfsError`] (with its [`vfs_core::KvError`]) for the caller of the SQL
+//! statement and hands SQLite only the result code. The page logic is async;
+//! the guest is not, so each call is driven to completion with
+//! `futures::executor::block_on` on the thread running the instance.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::executor::block_on;
+use vfs_core::{FileRegistry, FileTag, KvFile, ReadOutcome, VfsError, code};
+use wasmer::{Function, FunctionEnv, FunctionEnvMut, Imports, Memory, Store, imports};
+
+use crate::memory::GuestMemory;
+
+/// `SQLITE_OPEN_CREATE`.
+const OPEN_CREATE: i32 = 0x0000_0004;
+/// `SQLITE_FCNTL_BEGIN_ATOMIC_WRITE` and its two companions.
+const FCNTL_BEGIN_ATOMIC: i32 = 31;
+const FCNTL_COMMIT_ATOMIC: i32 = 32;
+const FCNTL_ROLLBACK_ATOMIC: i32 = 33;
+/// `SQLITE_ACCESS_EXISTS` / `_READWRITE` / `_READ` all mean "exists" here.
+const SQLITE_OK: i32 = code::SQLITE_OK;
+/// Longest sleep the guest may ask for (SQLite only sleeps in busy handlers,
+/// which never fire with exclusive, unshared connections).
+const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+/// Who the guest is currently running for.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Caller {
+    /// Nobody: every open is refused.
+    #[default]
+    Nobody,
+    /// A tenant database, by registered name.
+    Db(Arc<str>),
+    /// The one-off pass that makes SQLite generate an empty page 1: its
+    /// files live in host memory and are discarded afterwards.
+    Seed,
+}
+
+enum FileKind {
+    Kv(KvFile),
+    /// A seeding-pass file, by name in [`HostState::scratch`].
+    Scratch(String),
+}
+
+struct OpenFile {
+    /// The database that opened the file; `None` for seeding files.
+    owner: Option<Arc<str>>,
+    kind: FileKind,
+}
+
+/// A name resolved for the caller: its database, file tag and store.
+type Resolved = (Arc<str>, FileTag, Arc<dyn vfs_core::KvStore>);
+
+/// State shared by all host functions of one instance.
+pub(crate) struct HostState {
+    memory: Option<GuestMemory>,
+    pub(crate) registry: FileRegistry,
+    pub(crate) caller: Caller,
+    files: HashMap<u32, OpenFile>,
+    next_file: u32,
+    /// Page 1 of an empty database, seeded into every new main file.
+    pub(crate) page1: Option<Arc<[u8]>>,
+    /// Seeding-pass files.
+    pub(crate) scratch: HashMap<String, Vec<u8>>,
+    /// When the running statement must stop.
+    pub(crate) deadline: Option<Instant>,
+    /// Set when the progress handler asked SQLite to stop.
+    pub(crate) interrupted: bool,
+    /// The last VFS failure, kept for the error returned to the caller.
+    pub(crate) last_error: Option<VfsError>,
+}
+
+impl HostState {
+    pub(crate) fn new() -> Self {
+        Self {
+            memory: None,
+            registry: FileRegistry::new(),
+            caller: Caller::Nobody,
+            files: HashMap::new(),
+            next_file: 1,
+            page1: None,
+            scratch: HashMap::new(),
+            deadline: None,
+            interrupted: false,
+            last_error: None,
+        }
+    }
+
+    pub(crate) fn set_memory(&mut self, memory: GuestMemory) {
+        self.memory = Some(memory);
+    }
+
+    /// Forgets files a closed database left open (none in normal operation).
+    pub(crate) fn drop_files_of(&mut self, name: &str) {
+        self.files
+            .retain(|_, f| f.owner.as_deref().is_none_or(|owner| owner != name));
+    }
+
+    /// The single path from a failure to a SQLite result code: the full
+    /// error is kept for the caller, SQLite gets the code.
+    fn fail(&mut self, err: VfsError) -> i32 {
+        let rc = err.code();
+        tracing::debug!(code = rc, error = %err.message(), "vfs call failed");
+        self.last_error = Some(err);
+        rc
+    }
+
+    /// Resolves `name` for the current caller, refusing every name that is
+    /// not a file of the calling database.
+    fn resolve(&self, name: &str) -> Result<Resolved, VfsError> {
+        let Caller::Db(me) = &self.caller else {
+            return Err(VfsError::new(
+                code::SQLITE_CANTOPEN,
+                format!("refused to open {name:?}: no database is running"),
+            ));
+        };
+        let refused = || {
+            VfsError::new(
+                code::SQLITE_CANTOPEN,
+                format!("refused to open {name:?}: not a file of this database"),
+            )
+        };
+        let resolved = self.registry.resolve(name).map_err(|_| refused())?;
+        if *resolved.db_name != **me {
+            return Err(refused());
+        }
+        Ok((resolved.db_name, resolved.tag, resolved.store))
+    }
+
+    /// The open file `id`, if the current caller owns it.
+    fn file(&mut self, id: u32) -> Result<&mut OpenFile, VfsError> {
+        let caller = match &self.caller {
+            Caller::Db(me) => Some(Arc::clone(me)),
+            Caller::Seed => None,
+            Caller::Nobody => {
+                return Err(VfsError::new(
+                    code::SQLITE_MISUSE,
+                    "file used outside a call",
+                ));
+            }
+        };
+        match self.files.get_mut(&id) {
+            Some(f) if f.owner.as_deref() == caller.as_deref() => Ok(f),
+            _ => Err(VfsError::new(
+                code::SQLITE_MISUSE,
+                format!("file id {id} is not open for this database"),
+            )),
+        }
+    }
+
+    fn mem(&self) -> Result<&GuestMemory, VfsError> {
+        self.memory
+            .as_ref()
+            .ok_or_else(|| VfsError::new(code::SQLITE_MISUSE, "guest memory not attached"))
+    }
+}
+
+fn bad_pointer(e: &crate::memory::OutOfBounds) -> VfsError {
+    VfsError::new(code::SQLITE_MISUSE, e.to_string())
+}
+
+/// Runs `body`; an error becomes its result code through [`HostState::fail`].
+fn guard(
+    env: &mut FunctionEnvMut<'_, HostState>,
+    body: impl FnOnce(&mut HostState, &wasmer::StoreMut<'_>) -> Result<i32, VfsError>,
+) -> i32 {
+    let (state, store) = env.data_and_store_mut();
+    match body(state, &store) {
+        Ok(rc) => rc,
+        Err(e) => state.fail(e),
+    }
+}
+
+fn vfs_open(
+    mut env: FunctionEnvMut<'_, HostState>,
+    name_ptr: u32,
+    name_len: u32,
+    flags: i32,
+    out_id: u32,
+) -> i32 {
+    guard(&mut env, |state, store| {
+        let name = state
+            .mem()?
+            .read_str(store, name_ptr, name_len)
+            .map_err(|e| bad_pointer(&e))?;
+        let (owner, kind) = if matches!(state.caller, Caller::Seed) {
+            state.scratch.entry(name.clone()).or_default();
+            (None, FileKind::Scratch(name))
+        } else {
+            let (db, tag, kv) = state.resolve(&name)?;
+            let seed = if tag == FileTag::Main {
+                state.page1.clone()
+            } else {
+                None
+            };
+            let file = block_on(KvFile::open(
+                kv,
+                tag,
+                flags & OPEN_CREATE != 0,
+                seed.as_deref(),
+            ))?;
+            (Some(db), FileKind::Kv(file))
+        };
+        let id = state.next_file;
+        state
+            .mem()?
+            .write_u32(store, out_id, id)
+            .map_err(|e| bad_pointer(&e))?;
+        state.next_file = state.next_file.wrapping_add(1).max(1);
+        state.files.insert(id, OpenFile { owner, kind });
+        Ok(SQLITE_OK)
+    })
+}
+
+fn vfs_close(mut env: FunctionEnvMut<'_, HostState>, id: u32) -> i32 {
+    guard(&mut env, |state, _| {
+        state.file(id)?;
+        state.files.remove(&id);
+        Ok(SQLITE_OK)
+    })
+}
+
+fn vfs_read(
+    mut env: FunctionEnvMut<'_, HostState>,
+    id: u32,
+    buf: u32,
+    amt: i32,
+    offset: i64,
+) -> i32 {
+    guard(&mut env, |state, store| {
+        let (Ok(amt), Ok(offset)) = (usize::try_from(amt), u64::try_from(offset)) else {
+            return Err(VfsError::new(code::SQLITE_IOERR_READ, "negative read"));
+        };
+        let mut data = vec![0u8; amt];
+        let outcome = match &mut state.file(id)?.kind {
+            FileKind::Kv(file) => block_on(file.read(&mut data, offset))?,
+            FileKind::Scratch(name) => {
+                let name = name.clone();
+                let content = state.scratch.get(&name).map_or(&[][..], Vec::as_slice);
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(content.len());
+                let avail = content.get(start..).unwrap_or_default();
+                let n = avail.len().min(amt);
+                data[..n].copy_from_slice(&avail[..n]);
+                if n == amt {
+                    ReadOutcome::Full
+                } else {
+                    ReadOutcome::Short
+                }
+            }
+        };
+        state
+            .mem()?
+            .write(store, buf, &data)
+            .map_err(|e| bad_pointer(&e))?;
+        Ok(match outcome {
+            ReadOutcome::Full => SQLITE_OK,
+            ReadOutcome::Short => code::SQLITE_IOERR_SHORT_READ,
+        })
+    })
+}
+
+fn vfs_write(
+    mut env: FunctionEnvMut<'_, HostState>,
+    id: u32,
+    buf: u32,
+    amt: i32,
+    offset: i64,
+) -> i32 {
+    guard(&mut env, |state, store| {
+        let (Ok(amt), Ok(offset)) = (u32::try_from(amt), u64::try_from(offset)) else {
+            return Err(VfsError::new(code::SQLITE_IOERR_WRITE, "negative write"));
+        };
+        let data = state
+            .mem()?
+            .read(store, buf, amt)
+            .map_err(|e| bad_pointer(&e))?;
+        match &mut state.file(id)?.kind {
+            FileKind::Kv(file) => block_on(file.write(&data, offset))?,
+            FileKind::Scratch(name) => {
+                let name = name.clone();
+                let content = state.scratch.entry(name).or_default();
+                let start = usize::try_from(offset)
+                    .map_err(|_| VfsError::new(code::SQLITE_FULL, "offset too large"))?;
+                let end = start + data.len();
+                if content.len() < end {
+                    content.resize(end, 0);
+                }
+                content[start..end].copy_from_slice(&data);
+            }
+        }
+        Ok(SQLITE_OK)
+    })
+}
+
+fn vfs_truncate(mut env: FunctionEnvMut<'_, HostState>, id: u32, size: i64) -> i32 {
+    guard(&mut env, |state, _| {
+        let Ok(size) = u64::try_from(size) else {
+            return Err(VfsError::new(code::SQLITE_IOERR_TRUNCATE, "negative size"));
+        };
+        match &mut state.file(id)?.kind {
+            FileKind::Kv(file) => block_on(file.truncate(size))?,
+            FileKind::Scratch(name) => {
+                let name = name.clone();
+                if let Some(content) = state.scratch.get_mut(&name) {
+                    content.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+                }
+            }
+        }
+        Ok(SQLITE_OK)
+    })
+}
+
+fn vfs_sync(mut env: FunctionEnvMut<'_, HostState>, id: u32, _flags: i32) -> i32 {
+    guard(&mut env, |state, _| {
+        if let FileKind::Kv(file) = &mut state.file(id)?.kind {
+            block_on(file.sync())?;
+        }
+        Ok(SQLITE_OK)
+    })
+}
+
+fn vfs_file_size(mut env: FunctionEnvMut<'_, HostState>, id: u32, out: u32) -> i32 {
+    guard(&mut env, |state, store| {
+        let size = match &state.file(id)?.kind {
+            FileKind::Kv(file) => file.size(),
+            FileKind::Scratch(name) => {
+                let name = name.clone();
+                state.scratch.get(&name).map_or(0, |c| c.len() as u64)
+            }
+        };
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        state
+            .mem()?
+            .write_i64(store, out, size)
+            .map_err(|e| bad_pointer(&e))?;
+        Ok(SQLITE_OK)
+    })
+}
+
+fn vfs_file_control(mut env: FunctionEnvMut<'_, HostState>, id: u32, op: i32) -> i32 {
+    guard(&mut env, |state, _| {
+        match &mut state.file(id)?.kind {
+            FileKind::Kv(file) => match op {
+                FCNTL_BEGIN_ATOMIC => file.begin_atomic()?,
+                FCNTL_COMMIT_ATOMIC => block_on(file.commit_atomic())?,
+                FCNTL_ROLLBACK_ATOMIC => file.rollback_atomic(),
+                _ => return Ok(code::SQLITE_NOTFOUND),
+            },
+            // Seeding files are plain memory: a batch is a snapshot.
+            FileKind::Scratch(name) => {
+                let name = name.clone();
+                let snapshot_key = format!("{name}\0snapshot");
+                match op {
+                    FCNTL_BEGIN_ATOMIC => {
+                        let current = state.scratch.get(&name).cloned().unwrap_or_default();
+                        state.scratch.insert(snapshot_key, current);
+                    }
+                    FCNTL_COMMIT_ATOMIC => {
+                        state.scratch.remove(&snapshot_key);
+                    }
+                    FCNTL_ROLLBACK_ATOMIC => {
+                        if let Some(old) = state.scratch.remove(&snapshot_key) {
+                            state.scratch.insert(name, old);
+                        }
+                    }
+                    _ => return Ok(code::SQLITE_NOTFOUND),
+                }
+            }
+        }
+        Ok(SQLITE_OK)
+    })
+}
+
+fn vfs_delete(
+    mut env: FunctionEnvMut<'_, HostState>,
+    name_ptr: u32,
+    name_len: u32,
+    _sync_dir: i32,
+) -> i32 {
+    guard(&mut env, |state, store| {
+        let name = state
+            .mem()?
+            .read_str(store, name_ptr, name_len)
+            .map_err(|e| bad_pointer(&e))?;
+        if matches!(state.caller, Caller::Seed) {
+            state.scratch.remove(&name);
+            return Ok(SQLITE_OK);
+        }
+        let (_, tag, kv) = state
+            .resolve(&name)
+            .map_err(|e| VfsError::new(code::SQLITE_IOERR_DELETE, e.message().to_owned()))?;
+        block_on(KvFile::delete(&kv, tag))?;
+        Ok(SQLITE_OK)
+    })
+}
+
+fn vfs_access(
+    mut env: FunctionEnvMut<'_, HostState>,
+    name_ptr: u32,
+    name_len: u32,
+    _flags: i32,
+    out: u32,
+) -> i32 {
+    guard(&mut env, |state, store| {
+        let mem = state.mem()?.clone();
+        let name = mem
+            .read_str(store, name_ptr, name_len)
+            .map_err(|e| bad_pointer(&e))?;
+        let exists = if matches!(state.caller, Caller::Seed) {
+            state.scratch.contains_key(&name)
+        } else {
+            // A name the caller may not open simply does not exist for it.
+            match state.resolve(&name) {
+                Ok((_, tag, kv)) => block_on(KvFile::exists(&kv, tag))?,
+                Err(_) => false,
+            }
+        };
+        mem.write_u32(store, out, u32::from(exists))
+            .map_err(|e| bad_pointer(&e))?;
+        Ok(SQLITE_OK)
+    })
+}
+
+fn host_random(mut env: FunctionEnvMut<'_, HostState>, buf: u32, len: i32) {
+    let (state, store) = env.data_and_store_mut();
+    let Ok(len) = usize::try_from(len) else {
+        return;
+    };
+    let mut data = vec![0u8; len];
+    if getrandom::fill(&mut data).is_err() {
+        // No OS randomness: derive bytes from the clock rather than fail.
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&seed.as_nanos().to_le_bytes());
+        hasher.finalize_xof().fill(&mut data);
+    }
+    if let Ok(mem) = state.mem() {
+        let _ = mem.write(&store, buf, &data);
+    }
+}
+
+fn host_time_ms(_env: FunctionEnvMut<'_, HostState>) -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn host_sleep(_env: FunctionEnvMut<'_, HostState>, micros: i32) -> i32 {
+    let wanted = Duration::from_micros(u64::try_from(micros).unwrap_or(0));
+    std::thread::sleep(wanted.min(MAX_SLEEP));
+    micros
+}
+
+/// SQLite's progress handler: nonzero stops the running statement.
+fn host_progress(mut env: FunctionEnvMut<'_, HostState>) -> i32 {
+    let state = env.data_mut();
+    match state.deadline {
+        Some(deadline) if Instant::now() >= deadline => {
+            state.interrupted = true;
+            1
+        }
+        _ => 0,
+    }
+}
+
+/// The import object for one instance.
+pub(crate) fn imports(store: &mut Store, env: &FunctionEnv<HostState>, memory: &Memory) -> Imports {
+    imports! {
+        "env" => {
+            "memory" => memory.clone(),
+            "vfs_open" => Function::new_typed_with_env(store, env, vfs_open),
+            "vfs_close" => Function::new_typed_with_env(store, env, vfs_close),
+            "vfs_read" => Function::new_typed_with_env(store, env, vfs_read),
+            "vfs_write" => Function::new_typed_with_env(store, env, vfs_write),
+            "vfs_truncate" => Function::new_typed_with_env(store, env, vfs_truncate),
+            "vfs_sync" => Function::new_typed_with_env(store, env, vfs_sync),
+            "vfs_file_size" => Function::new_typed_with_env(store, env, vfs_file_size),
+            "vfs_file_control" => Function::new_typed_with_env(store, env, vfs_file_control),
+            "vfs_delete" => Function::new_typed_with_env(store, env, vfs_delete),
+            "vfs_access" => Function::new_typed_with_env(store, env, vfs_access),
+            "host_random" => Function::new_typed_with_env(store, env, host_random),
+            "host_time_ms" => Function::new_typed_with_env(store, env, host_time_ms),
+            "host_sleep" => Function::new_typed_with_env(store, env, host_sleep),
+            "host_progress" => Function::new_typed_with_env(store, env, host_progress),
+        }
+    }
+}
