@@ -1,0 +1,612 @@
+//! Behaviour of one KV-backed file at the edges SQLite relies on: short
+//! reads, partial pages, the 16 TiB limit, atomic batches within the store
+//! limits, and the SQLite code (plus original error) of every failure.
+
+use std::sync::Arc;
+
+use futures::executor::block_on;
+use vfs_core::{
+    CountingKv, FaultyKv, FileMeta, FileTag, KvError, KvFile, KvLimits, KvStore, MAX_FILE_SIZE,
+    MemoryKv, PAGE_SIZE, ReadOutcome, chunk_key, code, meta_key,
+};
+
+const P: u64 = PAGE_SIZE as u64;
+
+fn limits(keys: usize) -> KvLimits {
+    KvLimits {
+        max_batch_keys: keys,
+        max_value_bytes: PAGE_SIZE,
+    }
+}
+
+fn mem(keys: usize) -> Arc<MemoryKv> {
+    Arc::new(MemoryKv::with_limits(limits(keys)))
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+        .collect()
+}
+
+async fn read_all(file: &mut KvFile) -> Vec<u8> {
+    let mut buf = vec![0xEE; file.size() as usize];
+    let outcome = file.read(&mut buf, 0).await.unwrap();
+    assert_eq!(outcome, ReadOutcome::Full);
+    buf
+}
+
+async fn reopen_all(store: &Arc<dyn KvStore>, tag: FileTag) -> Vec<u8> {
+    let mut file = KvFile::open(Arc::clone(store), tag, false, None)
+        .await
+        .unwrap();
+    read_all(&mut file).await
+}
+
+#[test]
+fn missing_file_needs_create() {
+    block_on(async {
+        let store: Arc<dyn KvStore> = mem(8);
+        let err = KvFile::open(Arc::clone(&store), FileTag::Main, false, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_CANTOPEN);
+        assert!(!KvFile::exists(&store, FileTag::Main).await.unwrap());
+        let file = KvFile::open(Arc::clone(&store), FileTag::Journal, true, None)
+            .await
+            .unwrap();
+        assert_eq!(file.size(), 0);
+    });
+}
+
+#[test]
+fn created_file_exists_after_first_write_or_sync() {
+    block_on(async {
+        let store: Arc<dyn KvStore> = mem(8);
+        let mut j = KvFile::open(Arc::clone(&store), FileTag::Journal, true, None)
+            .await
+            .unwrap();
+        assert!(!KvFile::exists(&store, FileTag::Journal).await.unwrap());
+        j.sync().await.unwrap();
+        assert!(KvFile::exists(&store, FileTag::Journal).await.unwrap());
+        let mut w = KvFile::open(Arc::clone(&store), FileTag::Wal, true, None)
+            .await
+            .unwrap();
+        w.write(b"hello", 0).await.unwrap();
+        assert!(KvFile::exists(&store, FileTag::Wal).await.unwrap());
+        assert_eq!(reopen_all(&store, FileTag::Wal).await, b"hello");
+    });
+}
+
+#[test]
+fn seeded_database_costs_one_put_and_reopen_one_get() {
+    block_on(async {
+        let counting = Arc::new(CountingKv::new(mem(8)));
+        let store: Arc<dyn KvStore> = counting.clone();
+        let seed = pattern(PAGE_SIZE, 7);
+        let file = KvFile::open(Arc::clone(&store), FileTag::Main, true, Some(&seed))
+            .await
+            .unwrap();
+        assert_eq!(file.size(), P);
+        assert_eq!((counting.get_calls(), counting.put_calls()), (1, 1));
+
+        counting.reset();
+        // The seed only matters for a file being created.
+        let mut file = KvFile::open(
+            Arc::clone(&store),
+            FileTag::Main,
+            false,
+            Some(&pattern(PAGE_SIZE, 0)),
+        )
+        .await
+        .unwrap();
+        let mut header = [0u8; 100];
+        file.read(&mut header, 0).await.unwrap();
+        let mut page = vec![0u8; PAGE_SIZE];
+        file.read(&mut page, 0).await.unwrap();
+        assert_eq!(page, seed);
+        assert_eq!(&header[..], &seed[..100]);
+        assert_eq!(
+            counting.total(),
+            1,
+            "open + header + page 1 in one round trip"
+        );
+        // The read-ahead copy was consumed: the next read goes to the store.
+        file.read(&mut page, 0).await.unwrap();
+        assert_eq!(counting.get_calls(), 2);
+    });
+}
+
+#[test]
+fn seed_must_be_one_page() {
+    block_on(async {
+        let store: Arc<dyn KvStore> = mem(8);
+        let err = KvFile::open(store, FileTag::Main, true, Some(&[0; 100]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_MISUSE);
+    });
+}
+
+#[test]
+fn tiny_store_limits_are_refused_at_open() {
+    block_on(async {
+        let store: Arc<dyn KvStore> = Arc::new(MemoryKv::with_limits(KvLimits {
+            max_batch_keys: 8,
+            max_value_bytes: 1000,
+        }));
+        let err = KvFile::open(store, FileTag::Main, true, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_CANTOPEN);
+    });
+}
+
+#[test]
+fn writes_across_page_boundaries_read_back() {
+    block_on(async {
+        let counting = Arc::new(CountingKv::new(mem(64)));
+        let store: Arc<dyn KvStore> = counting.clone();
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        let mut model = vec![0u8; 3 * PAGE_SIZE];
+        file.write(&model, 0).await.unwrap();
+        // Straddles pages 0..=2 with both ends partial: one get for both.
+        counting.reset();
+        let data = pattern(PAGE_SIZE + 200, 3);
+        let off = P - 100;
+        file.write(&data, off).await.unwrap();
+        model[off as usize..off as usize + data.len()].copy_from_slice(&data);
+        assert_eq!(counting.get_calls(), 1);
+        assert_eq!(counting.put_calls(), 1);
+        assert_eq!(read_all(&mut file).await, model);
+        assert_eq!(reopen_all(&store, FileTag::Main).await, model);
+        // Whole pages are written without reading.
+        counting.reset();
+        file.write(&pattern(2 * PAGE_SIZE, 9), P).await.unwrap();
+        assert_eq!(counting.get_calls(), 0);
+        // A read spanning pages.
+        let mut buf = vec![0u8; 10];
+        file.read(&mut buf, P - 5).await.unwrap();
+        assert_eq!(&buf[..5], &model[PAGE_SIZE - 5..PAGE_SIZE]);
+        assert_eq!(&buf[5..], &pattern(2 * PAGE_SIZE, 9)[..5]);
+    });
+}
+
+#[test]
+fn zero_length_io_is_a_no_op() {
+    block_on(async {
+        let counting = Arc::new(CountingKv::new(mem(8)));
+        let store: Arc<dyn KvStore> = counting.clone();
+        let mut file = KvFile::open(store, FileTag::Main, true, None)
+            .await
+            .unwrap();
+        counting.reset();
+        file.write(&[], 12_345).await.unwrap();
+        assert_eq!(file.read(&mut [], 99).await.unwrap(), ReadOutcome::Full);
+        assert_eq!(file.size(), 0);
+        assert_eq!(counting.total(), 0);
+    });
+}
+
+#[test]
+fn short_reads_zero_fill() {
+    block_on(async {
+        let store: Arc<dyn KvStore> = mem(8);
+        let mut file = KvFile::open(store, FileTag::Main, true, None)
+            .await
+            .unwrap();
+        file.write(b"abc", 0).await.unwrap();
+        let mut buf = [0xFFu8; 8];
+        assert_eq!(file.read(&mut buf, 1).await.unwrap(), ReadOutcome::Short);
+        assert_eq!(buf, [b'b', b'c', 0, 0, 0, 0, 0, 0]);
+        let mut buf = [0xFFu8; 4];
+        assert_eq!(file.read(&mut buf, 100).await.unwrap(), ReadOutcome::Short);
+        assert_eq!(buf, [0; 4]);
+        let mut buf = [0xFFu8; 4];
+        assert_eq!(
+            file.read(&mut buf, u64::MAX - 1).await.unwrap(),
+            ReadOutcome::Short
+        );
+        assert_eq!(buf, [0; 4]);
+    });
+}
+
+#[test]
+fn truncate_mid_page_then_extend_reads_zeros() {
+    block_on(async {
+        let store: Arc<dyn KvStore> = mem(8);
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        let data = pattern(3 * PAGE_SIZE, 1);
+        file.write(&data, 0).await.unwrap();
+        file.truncate(P + 10).await.unwrap();
+        assert_eq!(file.size(), P + 10);
+        // Two chunks (pages 0 and 1) plus the meta remain.
+        assert!(KvFile::exists(&store, FileTag::Main).await.unwrap());
+        file.truncate(3 * P).await.unwrap();
+        let mut expected = data[..PAGE_SIZE + 10].to_vec();
+        expected.resize(3 * PAGE_SIZE, 0);
+        assert_eq!(read_all(&mut file).await, expected);
+        assert_eq!(reopen_all(&store, FileTag::Main).await, expected);
+        // Extending by a write past a gap also shows zeros.
+        file.truncate(5).await.unwrap();
+        file.write(b"z", 2 * P).await.unwrap();
+        let mut expected = data[..5].to_vec();
+        expected.resize(2 * PAGE_SIZE, 0);
+        expected.push(b'z');
+        assert_eq!(reopen_all(&store, FileTag::Main).await, expected);
+    });
+}
+
+#[test]
+fn truncate_deletes_chunks_past_the_end_meta_first() {
+    block_on(async {
+        let memory = mem(3);
+        let store: Arc<dyn KvStore> = memory.clone();
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        file.write(&pattern(10 * PAGE_SIZE, 2), 0).await.unwrap();
+        assert_eq!(memory.len(), 11);
+        file.truncate(P).await.unwrap();
+        let snap = memory.snapshot();
+        assert_eq!(snap.len(), 2);
+        assert!(snap.contains_key(&chunk_key(FileTag::Main, 0)));
+        assert_eq!(
+            FileMeta::decode(&snap[&meta_key(FileTag::Main)]).unwrap(),
+            FileMeta { size: P }
+        );
+    });
+}
+
+#[test]
+fn max_file_size_is_16_tib() {
+    block_on(async {
+        let store: Arc<dyn KvStore> = mem(8);
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        let last_page = pattern(PAGE_SIZE, 5);
+        file.write(&last_page, MAX_FILE_SIZE - P).await.unwrap();
+        assert_eq!(file.size(), MAX_FILE_SIZE);
+        let mut reopened = KvFile::open(Arc::clone(&store), FileTag::Main, false, None)
+            .await
+            .unwrap();
+        assert_eq!(reopened.size(), MAX_FILE_SIZE);
+        let mut buf = vec![0u8; PAGE_SIZE];
+        reopened.read(&mut buf, MAX_FILE_SIZE - P).await.unwrap();
+        assert_eq!(buf, last_page);
+        let mut buf = [0xFFu8; 16];
+        assert_eq!(
+            reopened.read(&mut buf, 1 << 40).await.unwrap(),
+            ReadOutcome::Full
+        );
+        assert_eq!(buf, [0; 16], "the sparse middle reads as zeros");
+
+        for (len, offset) in [(1, MAX_FILE_SIZE), (2, MAX_FILE_SIZE - 1), (1, u64::MAX)] {
+            let err = file.write(&vec![1; len], offset).await.unwrap_err();
+            assert_eq!(err.code(), code::SQLITE_FULL, "{len} bytes at {offset}");
+        }
+        let err = file.truncate(MAX_FILE_SIZE + 1).await.unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_FULL);
+        assert_eq!(file.size(), MAX_FILE_SIZE);
+    });
+}
+
+#[test]
+fn plain_writes_are_split_within_limits_with_the_size_last() {
+    block_on(async {
+        let memory = mem(4);
+        let faulty = Arc::new(FaultyKv::new(memory.clone()));
+        let store: Arc<dyn KvStore> = faulty.clone();
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        let before = faulty.calls();
+        let data = pattern(10 * PAGE_SIZE, 4);
+        file.write(&data, 0).await.unwrap();
+        assert_eq!(
+            faulty.calls() - before,
+            3,
+            "10 pages + meta in batches of 4"
+        );
+        assert_eq!(reopen_all(&store, FileTag::Main).await, data);
+
+        // A failure in the last batch leaves the old size: the new pages are
+        // past the end and invisible.
+        faulty.fail_after(2);
+        let err = file
+            .write(&pattern(10 * PAGE_SIZE, 8), 10 * P)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_IOERR_WRITE);
+        faulty.heal();
+        assert_eq!(file.size(), 10 * P);
+        assert_eq!(reopen_all(&store, FileTag::Main).await, data);
+        // Growing over them with a gap shows zeros, not those pages.
+        file.write(b"end", 25 * P).await.unwrap();
+        let all = reopen_all(&store, FileTag::Main).await;
+        assert_eq!(&all[..data.len()], &data[..]);
+        assert!(all[data.len()..25 * PAGE_SIZE].iter().all(|&b| b == 0));
+    });
+}
+
+#[test]
+fn atomic_commit_is_one_put_and_reads_see_dirty_pages() {
+    block_on(async {
+        let counting = Arc::new(CountingKv::new(mem(8)));
+        let store: Arc<dyn KvStore> = counting.clone();
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        file.write(&pattern(2 * PAGE_SIZE, 1), 0).await.unwrap();
+        counting.reset();
+        file.begin_atomic().unwrap();
+        assert!(file.in_atomic());
+        assert_eq!(
+            file.begin_atomic().unwrap_err().code(),
+            code::SQLITE_IOERR_BEGIN_ATOMIC
+        );
+        let page = pattern(PAGE_SIZE, 2);
+        file.write(&page, 0).await.unwrap();
+        file.write(&page, 3 * P).await.unwrap();
+        assert_eq!(file.size(), 4 * P);
+        let mut buf = vec![0u8; PAGE_SIZE];
+        file.read(&mut buf, 3 * P).await.unwrap();
+        assert_eq!(buf, page);
+        assert_eq!(counting.put_calls(), 0, "nothing stored before the commit");
+        assert_eq!(reopen_all(&store, FileTag::Main).await.len(), 2 * PAGE_SIZE);
+        counting.reset();
+        file.commit_atomic().await.unwrap();
+        assert!(!file.in_atomic());
+        assert_eq!(counting.put_calls(), 1);
+        assert_eq!(counting.total(), 1);
+        let mut expected = page.clone();
+        expected.extend_from_slice(&pattern(2 * PAGE_SIZE, 1)[PAGE_SIZE..]);
+        expected.resize(3 * PAGE_SIZE, 0);
+        expected.extend_from_slice(&page);
+        assert_eq!(reopen_all(&store, FileTag::Main).await, expected);
+    });
+}
+
+#[test]
+fn rollback_restores_the_size() {
+    block_on(async {
+        let store: Arc<dyn KvStore> = mem(8);
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        file.write(&pattern(PAGE_SIZE, 1), 0).await.unwrap();
+        file.begin_atomic().unwrap();
+        file.write(&pattern(3 * PAGE_SIZE, 2), 0).await.unwrap();
+        file.truncate(100).await.unwrap();
+        assert_eq!(file.size(), 100);
+        file.rollback_atomic();
+        assert_eq!(file.size(), P);
+        assert_eq!(read_all(&mut file).await, pattern(PAGE_SIZE, 1));
+        assert_eq!(
+            reopen_all(&store, FileTag::Main).await,
+            pattern(PAGE_SIZE, 1)
+        );
+    });
+}
+
+#[test]
+fn oversized_batch_fails_commit_without_calling_the_store() {
+    block_on(async {
+        let counting = Arc::new(CountingKv::new(mem(4)));
+        let store: Arc<dyn KvStore> = counting.clone();
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        file.begin_atomic().unwrap();
+        file.write(&pattern(4 * PAGE_SIZE, 1), 0).await.unwrap();
+        counting.reset();
+        let err = file.commit_atomic().await.unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_IOERR_COMMIT_ATOMIC);
+        assert!(err.kv_error().is_none());
+        assert_eq!(counting.total(), 0);
+        assert!(file.in_atomic(), "the batch stays open until rollback");
+        file.rollback_atomic();
+        assert_eq!(file.size(), 0);
+        // Three pages + meta fit exactly.
+        file.begin_atomic().unwrap();
+        file.write(&pattern(3 * PAGE_SIZE, 1), 0).await.unwrap();
+        file.commit_atomic().await.unwrap();
+        assert_eq!(counting.put_calls(), 1);
+    });
+}
+
+#[test]
+fn failed_commit_keeps_the_kv_error_and_stores_nothing() {
+    block_on(async {
+        let memory = mem(8);
+        let faulty = Arc::new(FaultyKv::new(memory.clone()));
+        let store: Arc<dyn KvStore> = faulty.clone();
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        file.write(&pattern(2 * PAGE_SIZE, 1), 0).await.unwrap();
+        let before = memory.snapshot();
+        file.begin_atomic().unwrap();
+        file.write(&pattern(PAGE_SIZE, 9), P / 2).await.unwrap();
+        file.truncate(P + P / 2).await.unwrap();
+        faulty.fail_next(1);
+        let err = file.commit_atomic().await.unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_IOERR_COMMIT_ATOMIC);
+        assert!(matches!(err.kv_error(), Some(KvError::Injected { .. })));
+        let source = std::error::Error::source(&err).expect("KvError is the source");
+        assert_eq!(
+            source.to_string(),
+            "injected fault (fail_next) on put_batch"
+        );
+        assert_eq!(memory.snapshot(), before);
+        assert!(file.in_atomic());
+        file.rollback_atomic();
+        assert_eq!(read_all(&mut file).await, pattern(2 * PAGE_SIZE, 1));
+    });
+}
+
+#[test]
+fn shrinking_batch_then_regrowing_exposes_zeros() {
+    block_on(async {
+        let store: Arc<dyn KvStore> = mem(16);
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        let data = pattern(4 * PAGE_SIZE, 3);
+        file.write(&data, 0).await.unwrap();
+        file.begin_atomic().unwrap();
+        file.truncate(10).await.unwrap();
+        file.write(b"x", 3 * P).await.unwrap();
+        let mut expected = data[..10].to_vec();
+        expected.resize(3 * PAGE_SIZE, 0);
+        expected.push(b'x');
+        assert_eq!(read_all(&mut file).await, expected);
+        file.commit_atomic().await.unwrap();
+        assert_eq!(reopen_all(&store, FileTag::Main).await, expected);
+    });
+}
+
+#[test]
+fn every_kv_failure_has_its_code_and_keeps_the_error() {
+    block_on(async {
+        let faulty = Arc::new(FaultyKv::new(mem(8)));
+        let store: Arc<dyn KvStore> = faulty.clone();
+        faulty.fail_next(1);
+        let err = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_CANTOPEN);
+        assert!(err.kv_error().is_some());
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        file.write(&pattern(3 * PAGE_SIZE, 1), 0).await.unwrap();
+        file.drop_prefetch();
+
+        let mut errors = Vec::new();
+        faulty.fail_next(1);
+        errors.push((
+            file.read(&mut [0; 10], 0).await.unwrap_err(),
+            code::SQLITE_IOERR_READ,
+        ));
+        faulty.fail_next(1);
+        errors.push((
+            file.write(b"x", 0).await.unwrap_err(),
+            code::SQLITE_IOERR_WRITE,
+        ));
+        faulty.fail_next(1);
+        errors.push((
+            file.truncate(10).await.unwrap_err(),
+            code::SQLITE_IOERR_TRUNCATE,
+        ));
+        let mut journal = KvFile::open(Arc::clone(&store), FileTag::Journal, true, None)
+            .await
+            .unwrap();
+        faulty.fail_next(1);
+        errors.push((journal.sync().await.unwrap_err(), code::SQLITE_IOERR_FSYNC));
+        faulty.fail_next(1);
+        errors.push((
+            KvFile::exists(&store, FileTag::Main).await.unwrap_err(),
+            code::SQLITE_IOERR_ACCESS,
+        ));
+        faulty.fail_next(1);
+        errors.push((
+            KvFile::delete(&store, FileTag::Main).await.unwrap_err(),
+            code::SQLITE_IOERR_DELETE,
+        ));
+        for (err, expected) in &errors {
+            assert_eq!(err.code(), *expected, "{err}");
+            assert!(
+                matches!(err.kv_error(), Some(KvError::Injected { .. })),
+                "{err}"
+            );
+        }
+        // The file is unchanged by all of that.
+        assert_eq!(
+            reopen_all(&store, FileTag::Main).await,
+            pattern(3 * PAGE_SIZE, 1)
+        );
+    });
+}
+
+#[test]
+fn failed_chunk_deletion_is_reported_and_retried_by_sync() {
+    block_on(async {
+        let memory = mem(4);
+        let faulty = Arc::new(FaultyKv::new(memory.clone()));
+        let store: Arc<dyn KvStore> = faulty.clone();
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        file.write(&pattern(8 * PAGE_SIZE, 1), 0).await.unwrap();
+        faulty.fail_after(1); // the meta put passes, the deletion fails
+        let err = file.truncate(P).await.unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_IOERR_TRUNCATE);
+        faulty.heal();
+        assert_eq!(file.size(), P, "metadata was written first");
+        assert_eq!(
+            reopen_all(&store, FileTag::Main).await,
+            pattern(PAGE_SIZE, 1)
+        );
+        assert!(memory.len() > 2);
+        file.sync().await.unwrap();
+        assert_eq!(memory.len(), 2, "sync deleted the leftover chunks");
+    });
+}
+
+#[test]
+fn delete_and_missing_delete() {
+    block_on(async {
+        let memory = mem(3);
+        let store: Arc<dyn KvStore> = memory.clone();
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Wal, true, None)
+            .await
+            .unwrap();
+        file.write(&pattern(7 * PAGE_SIZE, 1), 0).await.unwrap();
+        let mut main = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        main.write(b"keep", 0).await.unwrap();
+        KvFile::delete(&store, FileTag::Wal).await.unwrap();
+        assert!(!KvFile::exists(&store, FileTag::Wal).await.unwrap());
+        assert_eq!(memory.len(), 2, "only the main file is left");
+        let err = KvFile::delete(&store, FileTag::Wal).await.unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_IOERR_DELETE_NOENT);
+    });
+}
+
+#[test]
+fn corrupt_stored_values_are_errors_not_panics() {
+    block_on(async {
+        let memory = mem(8);
+        let store: Arc<dyn KvStore> = memory.clone();
+        store
+            .put_batch(&[(meta_key(FileTag::Main), bytes::Bytes::from_static(&[9, 9]))])
+            .await
+            .unwrap();
+        let err = KvFile::open(Arc::clone(&store), FileTag::Main, false, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_CORRUPT);
+        store
+            .put_batch(&[
+                (meta_key(FileTag::Main), FileMeta { size: 10 * P }.encode()),
+                (
+                    chunk_key(FileTag::Main, 6),
+                    bytes::Bytes::from_static(b"short"),
+                ),
+            ])
+            .await
+            .unwrap();
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, false, None)
+            .await
+            .unwrap();
+        let err = file.read(&mut [0; 8], 6 * P).await.unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_CORRUPT);
+    });
+}
