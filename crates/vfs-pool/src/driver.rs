@@ -1,0 +1,179 @@
+//! What an actor runtime calls: one database per actor, on durable storage.
+//!
+//! [`ActorDriver`] is the runtime-facing trait. Storage backends implement the
+//! smaller [`ActorStorage`] (give me the key-value namespace of this actor,
+//! delete it, list them) and get a complete driver from [`StorageDriver`],
+//! so the local-disk and PostgreSQL drivers share one implementation of the
+//! pool bookkeeping.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use std::hash::{Hash, Hasher};
+
+use tokio::sync::Mutex as AsyncMutex;
+use vfs_core::{KvError, KvStore};
+
+use crate::{Database, Error, PoolConfig, PooledHandle, Result, SqliteVfsPool};
+
+/// The per-actor database service a runtime uses.
+#[async_trait::async_trait]
+pub trait ActorDriver: Send + Sync {
+    /// Acquires the actor's seat and opens its database on the actor's own
+    /// storage namespace. Opening an actor that is already open returns the
+    /// open database.
+    async fn open_database(&self, actor_id: &str) -> Result<Database>;
+    /// Closes the actor (if open), releases its seat, and deletes all of its
+    /// stored data and nothing else.
+    async fn delete_actor(&self, actor_id: &str) -> Result<()>;
+    /// Closes the actor's database and releases its seat; its data stays.
+    async fn close_actor(&self, actor_id: &str) -> Result<()>;
+    /// Every actor that has data in the storage, sorted.
+    async fn list_actors(&self) -> Result<Vec<String>>;
+    /// Actors whose database is open through this driver, sorted.
+    fn open_actors(&self) -> Vec<String>;
+    /// Closes every database, shuts the pool down and closes the storage.
+    async fn shutdown(&self);
+}
+
+/// A storage backend seen as one key-value namespace per actor.
+#[async_trait::async_trait]
+pub trait ActorStorage: Send + Sync + 'static {
+    /// The actor's namespace. Backends with ownership (fencing) take it here.
+    async fn open_actor(&self, actor_id: &str) -> Result<Arc<dyn KvStore>, KvError>;
+    /// Deletes every key of the actor's namespace.
+    async fn delete_actor(&self, actor_id: &str) -> Result<(), KvError>;
+    /// Every actor with data, sorted.
+    async fn list_actors(&self) -> Result<Vec<String>, KvError>;
+    /// Flushes and closes the backend; later calls fail.
+    async fn close(&self);
+}
+
+/// Number of per-actor lock stripes.
+const STRIPES: usize = 64;
+
+/// An [`ActorDriver`] over any [`ActorStorage`], backed by a
+/// [`SqliteVfsPool`].
+pub struct StorageDriver<S: ActorStorage> {
+    pool: SqliteVfsPool,
+    storage: S,
+    open: parking_lot::Mutex<HashMap<String, (PooledHandle, Database)>>,
+    /// Serializes open/delete/close of one actor so two concurrent opens
+    /// cannot both open its database. Striped by the actor id's hash: distinct
+    /// actors rarely wait for each other, and nothing grows per actor.
+    stripes: Vec<AsyncMutex<()>>,
+}
+
+impl<S: ActorStorage> StorageDriver<S> {
+    /// A driver with a new pool of the given configuration over `storage`.
+    pub fn new(storage: S, config: PoolConfig) -> Result<Self> {
+        Ok(Self {
+            pool: SqliteVfsPool::new(config)?,
+            storage,
+            open: parking_lot::Mutex::new(HashMap::new()),
+            stripes: (0..STRIPES).map(|_| AsyncMutex::new(())).collect(),
+        })
+    }
+
+    /// The pool serving this driver's actors.
+    pub fn pool(&self) -> &SqliteVfsPool {
+        &self.pool
+    }
+
+    /// The storage backend.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    fn stripe(&self, actor_id: &str) -> &AsyncMutex<()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        actor_id.hash(&mut hasher);
+        &self.stripes[(hasher.finish() % STRIPES as u64) as usize]
+    }
+
+    async fn close_locked(&self, actor_id: &str) -> Result<()> {
+        let entry = self.open.lock().remove(actor_id);
+        if let Some((handle, db)) = entry {
+            let closed = db.close().await;
+            handle.release().await;
+            closed?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: ActorStorage> ActorDriver for StorageDriver<S> {
+    async fn open_database(&self, actor_id: &str) -> Result<Database> {
+        let _serial = self.stripe(actor_id).lock().await;
+        let already = self.open.lock().get(actor_id).map(|(_, db)| db.clone());
+        if let Some(db) = already {
+            return Ok(db);
+        }
+        let handle = self.pool.acquire(actor_id).await?;
+        let opened = async {
+            let kv = self
+                .storage
+                .open_actor(actor_id)
+                .await
+                .map_err(Error::Storage)?;
+            handle.open(kv).await
+        }
+        .await;
+        match opened {
+            Ok(db) => {
+                self.open
+                    .lock()
+                    .insert(actor_id.to_owned(), (handle, db.clone()));
+                Ok(db)
+            }
+            Err(e) => {
+                handle.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn delete_actor(&self, actor_id: &str) -> Result<()> {
+        let _serial = self.stripe(actor_id).lock().await;
+        // Even if closing fails the seat is released; the data is deleted
+        // anyway, since that is what was asked.
+        let closed = self.close_locked(actor_id).await;
+        self.storage
+            .delete_actor(actor_id)
+            .await
+            .map_err(Error::Storage)?;
+        if let Err(e) = closed {
+            tracing::warn!(actor = actor_id, error = %e, "close before delete failed");
+        }
+        Ok(())
+    }
+
+    async fn close_actor(&self, actor_id: &str) -> Result<()> {
+        let _serial = self.stripe(actor_id).lock().await;
+        self.close_locked(actor_id).await
+    }
+
+    async fn list_actors(&self) -> Result<Vec<String>> {
+        self.storage.list_actors().await.map_err(Error::Storage)
+    }
+
+    fn open_actors(&self) -> Vec<String> {
+        let mut actors: Vec<String> = self.open.lock().keys().cloned().collect();
+        actors.sort();
+        actors
+    }
+
+    async fn shutdown(&self) {
+        let entries: Vec<(PooledHandle, Database)> =
+            self.open.lock().drain().map(|(_, v)| v).collect();
+        for (handle, db) in entries {
+            if let Err(e) = db.close().await {
+                tracing::warn!(actor = handle.actor_id(), error = %e, "close at shutdown failed");
+            }
+            handle.release().await;
+        }
+        self.pool.shutdown().await;
+        self.storage.close().await;
+    }
+}

@@ -1,0 +1,76 @@
+//! The pool's one error type.
+//!
+//! Engine errors (SQLite codes, storage failures, interruptions, limits) pass
+//! through unchanged inside [`Error::Engine`], so a caller can always reach the
+//! SQLite code and the original storage error; the other variants are the
+//! pool's own lifecycle errors.
+
+/// Everything a pool call can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The pool configuration is unusable (for example zero actors per instance).
+    #[error("invalid pool configuration: {0}")]
+    InvalidConfig(String),
+    /// The actor id is empty, longer than 256 bytes or contains NUL.
+    #[error("invalid actor id: {reason}")]
+    InvalidActorId {
+        /// What is wrong with the id.
+        reason: &'static str,
+    },
+    /// The pool is shutting down or shut down; no new work is accepted.
+    #[error("the pool is shutting down")]
+    ShuttingDown,
+    /// The handle was released; acquire the actor again for a new handle.
+    #[error("actor {actor:?} was released")]
+    Released {
+        /// The released actor.
+        actor: String,
+    },
+    /// The database was closed; open it again from its handle.
+    #[error("the database is closed")]
+    Closed,
+    /// The actor already has an open database. One actor owns one database
+    /// at a time: two connections over one key-value namespace would each
+    /// cache pages the other changes.
+    #[error("actor {actor:?} already has an open database; close it first")]
+    AlreadyOpen {
+        /// The actor.
+        actor: String,
+    },
+    /// The instance serving this actor could not start (for example the
+    /// SQLite module failed to compile). The next acquire tries again.
+    #[error("could not start a SQLite instance: {0}")]
+    InstanceStart(String),
+    /// The worker thread of the instance is gone (the instance was destroyed
+    /// or its thread died); the call did not run, or its outcome is unknown.
+    #[error("the instance serving this actor is gone")]
+    InstanceGone,
+    /// The storage backend of a driver failed outside SQLite (opening,
+    /// listing or deleting an actor's namespace).
+    #[error("storage: {0}")]
+    Storage(#[source] vfs_core::KvError),
+    /// An error from SQLite or the storage under it: SQLite code and message,
+    /// the storage error, an interruption or a resource limit.
+    #[error(transparent)]
+    Engine(#[from] vfs_wasm::Error),
+}
+
+impl Error {
+    /// Whether the statement was interrupted because it ran past its time budget.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, Error::Engine(vfs_wasm::Error::Interrupted { .. }))
+    }
+
+    /// The storage error behind this error, if storage is what failed.
+    pub fn kv_error(&self) -> Option<&vfs_core::KvError> {
+        match self {
+            Error::Engine(vfs_wasm::Error::Sqlite { kv, .. }) => kv.as_ref(),
+            Error::Storage(kv) => Some(kv),
+            _ => None,
+        }
+    }
+}
+
+/// `Result` with the pool's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,226 @@
+//! What a caller holds: an actor's handle and its open database.
+//!
+//! Both are cheap clones of shared state. Every database call is counted as
+//! an operation in flight on its instance for as long as it runs (including
+//! while the caller awaits the reply), so an instance is never destroyed
+//! under a running call.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use vfs_core::KvStore;
+use vfs_wasm::{DbId, Instance, Rows, Value};
+
+use crate::pool::{ActorState, DbSlot, Shared};
+use crate::{Error, Result};
+
+/// An actor's seat in the pool, returned by
+/// [`SqliteVfsPool::acquire`](crate::SqliteVfsPool::acquire).
+///
+/// Clones share one state. Dropping a handle does not release the actor;
+/// [`release`](Self::release) does.
+#[derive(Clone)]
+pub struct PooledHandle {
+    shared: Arc<Shared>,
+    actor: Arc<ActorState>,
+}
+
+impl fmt::Debug for PooledHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledHandle")
+            .field("actor", &self.actor.id)
+            .field("instance", &self.actor.instance)
+            .field("released", &self.is_released())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PooledHandle {
+    pub(crate) fn new(shared: Arc<Shared>, actor: Arc<ActorState>) -> Self {
+        Self { shared, actor }
+    }
+
+    /// The actor id this handle serves.
+    pub fn actor_id(&self) -> &str {
+        &self.actor.id
+    }
+
+    /// The id of the instance serving this actor (see
+    /// [`SqliteVfsPool::instances`](crate::SqliteVfsPool::instances)).
+    pub fn instance_id(&self) -> u64 {
+        self.actor.instance
+    }
+
+    /// Whether [`release`](Self::release) was called (on any clone).
+    pub fn is_released(&self) -> bool {
+        self.actor.released.load(Ordering::SeqCst)
+    }
+
+    /// Whether two handles share one state (the same acquire of one actor).
+    pub fn same_as(&self, other: &PooledHandle) -> bool {
+        Arc::ptr_eq(&self.actor, &other.actor)
+    }
+
+    /// Opens the actor's database on `kv`, the actor's own key-value
+    /// namespace. A new (empty) store gets a new database.
+    ///
+    /// An actor has at most one open database at a time; open again after
+    /// [`Database::close`].
+    #[tracing::instrument(name = "open", skip_all, fields(actor = %self.actor.id))]
+    pub async fn open(&self, kv: Arc<dyn KvStore>) -> Result<Database> {
+        {
+            let mut slot = self.actor.db.lock();
+            if *slot != DbSlot::Empty {
+                return Err(Error::AlreadyOpen {
+                    actor: self.actor.id.clone(),
+                });
+            }
+            *slot = DbSlot::Opening;
+        }
+        let opened = self.open_on_worker(kv).await;
+        let orphan = {
+            let mut slot = self.actor.db.lock();
+            match opened {
+                Ok(db) if !self.is_released() => {
+                    *slot = DbSlot::Open(db);
+                    return Ok(Database {
+                        inner: Arc::new(DbState {
+                            shared: Arc::clone(&self.shared),
+                            actor: Arc::clone(&self.actor),
+                            db,
+                            closed: AtomicBool::new(false),
+                        }),
+                    });
+                }
+                Ok(db) => {
+                    *slot = DbSlot::Empty;
+                    db
+                }
+                Err(e) => {
+                    *slot = DbSlot::Empty;
+                    return Err(e);
+                }
+            }
+        };
+        // Released while opening: the release could not see this database,
+        // so close it here.
+        let closed = self.actor.worker.call(move |i| i.close(orphan)).await;
+        if !matches!(closed, Ok(Ok(()))) {
+            self.actor.poisoned.store(true, Ordering::SeqCst);
+        }
+        Err(Error::Released {
+            actor: self.actor.id.clone(),
+        })
+    }
+
+    async fn open_on_worker(&self, kv: Arc<dyn KvStore>) -> Result<DbId> {
+        let _op = self.shared.begin_op(&self.actor)?;
+        let name = self.actor.short_name.to_string();
+        Ok(self.actor.worker.call(move |i| i.open(&name, kv)).await??)
+    }
+
+    /// Releases the actor: force-closes its database (only this actor's:
+    /// names are matched exactly, so releasing "1" never touches "10") and
+    /// frees its seat. Idempotent; later calls on this handle or its
+    /// databases fail with [`Error::Released`].
+    #[tracing::instrument(name = "release", skip_all, fields(actor = %self.actor.id))]
+    pub async fn release(&self) {
+        self.shared.release(&self.actor).await;
+    }
+}
+
+/// An open database of one actor. Clones share one connection.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<DbState>,
+}
+
+struct DbState {
+    shared: Arc<Shared>,
+    actor: Arc<ActorState>,
+    db: DbId,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database")
+            .field("actor", &self.inner.actor.id)
+            .field("closed", &self.inner.closed.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// The actor this database belongs to.
+    pub fn actor_id(&self) -> &str {
+        &self.inner.actor.id
+    }
+
+    /// Runs a script of one or more statements, without parameters.
+    pub async fn exec(&self, sql: &str) -> Result<()> {
+        let sql = sql.to_owned();
+        self.call(move |i, db| i.exec(db, &sql)).await
+    }
+
+    /// Runs one statement with parameters; returns the number of rows it
+    /// changed.
+    pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
+        let sql = sql.to_owned();
+        let params = params.to_vec();
+        self.call(move |i, db| i.execute(db, &sql, &params)).await
+    }
+
+    /// Runs one query with parameters and returns its column names and rows.
+    pub async fn query(&self, sql: &str, params: &[Value]) -> Result<Rows> {
+        let sql = sql.to_owned();
+        let params = params.to_vec();
+        self.call(move |i, db| i.query(db, &sql, &params)).await
+    }
+
+    /// Closes the database. Idempotent; a database already closed by a
+    /// release closes without error. A failed close poisons the actor's name
+    /// in its instance (never reused while the instance lives).
+    pub async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let actor = &self.inner.actor;
+        let mine = {
+            let mut slot = actor.db.lock();
+            if *slot == DbSlot::Open(self.inner.db) {
+                *slot = DbSlot::Empty;
+                true
+            } else {
+                false
+            }
+        };
+        if !mine {
+            return Ok(());
+        }
+        let db = self.inner.db;
+        let closed = async {
+            let _op = self.inner.shared.begin_op(actor)?;
+            Ok::<_, Error>(actor.worker.call(move |i| i.close(db)).await??)
+        }
+        .await;
+        if closed.is_err() {
+            actor.poisoned.store(true, Ordering::SeqCst);
+        }
+        closed
+    }
+
+    async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Instance, DbId) -> vfs_wasm::Result<T> + Send + 'static,
+    {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        let _op = self.inner.shared.begin_op(&self.inner.actor)?;
+        let db = self.inner.db;
+        Ok(self.inner.actor.worker.call(move |i| f(i, db)).await??)
+    }
+}

@@ -1,0 +1,562 @@
+//! Assignment of actors to instances and the instances' lifecycle.
+//!
+//! All bookkeeping lives in one `State` behind one mutex that is never held
+//! across an `.await`: an acquire reserves its seat (and, when every instance
+//! is full, creates the next instance) in one critical section, which is what
+//! makes N concurrent acquires of distinct actors create exactly
+//! `ceil(N / actors_per_instance)` instances, and concurrent acquires of one
+//! actor share one handle.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle as TaskHandle;
+use vfs_wasm::{DbId, ModuleConfig};
+
+use crate::handle::PooledHandle;
+use crate::worker::{self, Startup, Worker, WorkerSender};
+use crate::{Error, PoolConfig, Result};
+
+/// Longest accepted actor id, in bytes.
+pub const MAX_ACTOR_ID_LEN: usize = 256;
+
+/// A pool of shared SQLite instances serving many actors.
+///
+/// Cheap to share: wrap it in an `Arc` and call it from any task. See the
+/// crate docs for an example.
+pub struct SqliteVfsPool {
+    shared: Arc<Shared>,
+}
+
+/// What an instance looks like from outside, for dashboards and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// The pool-assigned instance id (increasing, never reused).
+    pub id: u64,
+    /// Actors currently assigned to the instance.
+    pub actors: usize,
+    /// Short names that can never be reused in this instance because a close
+    /// failed while they were in use.
+    pub poisoned_names: usize,
+    /// Bytes of guest linear memory the instance holds.
+    pub guest_memory_bytes: u64,
+}
+
+pub(crate) struct Shared {
+    config: PoolConfig,
+    module: ModuleConfig,
+    state: Mutex<State>,
+    live_workers: Arc<AtomicUsize>,
+    instance_count: watch::Sender<usize>,
+}
+
+#[derive(Default)]
+struct State {
+    shutting_down: bool,
+    next_instance: u64,
+    next_timer: u64,
+    instances: BTreeMap<u64, Slot>,
+    actors: HashMap<String, Arc<ActorState>>,
+}
+
+/// One instance and its bookkeeping.
+struct Slot {
+    worker: Worker,
+    actors: usize,
+    ops: usize,
+    names: ShortNames,
+    idle_timer: Option<(u64, TaskHandle<()>)>,
+}
+
+/// Short names of the actors of one instance: the names their databases have
+/// inside the instance. Recycled after a clean release; a name whose close
+/// failed may still be registered in the instance, so it is never reused.
+#[derive(Default)]
+struct ShortNames {
+    next: u32,
+    free: BTreeSet<u32>,
+    poisoned: BTreeSet<u32>,
+}
+
+impl ShortNames {
+    fn take(&mut self) -> u32 {
+        self.free.pop_first().unwrap_or_else(|| {
+            let n = self.next;
+            self.next += 1;
+            n
+        })
+    }
+
+    fn give_back(&mut self, name: u32, poisoned: bool) {
+        if poisoned {
+            self.poisoned.insert(name);
+        } else {
+            self.free.insert(name);
+        }
+    }
+}
+
+/// The state an actor's handles share until it is released.
+pub(crate) struct ActorState {
+    pub(crate) id: String,
+    pub(crate) instance: u64,
+    pub(crate) short_name: u32,
+    pub(crate) worker: WorkerSender,
+    startup: watch::Receiver<Startup>,
+    pub(crate) released: AtomicBool,
+    /// Set when closing one of the actor's databases failed: its short name
+    /// must then never be reused in this instance.
+    pub(crate) poisoned: AtomicBool,
+    pub(crate) db: Mutex<DbSlot>,
+}
+
+/// The actor's database, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DbSlot {
+    Empty,
+    Opening,
+    Open(DbId),
+}
+
+/// Counts an operation as in flight on its instance until dropped, so the
+/// instance is never destroyed under a running call.
+pub(crate) struct OpGuard {
+    shared: Arc<Shared>,
+    instance: u64,
+}
+
+impl Drop for OpGuard {
+    fn drop(&mut self) {
+        let mut state = self.shared.state.lock();
+        if let Some(slot) = state.instances.get_mut(&self.instance) {
+            slot.ops -= 1;
+        }
+        self.shared.arm_idle_timer(&mut state, self.instance);
+    }
+}
+
+impl SqliteVfsPool {
+    /// Creates an empty pool; instances are created by the first acquires.
+    ///
+    /// Fails for an unusable configuration, such as zero actors per instance.
+    pub fn new(config: PoolConfig) -> Result<Self> {
+        config.validate()?;
+        let module = ModuleConfig {
+            cache_dir: config.module_cache_dir.clone(),
+        };
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                module,
+                state: Mutex::new(State::default()),
+                live_workers: Arc::new(AtomicUsize::new(0)),
+                instance_count: watch::channel(0).0,
+            }),
+        })
+    }
+
+    /// The configuration this pool was created with.
+    pub fn config(&self) -> &PoolConfig {
+        &self.shared.config
+    }
+
+    /// Returns the actor's handle, assigning the actor to an instance first
+    /// if it has none: the fullest instance with room, or a new instance when
+    /// all are full.
+    ///
+    /// Sticky: until [`PooledHandle::release`], every acquire of the same id
+    /// returns a handle to the same state, even when called concurrently.
+    #[tracing::instrument(name = "acquire", skip(self), fields(instance))]
+    pub async fn acquire(&self, actor_id: &str) -> Result<PooledHandle> {
+        validate_actor_id(actor_id)?;
+        let actor = self.shared.seat(actor_id)?;
+        tracing::Span::current().record("instance", actor.instance);
+        if let Err(e) = worker::wait_ready(actor.startup.clone()).await {
+            self.shared.forget_instance(actor.instance);
+            return Err(e);
+        }
+        Ok(PooledHandle::new(Arc::clone(&self.shared), actor))
+    }
+
+    /// Number of live instances (including ones still starting).
+    pub fn instance_count(&self) -> usize {
+        self.shared.state.lock().instances.len()
+    }
+
+    /// Number of actors currently assigned.
+    pub fn actor_count(&self) -> usize {
+        self.shared.state.lock().actors.len()
+    }
+
+    /// Number of instance worker threads still running; zero after
+    /// [`shutdown`](Self::shutdown) returns.
+    pub fn worker_threads(&self) -> usize {
+        self.shared.live_workers.load(Ordering::SeqCst)
+    }
+
+    /// A receiver that sees the instance count change, for autoscalers and
+    /// dashboards that react to scale-up and idle scale-down without polling.
+    pub fn watch_instance_count(&self) -> watch::Receiver<usize> {
+        self.shared.instance_count.subscribe()
+    }
+
+    /// A snapshot of every serving instance: its actors and guest memory.
+    pub async fn instances(&self) -> Vec<InstanceInfo> {
+        let slots: Vec<(u64, usize, usize, WorkerSender, watch::Receiver<Startup>)> = {
+            let state = self.shared.state.lock();
+            state
+                .instances
+                .iter()
+                .map(|(id, slot)| {
+                    (
+                        *id,
+                        slot.actors,
+                        slot.names.poisoned.len(),
+                        slot.worker.sender(),
+                        slot.worker.startup(),
+                    )
+                })
+                .collect()
+        };
+        let mut out = Vec::with_capacity(slots.len());
+        for (id, actors, poisoned_names, sender, startup) in slots {
+            if !matches!(*startup.borrow(), Startup::Ready) {
+                continue;
+            }
+            if let Ok(guest_memory_bytes) = sender.call(|i| i.guest_memory_bytes()).await {
+                out.push(InstanceInfo {
+                    id,
+                    actors,
+                    poisoned_names,
+                    guest_memory_bytes,
+                });
+            }
+        }
+        out
+    }
+
+    /// Destroys every instance that has no actors and no operations right
+    /// now, without waiting for its idle delay; returns how many. Use it to
+    /// give memory back at once (under memory pressure, before a snapshot).
+    pub async fn reap_idle(&self) -> usize {
+        let slots: Vec<Slot> = {
+            let mut state = self.shared.state.lock();
+            let idle: Vec<u64> = state
+                .instances
+                .iter()
+                .filter(|(_, s)| s.actors == 0 && s.ops == 0)
+                .map(|(id, _)| *id)
+                .collect();
+            idle.iter()
+                .filter_map(|id| state.instances.remove(id))
+                .collect()
+        };
+        let reaped = slots.len();
+        let workers = slots
+            .into_iter()
+            .map(|mut s| {
+                if let Some((_, timer)) = s.idle_timer.take() {
+                    timer.abort();
+                }
+                s.worker
+            })
+            .collect();
+        join_workers(workers).await;
+        self.shared.publish_instance_count();
+        reaped
+    }
+
+    /// Stops the pool: later acquires fail with [`Error::ShuttingDown`],
+    /// calls already queued finish, every actor's database is closed, and
+    /// every worker thread is joined before this returns. Idempotent.
+    #[tracing::instrument(name = "shutdown", skip(self))]
+    pub async fn shutdown(&self) {
+        let actors: Vec<Arc<ActorState>> = {
+            let mut state = self.shared.state.lock();
+            state.shutting_down = true;
+            state.actors.drain().map(|(_, a)| a).collect()
+        };
+        for actor in actors {
+            self.shared.close_actor(&actor).await;
+        }
+        let (slots, timers): (Vec<Slot>, Vec<TaskHandle<()>>) = {
+            let mut state = self.shared.state.lock();
+            let mut slots: Vec<Slot> = std::mem::take(&mut state.instances).into_values().collect();
+            let timers = slots
+                .iter_mut()
+                .filter_map(|s| s.idle_timer.take().map(|(_, t)| t))
+                .collect();
+            (slots, timers)
+        };
+        for timer in timers {
+            timer.abort();
+        }
+        join_workers(slots.into_iter().map(|s| s.worker).collect()).await;
+        self.shared.instance_count.send_replace(0);
+    }
+}
+
+impl Drop for SqliteVfsPool {
+    fn drop(&mut self) {
+        // Without a shutdown, stop the threads anyway (queued jobs still run).
+        let slots: Vec<Slot> = {
+            let mut state = self.shared.state.lock();
+            state.shutting_down = true;
+            std::mem::take(&mut state.instances).into_values().collect()
+        };
+        for mut slot in slots {
+            if let Some((_, timer)) = slot.idle_timer.take() {
+                timer.abort();
+            }
+            drop(slot.worker.stop());
+        }
+    }
+}
+
+/// Stops the workers and joins their threads off the async runtime.
+async fn join_workers(workers: Vec<Worker>) {
+    let threads: Vec<_> = workers.into_iter().filter_map(Worker::stop).collect();
+    if threads.is_empty() {
+        return;
+    }
+    let join = move || {
+        for thread in threads {
+            if thread.join().is_err() {
+                tracing::error!("an instance worker thread panicked");
+            }
+        }
+    };
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = tokio::task::spawn_blocking(join).await;
+    } else {
+        join();
+    }
+}
+
+fn validate_actor_id(id: &str) -> Result<()> {
+    let reason = if id.is_empty() {
+        "it is empty"
+    } else if id.len() > MAX_ACTOR_ID_LEN {
+        "it is longer than 256 bytes"
+    } else if id.contains('\0') {
+        "it contains a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidActorId { reason })
+}
+
+impl Shared {
+    /// Finds or creates the actor's seat, in one critical section.
+    fn seat(&self, actor_id: &str) -> Result<Arc<ActorState>> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.shutting_down {
+            return Err(Error::ShuttingDown);
+        }
+        if let Some(actor) = state.actors.get(actor_id) {
+            return Ok(Arc::clone(actor));
+        }
+        let cap = self.config.actors_per_instance;
+        // Bin-packing: the fullest instance that still has room, so that
+        // emptier instances drain and can be destroyed when idle.
+        let fullest = state
+            .instances
+            .iter()
+            .filter(|(_, s)| s.actors < cap)
+            .max_by_key(|(id, s)| (s.actors, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id);
+        let instance = if let Some(id) = fullest {
+            id
+        } else {
+            let id = state.next_instance;
+            state.next_instance += 1;
+            let worker = Worker::spawn(
+                format!("vfs-instance-{id}"),
+                self.module.clone(),
+                self.config.instance_config(),
+                &self.live_workers,
+            )?;
+            tracing::debug!(instance = id, "instance created");
+            state.instances.insert(
+                id,
+                Slot {
+                    worker,
+                    actors: 0,
+                    ops: 0,
+                    names: ShortNames::default(),
+                    idle_timer: None,
+                },
+            );
+            self.instance_count.send_replace(state.instances.len());
+            id
+        };
+        let slot = state
+            .instances
+            .get_mut(&instance)
+            .ok_or(Error::InstanceGone)?;
+        slot.actors += 1;
+        if let Some((_, timer)) = slot.idle_timer.take() {
+            timer.abort();
+        }
+        let actor = Arc::new(ActorState {
+            id: actor_id.to_owned(),
+            instance,
+            short_name: slot.names.take(),
+            worker: slot.worker.sender(),
+            startup: slot.worker.startup(),
+            released: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+            db: Mutex::new(DbSlot::Empty),
+        });
+        state.actors.insert(actor_id.to_owned(), Arc::clone(&actor));
+        Ok(actor)
+    }
+
+    /// Tells watchers the current instance count. Called after a destroyed
+    /// instance's thread has been joined, so a watcher that sees the count
+    /// drop also sees the thread gone.
+    fn publish_instance_count(&self) {
+        let count = self.state.lock().instances.len();
+        self.instance_count.send_replace(count);
+    }
+
+    /// Drops an instance that failed to start, with every actor seated on it,
+    /// so the next acquire starts afresh (a failed compile is retried).
+    fn forget_instance(&self, instance: u64) {
+        let slot = {
+            let mut state = self.state.lock();
+            state.actors.retain(|_, a| a.instance != instance);
+            let slot = state.instances.remove(&instance);
+            self.instance_count.send_replace(state.instances.len());
+            slot
+        };
+        if let Some(slot) = slot {
+            drop(slot.worker.stop());
+        }
+    }
+
+    /// Registers an operation on the actor's instance; fails when the pool is
+    /// shutting down or the actor was released.
+    pub(crate) fn begin_op(self: &Arc<Self>, actor: &ActorState) -> Result<OpGuard> {
+        let mut state = self.state.lock();
+        if state.shutting_down {
+            return Err(Error::ShuttingDown);
+        }
+        if actor.released.load(Ordering::SeqCst) {
+            return Err(Error::Released {
+                actor: actor.id.clone(),
+            });
+        }
+        let slot = state
+            .instances
+            .get_mut(&actor.instance)
+            .ok_or(Error::InstanceGone)?;
+        slot.ops += 1;
+        Ok(OpGuard {
+            shared: Arc::clone(self),
+            instance: actor.instance,
+        })
+    }
+
+    /// Releases an actor: closes its database and frees its seat.
+    pub(crate) async fn release(self: &Arc<Self>, actor: &Arc<ActorState>) {
+        if actor.released.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.close_actor(actor).await;
+        let mut state = self.state.lock();
+        if state
+            .actors
+            .get(&actor.id)
+            .is_some_and(|a| Arc::ptr_eq(a, actor))
+        {
+            state.actors.remove(&actor.id);
+        }
+        if let Some(slot) = state.instances.get_mut(&actor.instance) {
+            slot.actors -= 1;
+            slot.names
+                .give_back(actor.short_name, actor.poisoned.load(Ordering::SeqCst));
+        }
+        self.arm_idle_timer(&mut state, actor.instance);
+    }
+
+    /// Force-closes the actor's open database, if any; a failed close poisons
+    /// the actor's short name.
+    async fn close_actor(&self, actor: &ActorState) {
+        actor.released.store(true, Ordering::SeqCst);
+        let db = {
+            let mut slot = actor.db.lock();
+            match *slot {
+                DbSlot::Open(db) => {
+                    *slot = DbSlot::Empty;
+                    Some(db)
+                }
+                // An open in progress sees `released` when it finishes and
+                // closes the database itself.
+                DbSlot::Opening | DbSlot::Empty => None,
+            }
+        };
+        if let Some(db) = db {
+            let closed = actor.worker.call(move |i| i.close(db)).await;
+            if !matches!(closed, Ok(Ok(()))) {
+                tracing::warn!(actor = %actor.id, "closing the database failed; its name is poisoned");
+                actor.poisoned.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Starts the idle countdown of an instance with no actors and no
+    /// operations; when it expires with the instance still idle, the instance
+    /// is destroyed.
+    fn arm_idle_timer(self: &Arc<Self>, state: &mut State, instance: u64) {
+        if state.shutting_down {
+            return;
+        }
+        let timer_id = state.next_timer;
+        let Some(slot) = state.instances.get_mut(&instance) else {
+            return;
+        };
+        if slot.actors != 0 || slot.ops != 0 || slot.idle_timer.is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to time with (the last operation ended outside
+            // tokio): the instance stays until the next release or shutdown.
+            return;
+        };
+        state.next_timer += 1;
+        let weak: Weak<Shared> = Arc::downgrade(self);
+        let delay = self.config.idle_destroy;
+        let task = runtime.spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(shared) = weak.upgrade() {
+                shared.idle_expired(instance, timer_id).await;
+            }
+        });
+        slot.idle_timer = Some((timer_id, task));
+    }
+
+    async fn idle_expired(&self, instance: u64, timer_id: u64) {
+        let slot = {
+            let mut state = self.state.lock();
+            let idle = state.instances.get(&instance).is_some_and(|s| {
+                s.actors == 0
+                    && s.ops == 0
+                    && s.idle_timer.as_ref().is_some_and(|(t, _)| *t == timer_id)
+            });
+            if !idle {
+                return;
+            }
+            state.instances.remove(&instance)
+        };
+        if let Some(slot) = slot {
+            tracing::debug!(instance, "idle instance destroyed");
+            join_workers(vec![slot.worker]).await;
+        }
+        self.publish_instance_count();
+    }
+}
