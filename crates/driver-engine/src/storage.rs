@@ -1,0 +1,407 @@
+//! [`PgStorage`]: every actor's key-value namespace in one PostgreSQL
+//! database, behind a connection pool shared by all of them.
+//!
+//! This module owns the pool, the retry policy and the translation of
+//! PostgreSQL failures into [`KvError`]s; the per-actor statements live in
+//! [`crate::store`]. Every call runs as a task on the tokio runtime that
+//! connected, whoever polls it: SQLite's worker threads drive key-value
+//! futures with a plain executor, and a call abandoned half-way must not
+//! leave a connection in the middle of the wire protocol.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use deadpool_postgres::{
+    Client, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+use vfs_core::{KvError, KvStore};
+use vfs_pool::ActorStorage;
+
+use crate::error::{Error, Result, chain};
+use crate::store::{self, PgActorStore};
+use crate::{PgOptions, schema};
+
+/// Counters of the statements a [`PgStorage`] sent, for tests and benches
+/// that check how many round trips an operation costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PgStats {
+    /// `get_batch` statements sent (one per call, plus retries).
+    pub get_batches: u64,
+    /// `put_batch` statements sent (one per call).
+    pub put_batches: u64,
+    /// `delete_batch` statements sent (one per call).
+    pub delete_batches: u64,
+    /// Entries written by all `put_batch` statements.
+    pub put_entries: u64,
+    /// Most entries written by one `put_batch` statement.
+    pub largest_put: u64,
+    /// Attempts repeated after a transient failure.
+    pub retries: u64,
+    /// Calls refused because their store was fenced.
+    pub fenced: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) get_batches: AtomicU64,
+    pub(crate) put_batches: AtomicU64,
+    pub(crate) delete_batches: AtomicU64,
+    pub(crate) put_entries: AtomicU64,
+    pub(crate) largest_put: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) fenced: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> PgStats {
+        PgStats {
+            get_batches: self.get_batches.load(Ordering::Relaxed),
+            put_batches: self.put_batches.load(Ordering::Relaxed),
+            delete_batches: self.delete_batches.load(Ordering::Relaxed),
+            put_entries: self.put_entries.load(Ordering::Relaxed),
+            largest_put: self.largest_put.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            fenced: self.fenced.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What the stores of one [`PgStorage`] share.
+pub(crate) struct Shared {
+    pub(crate) pool: Pool,
+    pub(crate) options: PgOptions,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) counters: Counters,
+    target: String,
+}
+
+/// Why one attempt of a call failed.
+pub(crate) enum Failure {
+    /// PostgreSQL or the network failed the statement.
+    Pg(tokio_postgres::Error),
+    /// The store is not the actor's owner any more.
+    Fenced(String),
+    /// Anything else, already in its final form.
+    Kv(KvError),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Failure::Pg(error)
+    }
+}
+
+/// Whether a call may be repeated after its statement was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repeat {
+    /// Repeating is harmless (a read, or an idempotent administrative
+    /// write): transient failures are retried with backoff.
+    Safe,
+    /// A page write: once sent, a lost connection leaves its outcome
+    /// unknown, which the caller must hear about.
+    ReportUnknown,
+}
+
+impl Shared {
+    /// A pooled connection, mapping pool failures to store errors.
+    async fn client(&self) -> Result<Client, KvError> {
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Closed => KvError::Backend {
+                message: "the PostgreSQL storage is closed".into(),
+                source: None,
+            },
+            PoolError::Backend(pg) => {
+                let message = format!("cannot reach PostgreSQL at {}: {}", self.target, chain(&pg));
+                if is_transient(&pg) {
+                    KvError::Unavailable { message }
+                } else {
+                    KvError::Backend {
+                        message,
+                        source: Some(Arc::new(pg)),
+                    }
+                }
+            }
+            PoolError::Timeout(kind) => KvError::Unavailable {
+                message: format!(
+                    "no PostgreSQL connection to {} within the timeout ({kind:?})",
+                    self.target
+                ),
+            },
+            other => KvError::Backend {
+                message: format!("connection pool: {other}"),
+                source: None,
+            },
+        })
+    }
+
+    /// Runs `attempt` on a pooled connection, repeating it with backoff while
+    /// the failure is transient and `repeat` allows it.
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        what: &str,
+        repeat: Repeat,
+        attempt: F,
+    ) -> Result<T, KvError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let attempts = self.options.retry_attempts;
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            let last = tried >= attempts;
+            let error = match self.client().await {
+                // Nothing was sent: any call may be tried again.
+                Err(e) if e.is_transient() && !last => e,
+                Err(e) => return Err(e),
+                Ok(client) => match attempt(client).await {
+                    Ok(value) => return Ok(value),
+                    Err(Failure::Kv(e)) => return Err(e),
+                    Err(Failure::Fenced(message)) => {
+                        Counters::bump(&self.counters.fenced);
+                        return Err(KvError::Fenced { message });
+                    }
+                    Err(Failure::Pg(pg)) => {
+                        let transient = is_transient(&pg);
+                        if transient && repeat == Repeat::ReportUnknown {
+                            return Err(KvError::Unavailable {
+                                message: format!(
+                                    "{what}: connection to PostgreSQL lost, outcome unknown \
+                                     (safe to repeat): {}",
+                                    chain(&pg)
+                                ),
+                            });
+                        }
+                        if !transient {
+                            return Err(KvError::Backend {
+                                message: format!("{what}: {}", chain(&pg)),
+                                source: Some(Arc::new(pg)),
+                            });
+                        }
+                        if last {
+                            return Err(KvError::Unavailable {
+                                message: format!(
+                                    "{what}: PostgreSQL unreachable after {tried} attempts: {}",
+                                    chain(&pg)
+                                ),
+                            });
+                        }
+                        KvError::Unavailable {
+                            message: chain(&pg),
+                        }
+                    }
+                },
+            };
+            Counters::bump(&self.counters.retries);
+            tracing::debug!(what, attempt = tried, error = %error, "retrying PostgreSQL call");
+            tokio::time::sleep(self.options.backoff(tried)).await;
+        }
+    }
+
+    /// Runs `call` as a task on the runtime that connected, so that it runs
+    /// to completion (and keeps the connection's protocol state sane) even
+    /// when its caller is a plain executor or gives up waiting.
+    pub(crate) async fn spawn<T: Send + 'static>(
+        &self,
+        call: impl Future<Output = Result<T, KvError>> + Send + 'static,
+    ) -> Result<T, KvError> {
+        self.runtime
+            .spawn(call)
+            .await
+            .map_err(|e| KvError::Backend {
+                message: format!("PostgreSQL storage task failed: {e}"),
+                source: None,
+            })?
+    }
+}
+
+/// Whether a PostgreSQL failure may go away by itself: a lost or refused
+/// connection, a server shutting down or starting up, too many connections,
+/// or a transaction the server aborted for serialization.
+fn is_transient(error: &tokio_postgres::Error) -> bool {
+    if let Some(code) = error.code() {
+        let state = code.code();
+        return state.starts_with("08")
+            || *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+            || *code == SqlState::TOO_MANY_CONNECTIONS
+            || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED;
+    }
+    if error.is_closed() {
+        return true;
+    }
+    // No server error: an I/O failure, a timeout or a refused connection.
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    error.to_string().contains("timeout")
+}
+
+/// Every actor's key-value namespace in one PostgreSQL database.
+///
+/// Cheap to clone (clones share the pool). See the crate documentation for
+/// the schema, the fencing protocol and the retry rules.
+#[derive(Clone)]
+pub struct PgStorage {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PgStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStorage")
+            .field("target", &self.shared.target)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStorage {
+    /// Connects with [`PgOptions::default`]; see [`PgStorage::connect_with`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, PgOptions::default()).await
+    }
+
+    /// Connects to the database at `url` (a `postgres://` URL or a
+    /// `key=value` connection string), creates or upgrades the schema, and
+    /// keeps a pool of connections for the actors' stores.
+    ///
+    /// This opens a real connection, so a malformed URL, an unreachable
+    /// server, a wrong password or a missing database fail here, with the
+    /// server's explanation, rather than on the first page read. Must be
+    /// called within a tokio runtime, which then runs every storage call.
+    pub async fn connect_with(url: &str, options: PgOptions) -> Result<Self> {
+        options.validate()?;
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| Error::InvalidUrl { reason: chain(&e) })?;
+        if config.get_hosts().is_empty() {
+            return Err(Error::InvalidUrl {
+                reason: "no host given".into(),
+            });
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("driver-engine");
+        }
+        let target = describe(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.wait_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| Error::InvalidOption(format!("connection pool: {e}")))?;
+        let mut client = pool.get().await.map_err(|e| Error::Connect {
+            target: target.clone(),
+            message: match e {
+                PoolError::Backend(pg) => chain(&pg),
+                other => chain(&other),
+            },
+        })?;
+        schema::migrate(&mut client).await?;
+        store::prepare(&client)
+            .await
+            .map_err(|e| Error::Migration {
+                message: format!("preparing statements: {}", chain(&e)),
+            })?;
+        drop(client);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                pool,
+                options,
+                runtime: tokio::runtime::Handle::current(),
+                counters: Counters::default(),
+                target,
+            }),
+        })
+    }
+
+    /// Takes ownership of `actor_id` and returns its store.
+    ///
+    /// Ownership is a generation number bumped in the actor's row: the store
+    /// carries the new generation and every later call checks it, so the
+    /// store that owned the actor before (on any host) is fenced from now on.
+    pub async fn open_store(&self, actor_id: &str) -> Result<PgActorStore, KvError> {
+        store::open(Arc::clone(&self.shared), actor_id).await
+    }
+
+    /// The actor's current generation, `None` when it was never opened.
+    pub async fn generation(&self, actor_id: &str) -> Result<Option<i64>, KvError> {
+        store::generation(&self.shared, actor_id).await
+    }
+
+    /// Statements sent so far by every store of this storage.
+    pub fn stats(&self) -> PgStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// The server and database this storage talks to (no password).
+    pub fn target(&self) -> &str {
+        &self.shared.target
+    }
+
+    /// Connections currently open in the pool.
+    pub fn open_connections(&self) -> usize {
+        self.shared.pool.status().size
+    }
+}
+
+#[async_trait::async_trait]
+impl ActorStorage for PgStorage {
+    async fn open_actor(&self, actor_id: &str) -> Result<Arc<dyn KvStore>, KvError> {
+        Ok(Arc::new(self.open_store(actor_id).await?))
+    }
+
+    /// Deletes the actor's pages and bumps its generation, so that a store
+    /// still open on another host is fenced instead of writing pages back.
+    async fn delete_actor(&self, actor_id: &str) -> Result<(), KvError> {
+        store::delete_actor(&self.shared, actor_id).await
+    }
+
+    async fn list_actors(&self) -> Result<Vec<String>, KvError> {
+        store::list_actors(&self.shared).await
+    }
+
+    /// Closes the pool: later calls fail with a "closed" error.
+    async fn close(&self) {
+        self.shared.pool.close();
+    }
+}
+
+/// "host:port/dbname" for error messages, never the password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => String::from("?"),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("{host}:{port}/{db}")
+}
