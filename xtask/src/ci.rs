@@ -27,7 +27,9 @@ pub fn run(root: &Path, args: &CiArgs) -> Result<()> {
     sh.change_dir(root);
     let started = Instant::now();
 
-    step("system packages", || deps::ensure(!args.no_install))?;
+    step("system packages", || {
+        deps::ensure(deps::Purpose::Test, !args.no_install)
+    })?;
     step("cargo fmt --check", || {
         cmd!(sh, "cargo fmt --all --check")
             .run()

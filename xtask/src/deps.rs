@@ -27,6 +27,17 @@ struct Requirement {
     package: &'static str,
     provides: &'static str,
     present: fn() -> bool,
+    /// Needed only by the test suite (not to build or run the demo).
+    tests_only: bool,
+}
+
+/// What the caller is about to do, which decides the packages it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Build the workspace and run it (the demo, the benches).
+    Build,
+    /// Build and run every test, including the PostgreSQL driver's.
+    Test,
 }
 
 const REQUIREMENTS: &[Requirement] = &[
@@ -34,26 +45,31 @@ const REQUIREMENTS: &[Requirement] = &[
         package: "clang",
         provides: "the C compiler that builds SQLite for wasm32-wasi",
         present: || runs("clang", &["--version"]),
+        tests_only: false,
     },
     Requirement {
         package: "lld",
         provides: "wasm-ld, the WebAssembly linker",
         present: || runs("wasm-ld", &["--version"]),
+        tests_only: false,
     },
     Requirement {
         package: "wasi-libc",
         provides: "the C library for wasm32-wasi",
         present: || clang_file("-print-file-name=libc.a").is_some(),
+        tests_only: false,
     },
     Requirement {
         package: "libclang-rt-14-dev-wasm32",
         provides: "compiler-rt builtins for wasm32",
         present: || clang_file("-print-libgcc-file-name").is_some(),
+        tests_only: false,
     },
     Requirement {
         package: "postgresql",
         provides: "initdb and pg_ctl for the PostgreSQL driver's throwaway test server",
         present: || postgres_bin_dir().is_some(),
+        tests_only: true,
     },
 ];
 
@@ -64,18 +80,16 @@ fn install_command(packages: &[&str]) -> String {
 
 /// `cargo xtask deps`.
 pub fn run(args: &DepsArgs) -> Result<()> {
-    ensure(!args.check)
+    ensure(Purpose::Test, !args.check)
 }
 
 /// Makes sure every requirement is met, installing with apt-get when allowed
 /// and possible; fails with the exact command to run otherwise.
-pub fn ensure(allow_install: bool) -> Result<()> {
-    let missing = missing();
+pub fn ensure(purpose: Purpose, allow_install: bool) -> Result<()> {
+    let missing = missing(purpose);
     if missing.is_empty() {
-        println!(
-            "xtask: system packages present: {}",
-            all_packages().join(", ")
-        );
+        let needed: Vec<&str> = needed(purpose).map(|r| r.package).collect();
+        println!("xtask: system packages present: {}", needed.join(", "));
         return probe_wasm_toolchain();
     }
     for req in &missing {
@@ -97,7 +111,7 @@ pub fn ensure(allow_install: bool) -> Result<()> {
     let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
     install.extend(&packages);
     apt(&install)?;
-    let still: Vec<&str> = self::missing().iter().map(|r| r.package).collect();
+    let still: Vec<&str> = self::missing(purpose).iter().map(|r| r.package).collect();
     if !still.is_empty() {
         bail!(
             "apt-get finished but these are still missing: {}",
@@ -111,8 +125,14 @@ fn all_packages() -> Vec<&'static str> {
     REQUIREMENTS.iter().map(|r| r.package).collect()
 }
 
-fn missing() -> Vec<&'static Requirement> {
-    REQUIREMENTS.iter().filter(|r| !(r.present)()).collect()
+fn needed(purpose: Purpose) -> impl Iterator<Item = &'static Requirement> {
+    REQUIREMENTS
+        .iter()
+        .filter(move |r| purpose == Purpose::Test || !r.tests_only)
+}
+
+fn missing(purpose: Purpose) -> Vec<&'static Requirement> {
+    needed(purpose).filter(|r| !(r.present)()).collect()
 }
 
 fn apt(args: &[&str]) -> Result<()> {

@@ -29,6 +29,15 @@ enum Command {
     /// wasm32 target, lld, wasi-libc, the wasm32 compiler-rt, PostgreSQL) and,
     /// as root on Debian, install the missing ones with apt-get.
     Deps(deps::DepsArgs),
+    /// Run the demo: many actors on the local-disk driver, each creating,
+    /// writing and reading back its own database, with a summary table.
+    /// Flags are the demo's own: `cargo xtask demo --help` lists them.
+    #[command(disable_help_flag = true)]
+    Demo {
+        /// Arguments passed to the demo.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -37,7 +46,21 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Ci(args) => ci::run(&root, &args),
         Command::Deps(args) => deps::run(&args),
+        Command::Demo { args } => demo(&root, &args),
     }
+}
+
+/// Builds (in release, like everything else) and runs the demo example.
+fn demo(root: &std::path::Path, args: &[String]) -> Result<()> {
+    deps::ensure(deps::Purpose::Build, true)?;
+    let sh = xshell::Shell::new()?;
+    sh.change_dir(root);
+    xshell::cmd!(
+        sh,
+        "cargo run --quiet --release --package driver-fs --example demo -- {args...}"
+    )
+    .run()?;
+    Ok(())
 }
 
 /// The workspace root: the parent of this crate's manifest directory.
