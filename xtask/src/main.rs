@@ -38,6 +38,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the benchmarks, each next to its baseline measured in the same
+    /// run. Flags are the bench's own: `cargo xtask bench --help` lists them.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Arguments passed to the bench.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -46,18 +54,31 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Ci(args) => ci::run(&root, &args),
         Command::Deps(args) => deps::run(&args),
-        Command::Demo { args } => demo(&root, &args),
+        Command::Demo { args } => run_example(&root, "driver-fs", "demo", &args),
+        Command::Bench { args } => run_example(&root, "driver-engine", "bench", &args),
     }
 }
 
-/// Builds (in release, like everything else) and runs the demo example.
-fn demo(root: &std::path::Path, args: &[String]) -> Result<()> {
-    deps::ensure(deps::Purpose::Build, true)?;
+/// Builds (in release, like everything else) and runs one of the
+/// workspace's example programs, passing `args` through.
+fn run_example(
+    root: &std::path::Path,
+    package: &str,
+    example: &str,
+    args: &[String],
+) -> Result<()> {
+    // The benches also start a throwaway PostgreSQL, hence the test packages.
+    let purpose = if example == "bench" {
+        deps::Purpose::Test
+    } else {
+        deps::Purpose::Build
+    };
+    deps::ensure(purpose, true)?;
     let sh = xshell::Shell::new()?;
     sh.change_dir(root);
     xshell::cmd!(
         sh,
-        "cargo run --quiet --release --package driver-fs --example demo -- {args...}"
+        "cargo run --quiet --release --package {package} --example {example} -- {args...}"
     )
     .run()?;
     Ok(())
