@@ -30,6 +30,8 @@ const SQLITE_ROW: i32 = 100;
 const SQLITE_DONE: i32 = 101;
 const SQLITE_INTERRUPT: i32 = 9;
 const SQLITE_TOOBIG: i32 = 18;
+/// `SQLITE_IOERR_NOMEM`: a memory file (sorter spill) could not grow.
+const SQLITE_IOERR_NOMEM: i32 = code::SQLITE_IOERR | (12 << 8);
 const SQLITE_LIMIT_LENGTH: i32 = 0;
 const SQLITE_LIMIT_SQL_LENGTH: i32 = 1;
 const SQLITE_LIMIT_TRIGGER_DEPTH: i32 = 10;
@@ -512,6 +514,7 @@ impl Instance {
                     .map_or(0, |t| t.as_millis() as u64),
             },
             code::SQLITE_NOMEM | SQLITE_TOOBIG => Error::LimitExceeded { what: message },
+            _ if code == SQLITE_IOERR_NOMEM => Error::LimitExceeded { what: message },
             primary => {
                 let relevant = matches!(
                     primary,
