@@ -225,9 +225,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Commit => {
-                if !in_batch {
-                    prop_assert!(file.commit_atomic().await.is_err());
-                } else {
+                if in_batch {
                     match file.commit_atomic().await {
                         Ok(()) => in_batch = false,
                         Err(e) => {
@@ -241,6 +239,9 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             in_batch = false;
                         }
                     }
+                } else {
+                    let e = file.commit_atomic().await.unwrap_err();
+                    prop_assert_eq!(e.code(), code::SQLITE_MISUSE);
                 }
             }
             Op::Rollback => {
