@@ -166,6 +166,21 @@ fn page_index(page: u64) -> u32 {
     page as u32
 }
 
+/// The page size recorded in a SQLite database header, if `page` starts
+/// with one. Every chunk holds one SQLite page, so a database written with
+/// another page size cannot be served and is refused at open.
+fn sqlite_page_size(page: &[u8]) -> Option<u64> {
+    const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+    if page.len() < 18 || &page[..16] != MAGIC {
+        return None;
+    }
+    // Stored big-endian at offset 16; 1 means 65536.
+    match u16::from_be_bytes([page[16], page[17]]) {
+        1 => Some(65_536),
+        size => Some(u64::from(size)),
+    }
+}
+
 /// Pages only partly covered by `offset..end` (at most two).
 fn partial_pages(offset: u64, end: u64) -> Vec<u64> {
     let first = offset / PAGE;
@@ -311,6 +326,18 @@ impl KvFile {
                 .filter_map(|(page, value)| Some((page, value?)))
                 .filter(|(page, _)| *page < live)
                 .collect();
+            if tag == FileTag::Main
+                && let Some(page) = file.prefetch.get(&0)
+                && let Some(found) = sqlite_page_size(page)
+                && found != PAGE
+            {
+                return Err(VfsError::new(
+                    code::SQLITE_CANTOPEN,
+                    format!(
+                        "database page size is {found}, this VFS stores {PAGE_SIZE}-byte pages"
+                    ),
+                ));
+            }
             return Ok(file);
         }
         if !create {

@@ -12,6 +12,34 @@
 //! - [`FileRegistry`]: exact-name mapping from SQLite paths to stores;
 //! - [`KvFile`]: the page logic of one file, returning SQLite result codes
 //!   ([`code`]) together with the original store error ([`VfsError`]).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use vfs_core::{FileRegistry, FileTag, KvFile, KvStore, MemoryKv, ReadOutcome};
+//!
+//! # futures::executor::block_on(async {
+//! let registry = FileRegistry::new();
+//! let store: Arc<dyn KvStore> = Arc::new(MemoryKv::new());
+//! registry.register("actor-a", store)?;
+//!
+//! // SQLite opens "actor-a-journal": exact-name resolution gives the store and tag.
+//! let journal = registry.resolve("actor-a-journal")?;
+//! assert_eq!(journal.tag, FileTag::Journal);
+//!
+//! let mut file = KvFile::open(journal.store, journal.tag, true, None).await?;
+//! file.write(b"hello", 0).await?;
+//! let mut buf = [0xff; 8];
+//! // Reading past the end zero-fills and reports a short read.
+//! assert_eq!(file.read(&mut buf, 0).await?, ReadOutcome::Short);
+//! assert_eq!(&buf, b"hello\0\0\0");
+//!
+//! // Atomic batches: nothing reaches the store before the commit.
+//! file.begin_atomic()?;
+//! file.write(b"HELLO", 0).await?;
+//! file.commit_atomic().await?;
+//! # Ok::<(), vfs_core::Error>(())
+//! # }).unwrap();
+//! ```
 
 mod error;
 mod file;

@@ -610,3 +610,30 @@ fn corrupt_stored_values_are_errors_not_panics() {
         assert_eq!(err.code(), code::SQLITE_CORRUPT);
     });
 }
+
+#[test]
+fn databases_with_another_page_size_are_refused() {
+    block_on(async {
+        let store: Arc<dyn KvStore> = mem(8);
+        let mut page = vec![0u8; PAGE_SIZE];
+        page[..16].copy_from_slice(b"SQLite format 3\0");
+        page[16..18].copy_from_slice(&1024_u16.to_be_bytes());
+        KvFile::open(Arc::clone(&store), FileTag::Main, true, Some(&page))
+            .await
+            .unwrap();
+        let err = KvFile::open(Arc::clone(&store), FileTag::Main, false, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_CANTOPEN);
+        assert!(err.message().contains("1024"), "{err}");
+
+        let store: Arc<dyn KvStore> = mem(8);
+        page[16..18].copy_from_slice(&4096_u16.to_be_bytes());
+        KvFile::open(Arc::clone(&store), FileTag::Main, true, Some(&page))
+            .await
+            .unwrap();
+        KvFile::open(Arc::clone(&store), FileTag::Main, false, None)
+            .await
+            .unwrap();
+    });
+}
