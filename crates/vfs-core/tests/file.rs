@@ -637,3 +637,29 @@ fn databases_with_another_page_size_are_refused() {
             .unwrap();
     });
 }
+
+#[test]
+fn handles_and_their_futures_can_move_between_threads() {
+    fn send<T: Send>(value: T) -> T {
+        value
+    }
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<KvFile>();
+    send_sync::<vfs_core::VfsError>();
+    send_sync::<vfs_core::FileRegistry>();
+    let store: Arc<dyn KvStore> = mem(8);
+    let mut file = block_on(send(KvFile::open(store, FileTag::Main, true, None))).unwrap();
+    // Run the I/O futures on another thread, as a multi-thread runtime would.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                block_on(send(file.write(b"moved", 0))).unwrap();
+                block_on(send(file.commit_atomic())).unwrap_err();
+            })
+            .join()
+            .unwrap();
+    });
+    let mut buf = [0u8; 5];
+    block_on(send(file.read(&mut buf, 0))).unwrap();
+    assert_eq!(&buf, b"moved");
+}
