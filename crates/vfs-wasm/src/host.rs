@@ -36,6 +36,8 @@ const SQLITE_OK: i32 = code::SQLITE_OK;
 /// Longest sleep the guest may ask for (SQLite only sleeps in busy handlers,
 /// which never fire with exclusive, unshared connections).
 const MAX_SLEEP: Duration = Duration::from_millis(100);
+/// Largest seeding-pass file (it only ever holds one page).
+const MAX_SCRATCH: usize = 1 << 20;
 
 /// Who the guest is currently running for.
 #[derive(Debug, Clone, Default)]
@@ -245,6 +247,15 @@ fn vfs_read(
         let (Ok(amt), Ok(offset)) = (usize::try_from(amt), u64::try_from(offset)) else {
             return Err(VfsError::new(code::SQLITE_IOERR_READ, "negative read"));
         };
+        // The buffer must lie in guest memory before the host allocates
+        // its copy: the guest cannot make the host allocate more than that.
+        let mem = state.mem()?.clone();
+        if u64::from(buf) + amt as u64 > mem.size(store) {
+            return Err(VfsError::new(
+                code::SQLITE_IOERR_READ,
+                "read buffer outside guest memory",
+            ));
+        }
         let mut data = vec![0u8; amt];
         let outcome = match &mut state.file(id)?.kind {
             FileKind::Kv(file) => block_on(file.read(&mut data, offset))?,
@@ -295,9 +306,12 @@ fn vfs_write(
             FileKind::Scratch(name) => {
                 let name = name.clone();
                 let content = state.scratch.entry(name).or_default();
-                let start = usize::try_from(offset)
-                    .map_err(|_| VfsError::new(code::SQLITE_FULL, "offset too large"))?;
-                let end = start + data.len();
+                let end = usize::try_from(offset)
+                    .ok()
+                    .and_then(|start| start.checked_add(data.len()))
+                    .filter(|&end| end <= MAX_SCRATCH)
+                    .ok_or_else(|| VfsError::new(code::SQLITE_FULL, "seeding file too large"))?;
+                let start = end - data.len();
                 if content.len() < end {
                     content.resize(end, 0);
                 }

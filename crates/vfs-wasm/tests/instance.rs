@@ -634,10 +634,9 @@ fn hostile_sql_gets_errors_never_traps() {
     let mut inst = instance();
     let db = inst.open("hostile", memory_kv()).unwrap();
     let neighbour = inst.open("calm", memory_kv()).unwrap();
-    let mut views = String::from("CREATE VIEW v0 AS SELECT 1 AS x;");
-    for i in 1..1000 {
-        views.push_str(&format!("CREATE VIEW v{i} AS SELECT x FROM v{};", i - 1));
-    }
+    let views: String = std::iter::once("CREATE VIEW v0 AS SELECT 1 AS x;".to_owned())
+        .chain((1..1000).map(|i| format!("CREATE VIEW v{i} AS SELECT x FROM v{};", i - 1)))
+        .collect();
     inst.exec(db, &views).unwrap();
     let deep = [
         format!(
