@@ -220,9 +220,12 @@ struct AtomicBatch {
 /// One open file whose pages live in a [`KvStore`].
 ///
 /// Not shareable between tasks by design: SQLite serialises calls on one
-/// file handle, and the handle caches the size. Two handles on the same
-/// file see each other's committed writes except through the read-ahead
-/// of [`open`](Self::open) (see [`drop_prefetch`](Self::drop_prefetch)).
+/// file handle. The handle assumes it is the only writer of its file while
+/// open (the registry allows one database per name, and a database has one
+/// connection): it caches the size, the pages read ahead at open and the
+/// last page it wrote (so sequential journal and WAL appends need no
+/// read-modify-write round trip). A VFS that lets another handle change the
+/// file must call [`drop_prefetch`](Self::drop_prefetch) when it may have.
 pub struct KvFile {
     store: Arc<dyn KvStore>,
     tag: FileTag,
@@ -231,7 +234,8 @@ pub struct KvFile {
     limits: KvLimits,
     /// False for a created file whose metadata was not written yet.
     meta_stored: bool,
-    /// Pages read ahead at open, each served until a read consumes it.
+    /// Stored page images known to be current: read ahead at open, or the
+    /// last page written. A read to the end of a page consumes it.
     prefetch: HashMap<u64, Bytes>,
     /// Pages at or past the end that may still hold garbage chunks.
     stale: Option<Range<u64>>,
@@ -446,9 +450,10 @@ impl KvFile {
         self.batch.is_some()
     }
 
-    /// Forgets the pages read ahead at open. The VFS calls this when
-    /// another connection may have changed the file since (for example
-    /// when SQLite takes a lock), so no stale page is served.
+    /// Forgets the cached page images (read ahead at open, or last
+    /// written). Only needed when another handle may have changed the file
+    /// since (for example when SQLite takes a lock while several
+    /// connections share a file), so no stale page is served.
     pub fn drop_prefetch(&mut self) {
         self.prefetch.clear();
     }
@@ -570,11 +575,13 @@ impl KvFile {
         let straddle = (!self.size.is_multiple_of(PAGE)).then_some(self.size / PAGE);
         let mut entries = Vec::with_capacity((last - first + 2) as usize);
         let mut tail = Vec::with_capacity(2);
+        let mut last_image = Bytes::new();
         for page in first..=last {
-            let entry = (
-                chunk_key(self.tag, page_index(page)),
-                Bytes::from(page_image(page, &mut base)),
-            );
+            let image = Bytes::from(page_image(page, &mut base));
+            if page == last {
+                last_image = image.clone();
+            }
+            let entry = (chunk_key(self.tag, page_index(page)), image);
             if Some(page) == straddle {
                 tail.push(entry);
             } else {
@@ -606,6 +613,8 @@ impl KvFile {
         self.size = new_size;
         self.meta_stored = true;
         self.trim_stale();
+        // The next sequential write starts in this page: keep its image.
+        self.prefetch.insert(last, last_image);
         Ok(())
     }
 

@@ -663,3 +663,30 @@ fn handles_and_their_futures_can_move_between_threads() {
     block_on(send(file.read(&mut buf, 0))).unwrap();
     assert_eq!(&buf, b"moved");
 }
+
+#[test]
+fn sequential_appends_need_no_read_round_trips() {
+    block_on(async {
+        let counting = Arc::new(CountingKv::new(mem(8)));
+        let store: Arc<dyn KvStore> = counting.clone();
+        let mut journal = KvFile::open(Arc::clone(&store), FileTag::Journal, true, None)
+            .await
+            .unwrap();
+        counting.reset();
+        // A journal: a 28-byte header, then records of page number, page, checksum.
+        let mut model = Vec::new();
+        let mut parts = vec![pattern(28, 1)];
+        for record in 0..5u8 {
+            parts.push(pattern(4, record));
+            parts.push(pattern(PAGE_SIZE, record + 10));
+            parts.push(pattern(4, record + 20));
+        }
+        for part in parts {
+            journal.write(&part, model.len() as u64).await.unwrap();
+            model.extend_from_slice(&part);
+        }
+        assert_eq!(counting.get_calls(), 0, "the last written page is cached");
+        assert_eq!(counting.put_calls(), 16);
+        assert_eq!(reopen_all(&store, FileTag::Journal).await, model);
+    });
+}
