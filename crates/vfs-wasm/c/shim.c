@@ -239,14 +239,17 @@ EXPORT(shim_open) int shim_open(const char *name, sqlite3 **out, int progress_op
 }
 
 /* Configure the library before its first use: the lookaside every
- * connection gets (slot size x count, 0 disables it) and the hard heap limit
- * that turns a memory bomb into SQLITE_NOMEM. Must be the first call. */
+ * connection gets (slot size x count, 0 disables it), the hard heap limit
+ * that turns a memory bomb into SQLITE_NOMEM, and a soft limit at 3/4 of it
+ * past which SQLite recycles page-cache memory before asking for more (so
+ * tenants' caches give way instead of failing). Must be the first call. */
 EXPORT(shim_init) int shim_init(int lookaside_slot, int lookaside_count, sqlite3_int64 heap_limit) {
   int rc = sqlite3_config(SQLITE_CONFIG_LOOKASIDE, lookaside_slot, lookaside_count);
   if (rc != SQLITE_OK) return rc;
   rc = sqlite3_initialize();
   if (rc != SQLITE_OK) return rc;
   sqlite3_hard_heap_limit64(heap_limit);
+  sqlite3_soft_heap_limit64(heap_limit / 4 * 3);
   return SQLITE_OK;
 }
 
@@ -255,7 +258,8 @@ EXPORT(shim_init) int shim_init(int lookaside_slot, int lookaside_count, sqlite3
 static const char *const locked_pragmas[] = {
   "journal_mode", "locking_mode", "page_size", "cache_size", "temp_store",
   "mmap_size", "writable_schema", "soft_heap_limit", "hard_heap_limit",
-  "threads", "cache_spill", "max_page_count", "auto_vacuum", "encoding", 0,
+  "threads", "cache_spill", "max_page_count", "auto_vacuum", "encoding",
+  "synchronous", 0,
 };
 
 static int authorize(void *arg, int action, const char *a, const char *b,

@@ -377,6 +377,8 @@ fn isolation_refusals_reach_only_the_offending_tenant() {
         "PRAGMA page_size = 512",
         "PRAGMA cache_size = -1000000",
         "PRAGMA writable_schema = ON",
+        "PRAGMA synchronous = OFF",
+        "PRAGMA locking_mode = NORMAL",
     ];
     for sql in attempts {
         let err = inst.exec(a, sql).expect_err(sql);
