@@ -34,7 +34,12 @@ const SQLITE_TOOBIG: i32 = 18;
 const SQLITE_IOERR_NOMEM: i32 = code::SQLITE_IOERR | (12 << 8);
 const SQLITE_LIMIT_LENGTH: i32 = 0;
 const SQLITE_LIMIT_SQL_LENGTH: i32 = 1;
+const SQLITE_LIMIT_LIKE_PATTERN_LENGTH: i32 = 8;
 const SQLITE_LIMIT_TRIGGER_DEPTH: i32 = 10;
+/// LIKE/GLOB match recursively, one level per wildcard: 2000 bytes keep
+/// the deepest pattern well inside the guest stack (about 2500 levels
+/// were measured to fit; 20000 overflow it and trap).
+const LIKE_PATTERN_LIMIT: i32 = 2000;
 /// `SQLITE_PREPARE_PERSISTENT`: the statement will be reused.
 const PREPARE_PERSISTENT: i32 = 0x01;
 /// Virtual-machine steps between two deadline checks.
@@ -576,6 +581,7 @@ impl Instance {
         guest!(self.limit(handle, SQLITE_LIMIT_LENGTH, max_length));
         guest!(self.limit(handle, SQLITE_LIMIT_SQL_LENGTH, max_length.min(1 << 20)));
         guest!(self.limit(handle, SQLITE_LIMIT_TRIGGER_DEPTH, 100));
+        guest!(self.limit(handle, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, LIKE_PATTERN_LIMIT));
         let pragmas = format!(
             "PRAGMA page_size = 4096; PRAGMA journal_mode = DELETE; \
              PRAGMA locking_mode = EXCLUSIVE; PRAGMA synchronous = NORMAL; \

@@ -223,7 +223,8 @@ fn transaction_over_the_batch_limit_falls_back_to_the_journal_and_survives_reope
         );
         assert_eq!(count(&mut inst, db, "w"), 240);
         // VACUUM rewrites every page in one transaction: journal path too.
-        inst.exec(db, "DELETE FROM w WHERE id % 2 = 0; VACUUM").unwrap();
+        inst.exec(db, "DELETE FROM w WHERE id % 2 = 0; VACUUM")
+            .unwrap();
         inst.exec(
             db,
             "WITH RECURSIVE r(i) AS (SELECT 2 UNION ALL SELECT i + 2 FROM r WHERE i < 240)
@@ -665,6 +666,22 @@ fn hostile_sql_gets_errors_never_traps() {
             ")".repeat(200)
         ),
         "SELECT * FROM v999".to_owned(),
+        // One recursion level per wildcard in LIKE / GLOB.
+        format!(
+            "SELECT '{}' LIKE '{}'",
+            "a".repeat(100_000),
+            "%a".repeat(20_000)
+        ),
+        format!(
+            "SELECT '{}' GLOB '{}'",
+            "a".repeat(100_000),
+            "*a".repeat(20_000)
+        ),
+        format!(
+            "SELECT '{}' LIKE '{}'",
+            "a".repeat(10_000),
+            "%a".repeat(999)
+        ),
         "CREATE TABLE tt (x); PRAGMA recursive_triggers = ON;
          CREATE TRIGGER tr AFTER INSERT ON tt WHEN new.x < 100000
          BEGIN INSERT INTO tt VALUES (new.x + 1); END;
