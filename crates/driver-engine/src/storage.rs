@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::{
-    Client, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
+    Client, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
@@ -143,6 +143,11 @@ impl Shared {
 
     /// Runs `attempt` on a pooled connection, repeating it with backoff while
     /// the failure is transient and `repeat` allows it.
+    ///
+    /// The attempt gets the connection behind an `Arc`, so that once it has
+    /// finished the connection is ours again: one that failed with a
+    /// connection-level error is dropped instead of going back to the pool,
+    /// where the next call could pick it before it notices it is dead.
     pub(crate) async fn run<T, F, Fut>(
         &self,
         what: &str,
@@ -150,7 +155,7 @@ impl Shared {
         attempt: F,
     ) -> Result<T, KvError>
     where
-        F: Fn(Client) -> Fut,
+        F: Fn(Arc<Client>) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
         let attempts = self.options.retry_attempts;
@@ -158,52 +163,63 @@ impl Shared {
         loop {
             tried += 1;
             let last = tried >= attempts;
-            let error = match self.client().await {
+            let client = match self.client().await {
+                Ok(client) => Arc::new(client),
                 // Nothing was sent: any call may be tried again.
-                Err(e) if e.is_transient() && !last => e,
+                Err(e) if e.is_transient() && !last => {
+                    self.backoff(what, tried, &e).await;
+                    continue;
+                }
                 Err(e) => return Err(e),
-                Ok(client) => match attempt(client).await {
-                    Ok(value) => return Ok(value),
-                    Err(Failure::Kv(e)) => return Err(e),
-                    Err(Failure::Fenced(message)) => {
-                        Counters::bump(&self.counters.fenced);
-                        return Err(KvError::Fenced { message });
-                    }
-                    Err(Failure::Pg(pg)) => {
-                        let transient = is_transient(&pg);
-                        if transient && repeat == Repeat::ReportUnknown {
-                            return Err(KvError::Unavailable {
-                                message: format!(
-                                    "{what}: connection to PostgreSQL lost, outcome unknown \
-                                     (safe to repeat): {}",
-                                    chain(&pg)
-                                ),
-                            });
-                        }
-                        if !transient {
-                            return Err(KvError::Backend {
-                                message: format!("{what}: {}", chain(&pg)),
-                                source: Some(Arc::new(pg)),
-                            });
-                        }
-                        if last {
-                            return Err(KvError::Unavailable {
-                                message: format!(
-                                    "{what}: PostgreSQL unreachable after {tried} attempts: {}",
-                                    chain(&pg)
-                                ),
-                            });
-                        }
-                        KvError::Unavailable {
-                            message: chain(&pg),
-                        }
-                    }
-                },
             };
-            Counters::bump(&self.counters.retries);
-            tracing::debug!(what, attempt = tried, error = %error, "retrying PostgreSQL call");
-            tokio::time::sleep(self.options.backoff(tried)).await;
+            let outcome = attempt(Arc::clone(&client)).await;
+            let pg = match outcome {
+                Ok(value) => return Ok(value),
+                Err(Failure::Kv(e)) => return Err(e),
+                Err(Failure::Fenced(message)) => {
+                    Counters::bump(&self.counters.fenced);
+                    return Err(KvError::Fenced { message });
+                }
+                Err(Failure::Pg(pg)) => pg,
+            };
+            if !is_transient(&pg) {
+                return Err(KvError::Backend {
+                    message: format!("{what}: {}", chain(&pg)),
+                    source: Some(Arc::new(pg)),
+                });
+            }
+            if let Some(client) = Arc::into_inner(client) {
+                drop(Object::take(client));
+            }
+            if repeat == Repeat::ReportUnknown {
+                return Err(KvError::Unavailable {
+                    message: format!(
+                        "{what}: PostgreSQL failed mid-call, outcome unknown \
+                         (safe to repeat): {}",
+                        chain(&pg)
+                    ),
+                });
+            }
+            if last {
+                return Err(KvError::Unavailable {
+                    message: format!(
+                        "{what}: PostgreSQL unreachable after {tried} attempts: {}",
+                        chain(&pg)
+                    ),
+                });
+            }
+            let error = KvError::Unavailable {
+                message: chain(&pg),
+            };
+            self.backoff(what, tried, &error).await;
         }
+    }
+
+    /// Counts a retry and waits before attempt `tried + 1`.
+    async fn backoff(&self, what: &str, tried: u32, error: &KvError) {
+        Counters::bump(&self.counters.retries);
+        tracing::debug!(what, attempt = tried, error = %error, "retrying PostgreSQL call");
+        tokio::time::sleep(self.options.backoff(tried)).await;
     }
 
     /// Runs `call` as a task on the runtime that connected, so that it runs

@@ -356,3 +356,105 @@ async fn data_outlives_the_storage_that_wrote_it() {
             .all(|(g, v)| g.as_ref() == Some(v))
     );
 }
+
+async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Polls (bounded) for the backend of a statement waiting on a lock.
+async fn blocked_backend(monitor: &tokio_postgres::Client) -> i32 {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let row = monitor
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND query LIKE '%INSERT INTO vfs_pages%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the write never blocked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_cut_off_mid_call_is_unavailable_and_safe_to_repeat() {
+    let url = fresh_database_url().await.unwrap();
+    let storage = PgStorage::connect(&url).await.unwrap();
+    let store = Arc::new(storage.open_store("cut").await.unwrap());
+    // Hold the actor's row so the write blocks inside the server.
+    let holder = admin(&url).await;
+    holder
+        .batch_execute("BEGIN; SELECT 1 FROM vfs_actors WHERE actor_id = 'cut' FOR UPDATE")
+        .await
+        .unwrap();
+    let write = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.put_batch(&[(key(1), page(1, 9))]).await })
+    };
+    let monitor = admin(&url).await;
+    let pid = blocked_backend(&monitor).await;
+    monitor
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let err = write.await.unwrap().unwrap_err();
+    assert!(matches!(err, KvError::Unavailable { .. }), "{err}");
+    assert!(err.is_transient());
+    assert!(err.to_string().contains("outcome unknown"), "{err}");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+
+    // Repeating it is safe, and the pool replaced the dead connection.
+    store.put_batch(&[(key(1), page(1, 9))]).await.unwrap();
+    assert_eq!(
+        store.get_batch(&[key(1)]).await.unwrap(),
+        vec![Some(page(1, 9))]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_ride_out_lost_connections_and_the_pool_reconnects() {
+    let url = fresh_database_url().await.unwrap();
+    let options = PgOptions {
+        max_connections: 1,
+        ..PgOptions::default()
+    };
+    let storage = PgStorage::connect_with(&url, options).await.unwrap();
+    let store = storage.open_store("lost").await.unwrap();
+    store.put_batch(&[(key(1), page(1, 1))]).await.unwrap();
+    assert_eq!(storage.open_connections(), 1);
+
+    let monitor = admin(&url).await;
+    let killed = monitor
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'driver-engine'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 1);
+
+    assert_eq!(
+        store.get_batch(&[key(1)]).await.unwrap(),
+        vec![Some(page(1, 1))]
+    );
+    store.put_batch(&[(key(2), page(2, 2))]).await.unwrap();
+    assert_eq!(
+        store.get_batch(&[key(2)]).await.unwrap(),
+        vec![Some(page(2, 2))]
+    );
+    assert_eq!(storage.open_connections(), 1);
+}

@@ -1,0 +1,243 @@
+//! PostgreSQL stops like a crash (`pg_ctl stop -m immediate`) in the middle
+//! of a write workload and comes back: the calls in flight fail with a
+//! transient storage error, the same driver recovers by itself once the
+//! server is back, and every acknowledged row is there, intact.
+//!
+//! This test runs its own server (it has to stop it), so it lives in a test
+//! binary of its own.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use driver_engine::testing::PgServer;
+use driver_engine::{EngineDriver, PgOptions};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use vfs_pool::{ActorDriver, Database, PoolConfig, Value};
+
+const ACTORS: [&str; 3] = ["r-1", "r-2", "r-3"];
+const RUNNING: u8 = 0;
+const DOWN: u8 = 1;
+const BACK: u8 = 2;
+const STOP: u8 = 3;
+
+#[derive(Debug, Default)]
+struct Progress {
+    acknowledged: BTreeSet<i64>,
+    /// Inserts that failed: their outcome is unknown.
+    failed: BTreeSet<i64>,
+    errors_while_down: Vec<String>,
+    unclear_errors: Vec<String>,
+    acknowledged_after_restart: usize,
+}
+
+fn options() -> PgOptions {
+    // A short retry budget, so that reads give up while the server is down
+    // instead of riding out the whole outage.
+    PgOptions {
+        retry_attempts: 4,
+        retry_initial_backoff: Duration::from_millis(20),
+        retry_max_backoff: Duration::from_millis(100),
+        connect_timeout: Duration::from_secs(2),
+        ..PgOptions::default()
+    }
+}
+
+fn config() -> PoolConfig {
+    PoolConfig {
+        actors_per_instance: 2,
+        ..PoolConfig::default()
+    }
+}
+
+async fn rows(db: &Database) -> BTreeSet<i64> {
+    db.query("SELECT id FROM t", &[])
+        .await
+        .unwrap()
+        .rows
+        .iter()
+        .map(|row| match row[0] {
+            Value::Integer(id) => id,
+            ref other => panic!("id {other:?}"),
+        })
+        .collect()
+}
+
+async fn integrity_ok(db: &Database) {
+    let rows = db.query("PRAGMA integrity_check", &[]).await.unwrap();
+    assert_eq!(rows.rows, vec![vec![Value::from("ok")]]);
+}
+
+async fn write_until_stopped(
+    db: Database,
+    phase: Arc<AtomicU8>,
+    progress: Arc<Mutex<Progress>>,
+    events: watch::Sender<u64>,
+) {
+    for id in 0.. {
+        let now = phase.load(Ordering::SeqCst);
+        if now == STOP {
+            return;
+        }
+        let result = db
+            .execute(
+                "INSERT INTO t (id, v) VALUES (?1, ?2)",
+                &[Value::Integer(id), Value::from(format!("value {id}"))],
+            )
+            .await;
+        {
+            let mut p = progress.lock();
+            match result {
+                Ok(_) => {
+                    p.acknowledged.insert(id);
+                    if now == BACK {
+                        p.acknowledged_after_restart += 1;
+                    }
+                }
+                Err(e) => {
+                    p.failed.insert(id);
+                    // A clear failure names a transient storage error.
+                    if e.kv_error().is_some_and(vfs_pool::KvError::is_transient) {
+                        if phase.load(Ordering::SeqCst) == DOWN {
+                            p.errors_while_down.push(e.to_string());
+                        }
+                    } else {
+                        p.unclear_errors.push(e.to_string());
+                    }
+                }
+            }
+        }
+        events.send_modify(|n| *n += 1);
+        if phase.load(Ordering::SeqCst) == DOWN {
+            // Nothing to gain from hammering a server that is down; wait for
+            // the restart (or the next event) instead of spinning.
+            let mut rx = events.subscribe();
+            let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
+        }
+    }
+}
+
+/// Waits (bounded) until `done` holds for every actor's progress.
+async fn wait_for(
+    events: &watch::Sender<u64>,
+    progress: &[Arc<Mutex<Progress>>],
+    what: &str,
+    done: impl Fn(&Progress) -> bool,
+) {
+    let mut rx = events.subscribe();
+    let waited = tokio::time::timeout(
+        Duration::from_mins(1),
+        rx.wait_for(|_| progress.iter().all(|p| done(&p.lock()))),
+    )
+    .await;
+    assert!(
+        matches!(waited, Ok(Ok(_))),
+        "timed out waiting for: {what}; progress: {progress:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_recovers_from_a_server_crash_without_losing_acknowledged_rows() {
+    let server = Arc::new(PgServer::start().expect("start PostgreSQL"));
+    let url = server.url("postgres");
+    let driver = EngineDriver::connect_with(&url, config(), options())
+        .await
+        .unwrap();
+    let phase = Arc::new(AtomicU8::new(RUNNING));
+    let (events, _) = watch::channel(0u64);
+    let mut progress = Vec::new();
+    let mut writers = Vec::new();
+    for actor in ACTORS {
+        let db = driver.open_database(actor).await.unwrap();
+        db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+            .await
+            .unwrap();
+        let p = Arc::new(Mutex::new(Progress::default()));
+        progress.push(Arc::clone(&p));
+        writers.push(tokio::spawn(write_until_stopped(
+            db,
+            Arc::clone(&phase),
+            p,
+            events.clone(),
+        )));
+    }
+
+    wait_for(&events, &progress, "20 rows per actor", |p| {
+        p.acknowledged.len() >= 20
+    })
+    .await;
+    phase.store(DOWN, Ordering::SeqCst);
+    let stopping = Arc::clone(&server);
+    tokio::task::spawn_blocking(move || stopping.stop_immediate())
+        .await
+        .unwrap()
+        .expect("stop the server");
+    wait_for(&events, &progress, "a clear error per actor", |p| {
+        !p.errors_while_down.is_empty()
+    })
+    .await;
+
+    let starting = Arc::clone(&server);
+    tokio::task::spawn_blocking(move || starting.start_again())
+        .await
+        .unwrap()
+        .expect("restart the server");
+    phase.store(BACK, Ordering::SeqCst);
+    events.send_modify(|n| *n += 1);
+    wait_for(
+        &events,
+        &progress,
+        "10 rows per actor after the restart",
+        |p| p.acknowledged_after_restart >= 10,
+    )
+    .await;
+    phase.store(STOP, Ordering::SeqCst);
+    events.send_modify(|n| *n += 1);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    // The writers are done: take their records out of the locks.
+    let progress: Vec<Progress> = progress
+        .iter()
+        .map(|p| std::mem::take(&mut *p.lock()))
+        .collect();
+    for (actor, p) in ACTORS.iter().zip(&progress) {
+        eprintln!(
+            "{actor}: {} acknowledged, {} failed; first error while down: {:?}",
+            p.acknowledged.len(),
+            p.failed.len(),
+            p.errors_while_down.first()
+        );
+        assert!(
+            p.unclear_errors.is_empty(),
+            "{actor}: {:?}",
+            p.unclear_errors
+        );
+        let db = driver.open_database(actor).await.unwrap();
+        let stored = rows(&db).await;
+        assert!(
+            stored.is_superset(&p.acknowledged),
+            "{actor} lost acknowledged rows: {:?}",
+            p.acknowledged.difference(&stored).collect::<Vec<_>>()
+        );
+        let possible: BTreeSet<i64> = p.acknowledged.union(&p.failed).copied().collect();
+        assert!(
+            stored.is_subset(&possible),
+            "{actor} has rows never written"
+        );
+        integrity_ok(&db).await;
+    }
+    driver.shutdown().await;
+
+    // A new driver (a host restart) sees the same.
+    let driver = EngineDriver::connect(&url, config()).await.unwrap();
+    for (actor, p) in ACTORS.iter().zip(&progress) {
+        let db = driver.open_database(actor).await.unwrap();
+        assert!(rows(&db).await.is_superset(&p.acknowledged));
+        integrity_ok(&db).await;
+    }
+    driver.shutdown().await;
+}
