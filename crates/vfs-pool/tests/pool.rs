@@ -319,3 +319,30 @@ async fn sql_errors_pass_through_with_their_code() -> TestResult {
     pool.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_and_full_text_search_are_built_in() -> TestResult {
+    let pool = SqliteVfsPool::new(config(4))?;
+    let db = pool.acquire("features").await?.open(kv()).await?;
+    let rows = db
+        .query(
+            "SELECT json_extract(?1, '$.a[1]')",
+            &[Value::from(r#"{"a": [10, 20]}"#)],
+        )
+        .await?;
+    assert_eq!(rows.rows, vec![vec![Value::Integer(20)]]);
+    db.exec(
+        "CREATE VIRTUAL TABLE docs USING fts5(body);
+         INSERT INTO docs (body) VALUES ('the quick brown fox'), ('a lazy dog');",
+    )
+    .await?;
+    let hits = db
+        .query(
+            "SELECT body FROM docs WHERE docs MATCH ?1",
+            &[Value::from("quick")],
+        )
+        .await?;
+    assert_eq!(hits.rows, vec![vec![Value::from("the quick brown fox")]]);
+    pool.shutdown().await;
+    Ok(())
+}
