@@ -36,10 +36,7 @@ const SQLITE_LIMIT_LENGTH: i32 = 0;
 const SQLITE_LIMIT_SQL_LENGTH: i32 = 1;
 const SQLITE_LIMIT_LIKE_PATTERN_LENGTH: i32 = 8;
 const SQLITE_LIMIT_TRIGGER_DEPTH: i32 = 10;
-/// LIKE/GLOB match recursively, one level per wildcard: 2000 bytes keep
-/// the deepest pattern well inside the guest stack (about 2500 levels
-/// were measured to fit; 20000 overflow it and trap).
-const LIKE_PATTERN_LIMIT: i32 = 2000;
+
 /// `SQLITE_PREPARE_PERSISTENT`: the statement will be reused.
 const PREPARE_PERSISTENT: i32 = 0x01;
 /// Virtual-machine steps between two deadline checks.
@@ -80,6 +77,11 @@ pub struct InstanceConfig {
     pub max_length: u32,
     /// Prepared statements kept per database for reuse. Default 16.
     pub statement_cache: usize,
+    /// Longest LIKE / GLOB pattern, in bytes. Matching recurses once per
+    /// wildcard on the guest stack: about 2500 levels were measured to fit
+    /// and 20000 overflow it, which traps and breaks the whole instance.
+    /// Default 2000; raise it only for trusted SQL.
+    pub max_like_pattern: u32,
 }
 
 impl Default for InstanceConfig {
@@ -94,6 +96,7 @@ impl Default for InstanceConfig {
             }),
             max_length: 32 << 20,
             statement_cache: 16,
+            max_like_pattern: 2000,
         }
     }
 }
@@ -581,7 +584,8 @@ impl Instance {
         guest!(self.limit(handle, SQLITE_LIMIT_LENGTH, max_length));
         guest!(self.limit(handle, SQLITE_LIMIT_SQL_LENGTH, max_length.min(1 << 20)));
         guest!(self.limit(handle, SQLITE_LIMIT_TRIGGER_DEPTH, 100));
-        guest!(self.limit(handle, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, LIKE_PATTERN_LIMIT));
+        let like = self.config.max_like_pattern.min(i32::MAX as u32) as i32;
+        guest!(self.limit(handle, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, like));
         let pragmas = format!(
             "PRAGMA page_size = 4096; PRAGMA journal_mode = DELETE; \
              PRAGMA locking_mode = EXCLUSIVE; PRAGMA synchronous = NORMAL; \

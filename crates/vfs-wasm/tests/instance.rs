@@ -699,3 +699,44 @@ fn hostile_sql_gets_errors_never_traps() {
     }
     assert_integrity(&mut inst, db);
 }
+
+#[test]
+fn a_guest_trap_breaks_only_its_instance() {
+    // A pattern limit far above the safe default lets one LIKE overflow the
+    // guest stack: the trap must become Error::Broken, not a host crash.
+    let reckless = InstanceConfig {
+        max_like_pattern: 100_000,
+        ..InstanceConfig::default()
+    };
+    let mut doomed = Instance::new(&module(), reckless).unwrap();
+    let mut healthy = instance();
+    let kv = memory_kv();
+    let victim = doomed.open("victim", Arc::clone(&kv)).unwrap();
+    let trigger = doomed.open("trigger", memory_kv()).unwrap();
+    doomed
+        .exec(victim, "CREATE TABLE v (x); INSERT INTO v VALUES ('kept')")
+        .unwrap();
+    let sql = format!(
+        "SELECT '{}' LIKE '{}'",
+        "a".repeat(100_000),
+        "%a".repeat(20_000)
+    );
+    let err = doomed.query(trigger, &sql, &[]).unwrap_err();
+    assert!(matches!(err, Error::Broken { .. }), "{err:?}");
+    assert!(doomed.is_broken());
+    // Every database of the broken instance reports it ...
+    let err = doomed.query(victim, "SELECT x FROM v", &[]).unwrap_err();
+    assert!(matches!(err, Error::Broken { .. }), "{err:?}");
+    assert!(matches!(
+        doomed.open("late", memory_kv()),
+        Err(Error::Broken { .. })
+    ));
+    // ... closing still releases the bookkeeping ...
+    doomed.close(victim).unwrap();
+    assert_eq!(doomed.database_count(), 1);
+    // ... and other instances, and the committed data, are unharmed.
+    let db = healthy.open("victim", kv).unwrap();
+    let rows = healthy.query(db, "SELECT x FROM v", &[]).unwrap();
+    assert_eq!(rows.rows, vec![vec![Value::from("kept")]]);
+    assert_integrity(&mut healthy, db);
+}
