@@ -283,7 +283,11 @@ async fn bad_actor_ids_fail_clearly_or_stay_data() {
 async fn open_errors_are_clear() {
     let parent = tempfile::tempdir().unwrap();
     let missing = parent.path().join("missing");
-    let err = FsDriver::open(&missing, config(50)).await.unwrap_err();
+    // Spawned: the open future is `Send`.
+    let err = tokio::spawn(FsDriver::open(missing, config(50)))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(err, Error::MissingDir { .. }), "{err}");
 
     let dir = parent.path().join("data");

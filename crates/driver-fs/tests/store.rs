@@ -110,6 +110,7 @@ async fn concurrent_commits_share_transactions() {
     const COMMITS: usize = 5;
     let dir = tempfile::tempdir().unwrap();
     let storage = Arc::new(FsStorage::open(dir.path()).unwrap());
+    let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for a in 0..ACTORS {
         let kv = storage.open_actor(&format!("actor-{a}")).await.unwrap();
@@ -129,8 +130,14 @@ async fn concurrent_commits_share_transactions() {
     for task in tasks {
         stores.push(task.await.unwrap());
     }
+    let elapsed = started.elapsed();
     let stats = storage.stats();
     let commits = (ACTORS * COMMITS) as u64;
+    eprintln!(
+        "{commits} durable commits in {elapsed:?} ({:.0}/s) using {} transactions",
+        f64::from(u32::try_from(commits).unwrap()) / elapsed.as_secs_f64(),
+        stats.write_transactions
+    );
     assert_eq!(stats.put_batches, commits);
     assert_eq!(stats.batches_committed, commits);
     assert!(
