@@ -935,12 +935,21 @@ impl Instance {
         if stmt == 0 {
             return Ok(None);
         }
-        let rest = sql.as_bytes().get(consumed as usize..).unwrap_or_default();
-        if !rest.iter().all(|b| b.is_ascii_whitespace() || *b == b';') {
-            guest!(self.finalize(stmt));
-            return Err(Error::InvalidArgument(
-                "more than one statement; use exec for scripts".into(),
-            ));
+        let rest = sql.get(consumed as usize..).unwrap_or_default();
+        match self.holds_statement(handle, rest) {
+            Ok(false) => {}
+            Ok(true) => {
+                guest!(self.finalize(stmt));
+                return Err(Error::InvalidArgument(
+                    "more than one statement; use exec for scripts".into(),
+                ));
+            }
+            Err(e) => {
+                if self.broken.is_none() {
+                    guest!(self.finalize(stmt));
+                }
+                return Err(e);
+            }
         }
         let capacity = self.config.statement_cache;
         let entry = self.dbs.get_mut(&db).ok_or(Error::UnknownDatabase)?;
@@ -953,6 +962,44 @@ impl Instance {
             guest!(self.finalize(old));
         }
         Ok(Some(stmt))
+    }
+}
+
+impl Instance {
+    /// True if `sql` (the tail after a statement) holds another statement;
+    /// whitespace, semicolons and comments do not count.
+    fn holds_statement(&mut self, handle: u32, sql: &str) -> Result<bool> {
+        if sql.bytes().all(|b| b.is_ascii_whitespace() || b == b';') {
+            return Ok(false);
+        }
+        let (buf, out) = self.alloc(sql.as_bytes(), 8)?;
+        let mut offset = 0;
+        let len = sql.len() as u32;
+        let mut found = Ok(false);
+        while offset < len {
+            match self.prepare_at(handle, buf + offset, len - offset, out, 0) {
+                Ok((0, consumed)) => offset += consumed.max(1),
+                Ok((stmt, _)) => {
+                    guest!(self.finalize(stmt));
+                    found = Ok(true);
+                    break;
+                }
+                // A second statement that does not even parse is still a
+                // second statement.
+                Err(Error::Sqlite { .. }) => {
+                    found = Ok(true);
+                    break;
+                }
+                Err(e) => {
+                    found = Err(e);
+                    break;
+                }
+            }
+        }
+        if self.broken.is_none() {
+            self.free(buf)?;
+        }
+        found
     }
 }
 

@@ -610,6 +610,14 @@ fn bad_input_is_a_clear_error() {
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
     let err = inst.execute(db, "SELECT 1; SELECT 2", &[]).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    let rows = inst
+        .query(
+            db,
+            "SELECT 7; -- a trailing comment\n /* and another */ ;",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.rows, vec![vec![Value::Integer(7)]]);
     assert_eq!(inst.execute(db, "  -- nothing\n", &[]).unwrap(), 0);
     assert!(inst.query(db, "", &[]).unwrap().is_empty());
     let config = InstanceConfig {
