@@ -560,3 +560,21 @@ impl Shared {
         self.publish_instance_count();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ShortNames;
+
+    #[test]
+    fn short_names_are_recycled_after_a_clean_release_and_never_when_poisoned() {
+        let mut names = ShortNames::default();
+        let (a, b, c) = (names.take(), names.take(), names.take());
+        assert_eq!((a, b, c), (0, 1, 2));
+        names.give_back(b, false);
+        assert_eq!(names.take(), b, "a cleanly released name is reused first");
+        names.give_back(a, true);
+        let next: Vec<u32> = (0..3).map(|_| names.take()).collect();
+        assert_eq!(next, vec![3, 4, 5], "a poisoned name is never handed out again");
+        assert_eq!(names.poisoned.len(), 1);
+    }
+}

@@ -346,3 +346,37 @@ async fn json_and_full_text_search_are_built_in() -> TestResult {
     pool.shutdown().await;
     Ok(())
 }
+
+/// A failed module load is not remembered: once the cause is gone, the next
+/// acquire starts an instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_module_load_is_retried_by_the_next_acquire() -> TestResult {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("blocked-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // A regular file where the cache directory should be: loading fails.
+    std::fs::write(&dir, b"not a directory")?;
+    let pool = SqliteVfsPool::new(PoolConfig {
+        module_cache_dir: Some(dir.join("cache")),
+        ..config(4)
+    })?;
+    let err = pool
+        .acquire("a")
+        .await
+        .expect_err("the cache dir is unusable");
+    assert!(matches!(err, Error::InstanceStart(_)), "{err}");
+    assert_eq!(pool.instance_count(), 0);
+    assert_eq!(pool.actor_count(), 0);
+
+    std::fs::remove_file(&dir)?;
+    let handle = pool.acquire("a").await?;
+    let db = handle.open(kv()).await?;
+    assert_eq!(
+        db.query("SELECT 5", &[]).await?.rows,
+        vec![vec![Value::Integer(5)]]
+    );
+    assert_eq!(pool.instance_count(), 1);
+    pool.shutdown().await;
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
