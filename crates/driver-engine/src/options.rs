@@ -19,6 +19,11 @@ pub struct PgOptions {
     pub connect_timeout: Duration,
     /// How long a call waits for a free pooled connection. Default 30 s.
     pub wait_timeout: Duration,
+    /// Longest wait for the answer to one statement. A call that takes
+    /// longer is abandoned (its connection is closed) and treated like a
+    /// lost connection: reads are retried, a write fails as unavailable with
+    /// an unknown outcome. Default 30 s.
+    pub statement_timeout: Duration,
     /// Attempts of a call that is safe to repeat (reads, taking ownership,
     /// listing, deleting an actor, and any write that was never sent) when
     /// the server is unreachable, the first included. Default 10.
@@ -36,6 +41,7 @@ impl Default for PgOptions {
             max_connections: 16,
             connect_timeout: Duration::from_secs(5),
             wait_timeout: Duration::from_secs(30),
+            statement_timeout: Duration::from_secs(30),
             retry_attempts: 10,
             retry_initial_backoff: Duration::from_millis(25),
             retry_max_backoff: Duration::from_secs(1),
@@ -56,9 +62,13 @@ impl PgOptions {
                 "retry_attempts must be at least 1 (the first attempt)".into(),
             ));
         }
-        if self.connect_timeout.is_zero() || self.wait_timeout.is_zero() {
+        if self.connect_timeout.is_zero()
+            || self.wait_timeout.is_zero()
+            || self.statement_timeout.is_zero()
+        {
             return Err(Error::InvalidOption(
-                "connect_timeout and wait_timeout must be greater than zero".into(),
+                "connect_timeout, wait_timeout and statement_timeout must be greater than zero"
+                    .into(),
             ));
         }
         Ok(())

@@ -90,6 +90,8 @@ pub(crate) enum Failure {
     Fenced(String),
     /// Anything else, already in its final form.
     Kv(KvError),
+    /// No answer within [`PgOptions::statement_timeout`].
+    TimedOut,
 }
 
 impl From<tokio_postgres::Error> for Failure {
@@ -172,22 +174,29 @@ impl Shared {
                 }
                 Err(e) => return Err(e),
             };
-            let outcome = attempt(Arc::clone(&client)).await;
-            let pg = match outcome {
+            let outcome =
+                tokio::time::timeout(self.options.statement_timeout, attempt(Arc::clone(&client)))
+                    .await
+                    .unwrap_or_else(|_| Err(Failure::TimedOut));
+            let cause = match outcome {
                 Ok(value) => return Ok(value),
                 Err(Failure::Kv(e)) => return Err(e),
                 Err(Failure::Fenced(message)) => {
                     Counters::bump(&self.counters.fenced);
                     return Err(KvError::Fenced { message });
                 }
-                Err(Failure::Pg(pg)) => pg,
+                Err(Failure::TimedOut) => format!(
+                    "no answer within the statement timeout of {:?}",
+                    self.options.statement_timeout
+                ),
+                Err(Failure::Pg(pg)) if !is_transient(&pg) => {
+                    return Err(KvError::Backend {
+                        message: format!("{what}: {}", chain(&pg)),
+                        source: Some(Arc::new(pg)),
+                    });
+                }
+                Err(Failure::Pg(pg)) => chain(&pg),
             };
-            if !is_transient(&pg) {
-                return Err(KvError::Backend {
-                    message: format!("{what}: {}", chain(&pg)),
-                    source: Some(Arc::new(pg)),
-                });
-            }
             if let Some(client) = Arc::into_inner(client) {
                 drop(Object::take(client));
             }
@@ -195,22 +204,18 @@ impl Shared {
                 return Err(KvError::Unavailable {
                     message: format!(
                         "{what}: PostgreSQL failed mid-call, outcome unknown \
-                         (safe to repeat): {}",
-                        chain(&pg)
+                         (safe to repeat): {cause}"
                     ),
                 });
             }
             if last {
                 return Err(KvError::Unavailable {
                     message: format!(
-                        "{what}: PostgreSQL unreachable after {tried} attempts: {}",
-                        chain(&pg)
+                        "{what}: PostgreSQL unreachable after {tried} attempts: {cause}"
                     ),
                 });
             }
-            let error = KvError::Unavailable {
-                message: chain(&pg),
-            };
+            let error = KvError::Unavailable { message: cause };
             self.backoff(what, tried, &error).await;
         }
     }

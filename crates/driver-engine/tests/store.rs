@@ -458,3 +458,30 @@ async fn reads_ride_out_lost_connections_and_the_pool_reconnects() {
     );
     assert_eq!(storage.open_connections(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_without_an_answer_times_out_as_unavailable() {
+    let url = fresh_database_url().await.unwrap();
+    let options = PgOptions {
+        statement_timeout: std::time::Duration::from_millis(300),
+        ..PgOptions::default()
+    };
+    let storage = PgStorage::connect_with(&url, options).await.unwrap();
+    let store = storage.open_store("slow").await.unwrap();
+    let holder = admin(&url).await;
+    holder
+        .batch_execute("BEGIN; SELECT 1 FROM vfs_actors WHERE actor_id = 'slow' FOR UPDATE")
+        .await
+        .unwrap();
+    let err = store.put_batch(&[(key(1), page(1, 4))]).await.unwrap_err();
+    assert!(matches!(err, KvError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("statement timeout"), "{err}");
+    // Reads take no lock: they still work while the row is held.
+    assert_eq!(store.get_batch(&[key(2)]).await.unwrap(), vec![None]);
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    store.put_batch(&[(key(1), page(1, 4))]).await.unwrap();
+    assert_eq!(
+        store.get_batch(&[key(1)]).await.unwrap(),
+        vec![Some(page(1, 4))]
+    );
+}
