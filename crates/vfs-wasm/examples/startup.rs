@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vfs_core::MemoryKv;
-use vfs_wasm::{Instance, InstanceConfig, ModuleConfig, SqliteModule};
+use vfs_wasm::{Instance, InstanceConfig, ModuleConfig, SqliteModule, Value};
 
 /// Instantiations averaged for the instantiate figure.
 const ROUNDS: u32 = 200;
@@ -58,6 +58,25 @@ fn main() -> Result<(), vfs_wasm::Error> {
         (instance.guest_memory_bytes() - base_memory) / 1024,
         instance.guest_heap_bytes()? / 1024
     );
+    let db = dbs[0];
+    instance.exec(db, "CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)")?;
+    let start = Instant::now();
+    for k in 0..1000_i64 {
+        instance.execute(
+            db,
+            "INSERT INTO kv (k, v) VALUES (?1, ?2)",
+            &[Value::Integer(k), Value::from(format!("value-{k}"))],
+        )?;
+    }
+    println!(
+        "autocommit INSERT over MemoryKv (mean of 1000): {:?}",
+        start.elapsed() / 1000
+    );
+    let start = Instant::now();
+    for k in 0..1000_i64 {
+        instance.query(db, "SELECT v FROM kv WHERE k = ?1", &[Value::Integer(k)])?;
+    }
+    println!("point SELECT (mean of 1000): {:?}", start.elapsed() / 1000);
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
