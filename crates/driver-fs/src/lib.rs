@@ -16,10 +16,12 @@
 
 mod driver;
 mod error;
+mod faults;
 mod store;
 
 pub use driver::FsDriver;
 pub use error::{Error, Result};
+pub use faults::FileFaults;
 pub use store::{
     DATA_FILE, FsOptions, FsStats, FsStorage, LAYOUT_VERSION, MAX_BATCH_KEYS, MAX_VALUE_BYTES,
 };

@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 use vfs_core::{KvError, KvLimits, KvStore};
 use vfs_pool::ActorStorage;
 
+use crate::faults::{FaultyFile, FileFaults};
 use crate::{Error, Result};
 
 /// Name of the data file inside the data directory.
@@ -214,6 +215,11 @@ fn backend(what: &str, e: impl Into<redb::Error>) -> KvError {
 /// a complete driver (see [`FsDriver`](crate::FsDriver)). A `put_batch` is
 /// acknowledged only once its write transaction is durable on disk; batches
 /// of many actors queued at the same time share one transaction.
+///
+/// Failures are fail-stop: when the disk fails under a transaction, every
+/// batch in it gets the error, and the engine refuses later writes (reads
+/// keep working) until the store is closed and opened again, which checks
+/// the file and resumes from the last durable state.
 pub struct FsStorage {
     shared: Arc<Shared>,
     committer: Mutex<Option<JoinHandle<()>>>,
@@ -244,7 +250,21 @@ impl FsStorage {
 
     /// [`open`](Self::open) with explicit options.
     pub fn open_with(dir: impl AsRef<Path>, options: FsOptions) -> Result<Self> {
-        let dir = dir.as_ref();
+        Self::open_inner(dir.as_ref(), options, None)
+    }
+
+    /// [`open_with`](Self::open_with), with the data file's writes under the
+    /// control of `faults`: a testing aid for the failure paths (a failed
+    /// transaction reaches every batch in it; acknowledged data survives).
+    pub fn open_with_faults(
+        dir: impl AsRef<Path>,
+        options: FsOptions,
+        faults: &FileFaults,
+    ) -> Result<Self> {
+        Self::open_inner(dir.as_ref(), options, Some(faults.clone()))
+    }
+
+    fn open_inner(dir: &Path, options: FsOptions, faults: Option<FileFaults>) -> Result<Self> {
         match std::fs::metadata(dir) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
@@ -265,7 +285,7 @@ impl FsStorage {
             }
         }
         let file = dir.join(DATA_FILE);
-        let db = open_database(&file, options)?;
+        let db = open_database(&file, options, faults)?;
         let known = initialize(&db, &file)?;
         let db = Arc::new(db);
         let counters = Arc::new(Counters::default());
@@ -449,12 +469,24 @@ impl KvStore for ActorKv {
 
 /// Opens the redb file, turning every way it can fail (including a panic of
 /// the engine on a damaged file) into a clear [`Error`].
-fn open_database(file: &Path, options: FsOptions) -> Result<Database> {
+fn open_database(file: &Path, options: FsOptions, faults: Option<FileFaults>) -> Result<Database> {
     let mut builder = Database::builder();
     builder
         .set_cache_size(options.cache_bytes)
         .set_check_integrity_on_open(options.verify_on_open);
-    let opened = catch_unwind(AssertUnwindSafe(|| builder.create(file)));
+    let opened = catch_unwind(AssertUnwindSafe(|| match faults {
+        None => builder.create(file),
+        Some(faults) => {
+            // What `create` does, with the fault switch in front of the file.
+            let handle = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(file)?;
+            builder.create_with_backend(FaultyFile::new(handle, faults)?)
+        }
+    }));
     let path = file.to_path_buf();
     match opened {
         Ok(Ok(db)) => Ok(db),

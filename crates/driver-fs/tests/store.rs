@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use driver_fs::{DATA_FILE, Error, FsStorage, MAX_BATCH_KEYS, MAX_VALUE_BYTES};
+use driver_fs::{
+    DATA_FILE, Error, FileFaults, FsOptions, FsStorage, MAX_BATCH_KEYS, MAX_VALUE_BYTES,
+};
 use vfs_pool::{ActorStorage, KvError};
 
 fn b(s: &[u8]) -> Bytes {
@@ -438,5 +440,71 @@ async fn a_newer_layout_version_is_refused() {
     assert!(
         matches!(err, Error::UnsupportedVersion { found: 99, .. }),
         "{err}"
+    );
+}
+
+/// When the disk fails under a shared transaction, every batch in it gets
+/// the error, none is acknowledged, and after a reopen the data is exactly
+/// the last acknowledged state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_transaction_fails_every_batch_in_it() {
+    const ACTORS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FileFaults::new();
+    let storage = FsStorage::open_with_faults(dir.path(), FsOptions::default(), &faults).unwrap();
+    let mut stores = Vec::new();
+    for a in 0..ACTORS {
+        let kv = storage.open_actor(&format!("actor-{a}")).await.unwrap();
+        kv.put_batch(&[(b(b"k"), b(b"before"))]).await.unwrap();
+        stores.push(kv);
+    }
+    let before = storage.stats();
+
+    faults.fail_writes(true);
+    let mut tasks = Vec::new();
+    for kv in &stores {
+        let kv = Arc::clone(kv);
+        tasks.push(tokio::spawn(async move {
+            kv.put_batch(&[(b(b"k"), b(b"after")), (b(b"new"), page(1))])
+                .await
+        }));
+    }
+    for task in tasks {
+        let err = task.await.unwrap().unwrap_err();
+        assert!(matches!(err, KvError::Backend { .. }), "{err}");
+    }
+    let after = storage.stats();
+    assert!(faults.injected() > 0);
+    assert_eq!(after.batches_committed, before.batches_committed);
+    assert_eq!(after.put_batches, before.put_batches);
+    assert!(after.failed_transactions >= 1, "{after:?}");
+    // Reads still see the last durable state.
+    for kv in &stores {
+        assert_eq!(
+            kv.get_batch(&[b(b"k"), b(b"new")]).await.unwrap(),
+            vec![Some(b(b"before")), None]
+        );
+    }
+    faults.fail_writes(false);
+    // The engine is fail-stop: after an I/O error it refuses writes until
+    // the file is reopened (and checked), rather than guess what is on disk.
+    let retry = stores[0].put_batch(&[(b(b"k"), b(b"retry"))]).await;
+    assert!(retry.is_err(), "{retry:?}");
+    storage.close().await;
+    drop(storage);
+
+    let storage = FsStorage::open(dir.path()).unwrap();
+    for a in 0..ACTORS {
+        let kv = storage.open_actor(&format!("actor-{a}")).await.unwrap();
+        assert_eq!(
+            kv.get_batch(&[b(b"k"), b(b"new")]).await.unwrap(),
+            vec![Some(b(b"before")), None]
+        );
+    }
+    let kv = storage.open_actor("actor-0").await.unwrap();
+    kv.put_batch(&[(b(b"k"), b(b"later"))]).await.unwrap();
+    assert_eq!(
+        kv.get_batch(&[b(b"k")]).await.unwrap(),
+        vec![Some(b(b"later"))]
     );
 }
