@@ -574,7 +574,11 @@ mod tests {
         assert_eq!(names.take(), b, "a cleanly released name is reused first");
         names.give_back(a, true);
         let next: Vec<u32> = (0..3).map(|_| names.take()).collect();
-        assert_eq!(next, vec![3, 4, 5], "a poisoned name is never handed out again");
+        assert_eq!(
+            next,
+            vec![3, 4, 5],
+            "a poisoned name is never handed out again"
+        );
         assert_eq!(names.poisoned.len(), 1);
     }
 }
