@@ -169,7 +169,7 @@ async fn a_one_mebibyte_transaction_is_one_put_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_url_fails_at_connect() {
+async fn a_bad_url_or_a_server_that_is_down_fails_at_connect() {
     let err = EngineDriver::connect("definitely not a url", config())
         .await
         .unwrap_err();
@@ -177,4 +177,15 @@ async fn a_bad_url_fails_at_connect() {
         matches!(err, driver_engine::Error::InvalidUrl { .. }),
         "{err}"
     );
+    // Nothing listens on a port we just freed: the server is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = EngineDriver::connect(&format!("postgres://u:p@127.0.0.1:{port}/db"), config())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, driver_engine::Error::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
 }
