@@ -14,7 +14,7 @@
 //! the lock): a fenced store fails every call with [`KvError::Fenced`], so a
 //! stale host cannot keep serving data that another host is changing.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -324,21 +324,19 @@ impl KvStore for PgActorStore {
             return Ok(());
         }
         // One upsert cannot touch a row twice: the last value of a key wins,
-        // as if the entries were applied in order.
-        let mut last: HashMap<&Bytes, usize> = HashMap::with_capacity(entries.len());
-        for (index, (key, _)) in entries.iter().enumerate() {
-            last.insert(key, index);
+        // as if the entries were applied in order. Sorting by key makes
+        // concurrent batches of one actor lock their rows in the same order,
+        // so they cannot deadlock each other.
+        let mut latest: BTreeMap<&Bytes, &Bytes> = BTreeMap::new();
+        for (key, value) in entries {
+            latest.insert(key, value);
         }
-        let entries: Arc<Vec<(Bytes, Bytes)>> = Arc::new(if last.len() == entries.len() {
-            entries.to_vec()
-        } else {
-            entries
-                .iter()
-                .enumerate()
-                .filter(|(index, (key, _))| last[key] == *index)
-                .map(|(_, entry)| entry.clone())
-                .collect()
-        });
+        let entries: Arc<Vec<(Bytes, Bytes)>> = Arc::new(
+            latest
+                .into_iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        );
         let shared = Arc::clone(&self.shared);
         let (actor, id, generation) = (Arc::clone(&self.actor), self.id, self.generation);
         self.shared

@@ -485,3 +485,36 @@ async fn a_write_without_an_answer_times_out_as_unavailable() {
         vec![Some(page(1, 4))]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_over_the_same_keys_do_not_deadlock() {
+    let storage = storage().await;
+    let store = Arc::new(storage.open_store("busy").await.unwrap());
+    let tasks: Vec<_> = (0..4u8)
+        .map(|task| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for round in 0..25u8 {
+                    let mut entries: Vec<(Bytes, Bytes)> =
+                        (0..64).map(|i| (key(i), page(i, task ^ round))).collect();
+                    if task % 2 == 1 {
+                        entries.reverse();
+                    }
+                    store.put_batch(&entries).await?;
+                }
+                Ok::<_, KvError>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().expect("no batch may fail");
+    }
+    // Each batch is atomic: all 64 pages carry the fill of one batch.
+    let keys: Vec<Bytes> = (0..64).map(key).collect();
+    let got = store.get_batch(&keys).await.unwrap();
+    let fill = got[0].as_ref().unwrap()[4];
+    assert!(
+        got.iter()
+            .all(|v| v.as_ref().unwrap()[4..].iter().all(|b| *b == fill))
+    );
+}
