@@ -14,6 +14,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle as TaskHandle;
+use tracing::Instrument;
 use vfs_wasm::{DbId, ModuleConfig};
 
 use crate::handle::PooledHandle;
@@ -59,6 +60,8 @@ struct State {
     next_instance: u64,
     next_timer: u64,
     instances: BTreeMap<u64, Slot>,
+    /// Instances taken out of `instances` whose threads are still being joined.
+    tearing_down: usize,
     actors: HashMap<String, Arc<ActorState>>,
 }
 
@@ -199,6 +202,8 @@ impl SqliteVfsPool {
 
     /// A receiver that sees the instance count change, for autoscalers and
     /// dashboards that react to scale-up and idle scale-down without polling.
+    /// It counts instances until their threads are joined, so once it reads
+    /// zero, [`worker_threads`](Self::worker_threads) is zero too.
     pub fn watch_instance_count(&self) -> watch::Receiver<usize> {
         self.shared.instance_count.subscribe()
     }
@@ -250,22 +255,10 @@ impl SqliteVfsPool {
                 .filter(|(_, s)| s.actors == 0 && s.ops == 0)
                 .map(|(id, _)| *id)
                 .collect();
-            idle.iter()
-                .filter_map(|id| state.instances.remove(id))
-                .collect()
+            take_slots(&mut state, &idle)
         };
         let reaped = slots.len();
-        let workers = slots
-            .into_iter()
-            .map(|mut s| {
-                if let Some((_, timer)) = s.idle_timer.take() {
-                    timer.abort();
-                }
-                s.worker
-            })
-            .collect();
-        join_workers(workers).await;
-        self.shared.publish_instance_count();
+        self.shared.destroy(abort_timers(slots), "reap").await;
         reaped
     }
 
@@ -282,20 +275,12 @@ impl SqliteVfsPool {
         for actor in actors {
             self.shared.close_actor(&actor).await;
         }
-        let (slots, timers): (Vec<Slot>, Vec<TaskHandle<()>>) = {
+        let slots = {
             let mut state = self.shared.state.lock();
-            let mut slots: Vec<Slot> = std::mem::take(&mut state.instances).into_values().collect();
-            let timers = slots
-                .iter_mut()
-                .filter_map(|s| s.idle_timer.take().map(|(_, t)| t))
-                .collect();
-            (slots, timers)
+            let all: Vec<u64> = state.instances.keys().copied().collect();
+            take_slots(&mut state, &all)
         };
-        for timer in timers {
-            timer.abort();
-        }
-        join_workers(slots.into_iter().map(|s| s.worker).collect()).await;
-        self.shared.instance_count.send_replace(0);
+        self.shared.destroy(abort_timers(slots), "shutdown").await;
     }
 }
 
@@ -391,7 +376,7 @@ impl Shared {
                     idle_timer: None,
                 },
             );
-            self.instance_count.send_replace(state.instances.len());
+            self.publish(state);
             id
         };
         let slot = state
@@ -416,12 +401,29 @@ impl Shared {
         Ok(actor)
     }
 
-    /// Tells watchers the current instance count. Called after a destroyed
-    /// instance's thread has been joined, so a watcher that sees the count
-    /// drop also sees the thread gone.
-    fn publish_instance_count(&self) {
-        let count = self.state.lock().instances.len();
-        self.instance_count.send_replace(count);
+    /// Stops and joins the threads of slots already taken out of the state
+    /// (with [`take_slots`]), then tells watchers the new count. Publishing
+    /// after the join means a watcher that sees the count drop also sees the
+    /// threads gone, even when several destroys overlap.
+    async fn destroy(&self, slots: Vec<Slot>, reason: &'static str) {
+        let count = slots.len();
+        if count == 0 {
+            return;
+        }
+        let workers = slots.into_iter().map(|s| s.worker).collect();
+        join_workers(workers)
+            .instrument(tracing::info_span!("destroy", instances = count, reason))
+            .await;
+        let mut state = self.state.lock();
+        state.tearing_down -= count;
+        self.publish(&state);
+    }
+
+    /// Tells watchers how many instances exist, counting those whose threads
+    /// are still being joined.
+    fn publish(&self, state: &State) {
+        self.instance_count
+            .send_replace(state.instances.len() + state.tearing_down);
     }
 
     /// Drops an instance that failed to start, with every actor seated on it,
@@ -431,7 +433,7 @@ impl Shared {
             let mut state = self.state.lock();
             state.actors.retain(|_, a| a.instance != instance);
             let slot = state.instances.remove(&instance);
-            self.instance_count.send_replace(state.instances.len());
+            self.publish(&state);
             slot
         };
         if let Some(slot) = slot {
@@ -541,7 +543,7 @@ impl Shared {
     }
 
     async fn idle_expired(&self, instance: u64, timer_id: u64) {
-        let slot = {
+        let slots = {
             let mut state = self.state.lock();
             let idle = state.instances.get(&instance).is_some_and(|s| {
                 s.actors == 0
@@ -551,14 +553,33 @@ impl Shared {
             if !idle {
                 return;
             }
-            state.instances.remove(&instance)
+            // The slot's timer is this very task: it is dropped (detached),
+            // not aborted, so the teardown below runs to its end.
+            take_slots(&mut state, &[instance])
         };
-        if let Some(slot) = slot {
-            tracing::debug!(instance, "idle instance destroyed");
-            join_workers(vec![slot.worker]).await;
-        }
-        self.publish_instance_count();
+        self.destroy(slots, "idle").await;
     }
+}
+
+/// Removes the slots with these ids for destruction, counting them as being
+/// torn down until [`Shared::destroy`] has joined their threads.
+fn take_slots(state: &mut State, ids: &[u64]) -> Vec<Slot> {
+    let slots: Vec<Slot> = ids
+        .iter()
+        .filter_map(|id| state.instances.remove(id))
+        .collect();
+    state.tearing_down += slots.len();
+    slots
+}
+
+/// Cancels the idle countdowns of slots destroyed for another reason.
+fn abort_timers(mut slots: Vec<Slot>) -> Vec<Slot> {
+    for slot in &mut slots {
+        if let Some((_, timer)) = slot.idle_timer.take() {
+            timer.abort();
+        }
+    }
+    slots
 }
 
 #[cfg(test)]
