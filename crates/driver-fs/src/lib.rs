@@ -14,6 +14,7 @@
 //! A write is acknowledged only when it is durable; a batch of thousands of
 //! pages commits as one transaction (see [`MAX_BATCH_KEYS`]).
 
+mod codec;
 mod driver;
 mod error;
 mod faults;

@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 use vfs_core::{KvError, KvLimits, KvStore};
 use vfs_pool::ActorStorage;
 
+use crate::codec;
 use crate::faults::{FaultyFile, FileFaults};
 use crate::{Error, Result};
 
@@ -36,8 +37,9 @@ use crate::{Error, Result};
 pub const DATA_FILE: &str = "actors.redb";
 
 /// Version of the table layout inside the data file; stored in the file and
-/// checked on open, so a future layout change is detected, never misread.
-pub const LAYOUT_VERSION: u64 = 1;
+/// checked on open, so a layout change is detected, never misread.
+/// Version 2 stores values with their longest zero run cut out.
+pub const LAYOUT_VERSION: u64 = 2;
 
 /// Most keys in one batch call: 16384 pages of 4 KiB is 64 MiB, so even a
 /// transaction of thousands of pages commits as one batch and SQLite never
@@ -133,6 +135,7 @@ impl Counters {
 
 /// One write, as queued for the committer.
 enum Write {
+    /// Keys with their values already in stored form (see [`codec`]).
     Put(Vec<(Bytes, Bytes)>),
     Delete(Vec<Bytes>),
     DeleteActor,
@@ -437,7 +440,19 @@ impl KvStore for ActorKv {
                 let found = table
                     .get((&*self.actor, key.as_ref()))
                     .map_err(|e| backend("reading pages", e))?;
-                Ok(found.map(|guard| Bytes::copy_from_slice(guard.value())))
+                found
+                    .map(|guard| {
+                        codec::decode(guard.value(), self.limits.max_value_bytes)
+                            .map(Bytes::from)
+                            .map_err(|why| KvError::Backend {
+                                message: format!(
+                                    "stored value of actor {:?} is damaged: {why}",
+                                    self.actor
+                                ),
+                                source: None,
+                            })
+                    })
+                    .transpose()
             })
             .collect()
     }
@@ -447,9 +462,12 @@ impl KvStore for ActorKv {
         if entries.is_empty() {
             return Ok(());
         }
-        self.shared
-            .submit(&self.actor, Write::Put(entries.to_vec()))
-            .await
+        // Encoded here, on the caller's thread, so the committer only writes.
+        let encoded = entries
+            .iter()
+            .map(|(key, value)| (key.clone(), Bytes::from(codec::encode(value))))
+            .collect();
+        self.shared.submit(&self.actor, Write::Put(encoded)).await
     }
 
     async fn delete_batch(&self, keys: &[Bytes]) -> Result<(), KvError> {
