@@ -241,3 +241,84 @@ async fn the_driver_recovers_from_a_server_crash_without_losing_acknowledged_row
     }
     driver.shutdown().await;
 }
+
+/// Store level: calls made while the server is down wait (bounded) for it.
+/// A read retries until the server is back; a write that could not even
+/// reach the server was never sent, so it is retried the same way; with a
+/// budget too short for the outage, the call fails as unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_during_an_outage_retry_within_their_budget() {
+    use bytes::Bytes;
+    use driver_engine::PgStorage;
+    use vfs_pool::{KvError, KvStore};
+
+    let server = Arc::new(PgServer::start().expect("start PostgreSQL"));
+    let url = server.url("postgres");
+    let patient = PgOptions {
+        retry_attempts: 100,
+        retry_initial_backoff: Duration::from_millis(10),
+        retry_max_backoff: Duration::from_millis(100),
+        ..PgOptions::default()
+    };
+    let storage = PgStorage::connect_with(&url, patient).await.unwrap();
+    let impatient = PgStorage::connect_with(&url, options()).await.unwrap();
+    let store = Arc::new(storage.open_store("outage").await.unwrap());
+    let key = Bytes::from_static(b"k");
+    store
+        .put_batch(&[(key.clone(), Bytes::from_static(b"before"))])
+        .await
+        .unwrap();
+    let other = impatient.open_store("other").await.unwrap();
+
+    let stopping = Arc::clone(&server);
+    tokio::task::spawn_blocking(move || stopping.stop_immediate())
+        .await
+        .unwrap()
+        .unwrap();
+    let read = {
+        let (store, key) = (Arc::clone(&store), key.clone());
+        tokio::spawn(async move { store.get_batch(&[key]).await })
+    };
+    let write = {
+        let (store, key) = (Arc::clone(&store), key.clone());
+        tokio::spawn(async move {
+            store
+                .put_batch(&[(key, Bytes::from_static(b"during"))])
+                .await
+        })
+    };
+    // The short budget runs out while the server is down.
+    let err = other.get_batch(&[key.clone()]).await.unwrap_err();
+    assert!(matches!(err, KvError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("cannot reach PostgreSQL"), "{err}");
+    // Both patient calls are retrying by now.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while storage.stats().retries < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no retries seen");
+        tokio::task::yield_now().await;
+    }
+    let starting = Arc::clone(&server);
+    tokio::task::spawn_blocking(move || starting.start_again())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let read = read.await.unwrap().expect("the read rides out the outage");
+    assert!(
+        read == vec![Some(Bytes::from_static(b"before"))]
+            || read == vec![Some(Bytes::from_static(b"during"))]
+    );
+    write
+        .await
+        .unwrap()
+        .expect("the unsent write rides out the outage");
+    assert_eq!(
+        store.get_batch(&[key.clone()]).await.unwrap(),
+        vec![Some(Bytes::from_static(b"during"))]
+    );
+    // The impatient storage recovered by itself too.
+    other
+        .put_batch(&[(key.clone(), Bytes::from_static(b"after"))])
+        .await
+        .unwrap();
+}
