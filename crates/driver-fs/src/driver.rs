@@ -56,10 +56,14 @@ impl FsDriver {
     ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         // Opening reads (and by default verifies) the whole file: keep it
-        // off the async runtime's threads.
-        let storage = tokio::task::spawn_blocking(move || FsStorage::open_with(dir, options))
-            .await
-            .map_err(|e| Error::Thread(std::io::Error::other(e.to_string())))??;
+        // off the async runtime's threads when there is one.
+        let storage = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime
+                .spawn_blocking(move || FsStorage::open_with(dir, options))
+                .await
+                .map_err(|e| Error::Thread(std::io::Error::other(e.to_string())))??,
+            Err(_) => FsStorage::open_with(dir, options)?,
+        };
         Ok(Self {
             inner: StorageDriver::new(storage, config)?,
         })

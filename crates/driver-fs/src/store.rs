@@ -405,10 +405,16 @@ impl ActorStorage for FsStorage {
 
     async fn close(&self) {
         if let Some(committer) = self.close_now() {
-            // Wait off the async runtime: the committer may be finishing a
-            // transaction (one fsync).
-            let joined = tokio::task::spawn_blocking(move || committer.join()).await;
-            if !matches!(joined, Ok(Ok(()))) {
+            // Wait off the async runtime's threads when there is one: the
+            // committer may be finishing a transaction (one fsync).
+            let joined = match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => runtime
+                    .spawn_blocking(move || committer.join())
+                    .await
+                    .is_ok_and(|joined| joined.is_ok()),
+                Err(_) => committer.join().is_ok(),
+            };
+            if !joined {
                 tracing::warn!("the driver-fs committer thread panicked");
             }
         }

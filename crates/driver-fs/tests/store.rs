@@ -577,3 +577,23 @@ async fn sparse_pages_are_stored_compactly() {
         "{size} bytes on disk for {logical} bytes of pages"
     );
 }
+
+/// The store needs no tokio runtime: its acknowledgements are
+/// runtime-independent, and `close` joins the committer directly when there
+/// is no runtime to wait on.
+#[test]
+fn works_on_any_executor() {
+    let dir = tempfile::tempdir().unwrap();
+    futures::executor::block_on(async {
+        let storage = FsStorage::open(dir.path()).unwrap();
+        let kv = storage.open_actor("plain").await.unwrap();
+        kv.put_batch(&[(b(b"k"), page(9))]).await.unwrap();
+        assert_eq!(kv.get_batch(&[b(b"k")]).await.unwrap(), vec![Some(page(9))]);
+        storage.close().await;
+        assert!(storage.is_closed());
+        // Closed means released: the file opens again at once.
+        let again = FsStorage::open(dir.path()).unwrap();
+        let kv = again.open_actor("plain").await.unwrap();
+        assert_eq!(kv.get_batch(&[b(b"k")]).await.unwrap(), vec![Some(page(9))]);
+    });
+}
