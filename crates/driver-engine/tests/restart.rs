@@ -288,7 +288,10 @@ async fn calls_during_an_outage_retry_within_their_budget() {
         })
     };
     // The short budget runs out while the server is down.
-    let err = other.get_batch(&[key.clone()]).await.unwrap_err();
+    let err = other
+        .get_batch(std::slice::from_ref(&key))
+        .await
+        .unwrap_err();
     assert!(matches!(err, KvError::Unavailable { .. }), "{err}");
     assert!(err.to_string().contains("cannot reach PostgreSQL"), "{err}");
     // Both patient calls are retrying by now.
@@ -313,7 +316,7 @@ async fn calls_during_an_outage_retry_within_their_budget() {
         .unwrap()
         .expect("the unsent write rides out the outage");
     assert_eq!(
-        store.get_batch(&[key.clone()]).await.unwrap(),
+        store.get_batch(std::slice::from_ref(&key)).await.unwrap(),
         vec![Some(Bytes::from_static(b"during"))]
     );
     // The impatient storage recovered by itself too.
