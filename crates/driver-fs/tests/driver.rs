@@ -7,8 +7,8 @@ mod common;
 use std::time::Instant;
 
 use common::{config, integrity, scalar};
-use driver_fs::{DATA_FILE, Error, FsDriver};
-use vfs_pool::{ActorDriver, Value};
+use driver_fs::{DATA_FILE, Error, FileFaults, FsDriver, FsOptions, FsStorage};
+use vfs_pool::{ActorDriver, KvError, StorageDriver, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_survive_shutdown_and_reopen() {
@@ -307,4 +307,42 @@ async fn open_errors_are_clear() {
     std::fs::write(dir.join(DATA_FILE), vec![0x42; 10_000]).unwrap();
     let err = FsDriver::open(&dir, config(50)).await.unwrap_err();
     assert!(matches!(err, Error::Corrupted { .. }), "{err}");
+}
+
+/// A disk failure under a commit reaches the SQL caller with the storage
+/// error attached; after reopening, the database holds exactly what was
+/// acknowledged before the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_failure_reaches_the_caller_and_loses_only_the_failed_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FileFaults::new();
+    {
+        let storage =
+            FsStorage::open_with_faults(dir.path(), FsOptions::default(), &faults).unwrap();
+        let driver = StorageDriver::new(storage, config(50)).unwrap();
+        let db = driver.open_database("fragile").await.unwrap();
+        db.exec("CREATE TABLE t (v TEXT)").await.unwrap();
+        db.execute("INSERT INTO t VALUES ('kept')", &[])
+            .await
+            .unwrap();
+
+        faults.fail_writes(true);
+        let err = db
+            .execute("INSERT INTO t VALUES ('lost')", &[])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err.kv_error(), Some(KvError::Backend { .. })),
+            "{err}"
+        );
+        assert!(faults.injected() > 0);
+        faults.fail_writes(false);
+        driver.shutdown().await;
+    }
+    let driver = FsDriver::open(dir.path(), config(50)).await.unwrap();
+    let db = driver.open_database("fragile").await.unwrap();
+    assert_eq!(integrity(&db).await, "ok");
+    let rows = db.query("SELECT v FROM t", &[]).await.unwrap();
+    assert_eq!(rows.rows, vec![vec![Value::from("kept")]]);
+    driver.shutdown().await;
 }
