@@ -1,6 +1,7 @@
 //! `EngineDriver` end to end: SQLite databases whose pages live in a real
 //! PostgreSQL server, persistence across drivers, actors moving between two
-//! hosts with fencing, and large transactions as one batch.
+//! hosts with fencing, large transactions as one batch, reopen cost, many
+//! actors at once, and actor ids.
 
 use driver_engine::EngineDriver;
 use driver_engine::testing::fresh_database_url;
@@ -164,7 +165,131 @@ async fn a_one_mebibyte_transaction_is_one_put_batch() {
         .await
         .unwrap();
     assert_eq!(rows.rows, vec![vec![Value::Blob(blob)]]);
+
+    // The same mebibyte as 256 rows of 4 KiB in one explicit transaction.
+    let before = driver.storage().stats();
+    db.exec("BEGIN").await.unwrap();
+    for i in 0..256 {
+        db.execute(
+            "INSERT INTO blobs (id, data) VALUES (?1, ?2)",
+            &[Value::Integer(100 + i), Value::Blob(vec![i as u8; 4096])],
+        )
+        .await
+        .unwrap();
+    }
+    db.exec("COMMIT").await.unwrap();
+    let after = driver.storage().stats();
+    assert_eq!(after.put_batches - before.put_batches, 1, "{after:?}");
+    let total = db
+        .query("SELECT count(*), sum(length(data)) FROM blobs", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        total.rows,
+        vec![vec![
+            Value::Integer(257),
+            Value::Integer((1 << 20) + 256 * 4096)
+        ]]
+    );
     integrity_ok(&db).await;
+    driver.shutdown().await;
+}
+
+/// Reopening an existing actor only reads, in a few round trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_an_actor_only_reads_a_few_times() {
+    let url = fresh_database_url().await.unwrap();
+    {
+        let driver = EngineDriver::connect(&url, config()).await.unwrap();
+        let db = driver.open_database("reopen").await.unwrap();
+        db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+            .await
+            .unwrap();
+        insert(&db, 1).await.unwrap();
+        driver.shutdown().await;
+    }
+    let driver = EngineDriver::connect(&url, config()).await.unwrap();
+    let before = driver.storage().stats();
+    let db = driver.open_database("reopen").await.unwrap();
+    let rows = db.query("SELECT v FROM t", &[]).await.unwrap();
+    let after = driver.storage().stats();
+    assert_eq!(rows.rows, vec![vec![Value::from("row 1")]]);
+    let reads = after.get_batches - before.get_batches;
+    assert!(
+        (1..=6).contains(&reads),
+        "{reads} reads to reopen and query"
+    );
+    assert_eq!(after.put_batches, before.put_batches, "reading wrote pages");
+    assert_eq!(after.delete_batches, before.delete_batches);
+    driver.shutdown().await;
+}
+
+/// Many actors commit at once through one driver; every commit is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_actors_commit_concurrently() {
+    const ACTORS: i64 = 60;
+    const COMMITS: i64 = 10;
+    let url = fresh_database_url().await.unwrap();
+    let driver = std::sync::Arc::new(EngineDriver::connect(&url, config()).await.unwrap());
+    let tasks: Vec<_> = (0..ACTORS)
+        .map(|a| {
+            let driver = std::sync::Arc::clone(&driver);
+            tokio::spawn(async move {
+                let db = driver.open_database(&format!("many-{a}")).await?;
+                db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+                    .await?;
+                for n in 0..COMMITS {
+                    insert(&db, n).await?;
+                }
+                Ok::<_, vfs_pool::Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(driver.list_actors().await.unwrap().len(), ACTORS as usize);
+    for a in [0, ACTORS / 2, ACTORS - 1] {
+        let db = driver.open_database(&format!("many-{a}")).await.unwrap();
+        assert_eq!(count(&db).await, COMMITS);
+        integrity_ok(&db).await;
+    }
+    driver.shutdown().await;
+}
+
+/// Ids the pool refuses fail clearly; ids that look like paths or SQL are
+/// plain data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_actor_ids_fail_clearly_or_stay_data() {
+    let url = fresh_database_url().await.unwrap();
+    let driver = EngineDriver::connect(&url, config()).await.unwrap();
+    for bad in [String::new(), "nul\0byte".into(), "x".repeat(257)] {
+        let err = driver.open_database(&bad).await.unwrap_err();
+        assert!(
+            matches!(err, vfs_pool::Error::InvalidActorId { .. }),
+            "{bad:?}: {err}"
+        );
+    }
+    let max = "m".repeat(256);
+    let ids = [
+        "../../escape",
+        "'; DROP TABLE vfs_pages; --",
+        "ünïcødé",
+        "a/b",
+        max.as_str(),
+    ];
+    for id in ids {
+        let db = driver.open_database(id).await.unwrap();
+        db.exec("CREATE TABLE t (v TEXT)").await.unwrap();
+        db.execute("INSERT INTO t VALUES (?1)", &[Value::from(id)])
+            .await
+            .unwrap();
+        let rows = db.query("SELECT v FROM t", &[]).await.unwrap();
+        assert_eq!(rows.rows, vec![vec![Value::from(id)]]);
+    }
+    let mut expected: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
+    expected.sort();
+    assert_eq!(driver.list_actors().await.unwrap(), expected);
     driver.shutdown().await;
 }
 
