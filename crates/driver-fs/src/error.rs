@@ -70,8 +70,9 @@ pub enum Error {
         #[source]
         source: redb::Error,
     },
-    /// The store's background committer thread could not be started.
-    #[error("cannot start the committer thread: {0}")]
+    /// A background thread (the committer, or the one that opens the file
+    /// off the async runtime) could not be started or died.
+    #[error("background thread failed: {0}")]
     Thread(#[source] std::io::Error),
     /// The pool under the driver failed (configuration, lifecycle, SQLite).
     #[error(transparent)]

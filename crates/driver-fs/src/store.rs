@@ -89,6 +89,7 @@ impl Default for FsOptions {
 ///
 /// They count since the store was opened, across all actors.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FsStats {
     /// Durable write transactions committed (each one fsync).
     pub write_transactions: u64,
