@@ -14,11 +14,13 @@
 //! is what makes one server shared by a whole test binary (a `static`, never
 //! dropped) safe to leave behind.
 //!
-//! The server runs with `fsync=off` and `full_page_writes=off`: a crash of
-//! the server process (what the tests simulate with `pg_ctl stop -m
-//! immediate`) loses nothing, since the WAL is in the operating system's
+//! By default the server runs with `fsync=off` and `full_page_writes=off`:
+//! a crash of the server process (what the tests simulate with `pg_ctl stop
+//! -m immediate`) loses nothing, since the WAL is in the operating system's
 //! cache, but a machine crash could. Figures measured against it are the
-//! cost of the protocol and the server, not of flushing a disk.
+//! cost of the protocol and the server, not of flushing a disk. Set
+//! `PG_TEST_DURABLE=1` (or use [`PgServer::start_with`]) for a server that
+//! flushes every commit, to compare with a local-disk driver that does.
 //!
 //! When `DATABASE_URL` is set, [`fresh_database_url`] uses that server
 //! instead and starts nothing.
@@ -53,13 +55,21 @@ pub struct PgServer {
     port: u16,
     /// Run server commands through `runuser -u postgres` (we are root).
     as_postgres: bool,
+    /// Flush commits to disk (`fsync=on`).
+    durable: bool,
     watchdog: Mutex<Option<(Child, ChildStdin)>>,
 }
 
 impl PgServer {
     /// Creates a cluster and starts it on a free port, waiting (with a
-    /// deadline) until it accepts connections.
+    /// deadline) until it accepts connections. Durable only when the
+    /// environment sets `PG_TEST_DURABLE=1`.
     pub fn start() -> Result<Self> {
+        Self::start_with(std::env::var("PG_TEST_DURABLE").is_ok_and(|v| v == "1"))
+    }
+
+    /// [`PgServer::start`], flushing every commit to disk when `durable`.
+    pub fn start_with(durable: bool) -> Result<Self> {
         let bin = find_bin_dir()?;
         let as_postgres = effective_uid()? == 0;
         let dir = tempfile::Builder::new()
@@ -73,6 +83,7 @@ impl PgServer {
             bin,
             port: 0,
             as_postgres,
+            durable,
             watchdog: Mutex::new(None),
         };
         // From here on, Drop cleans up whatever was created.
@@ -111,9 +122,10 @@ impl PgServer {
     /// Starts the (stopped) server again on the same port, waiting until it
     /// accepts connections (`pg_ctl -w`, bounded by a 60 s deadline).
     pub fn start_again(&self) -> Result<()> {
+        let flush = if self.durable { "on" } else { "off" };
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
-             -c fsync=off -c full_page_writes=off",
+             -c fsync={flush} -c full_page_writes={flush}",
             self.port,
             self.root.display()
         );
