@@ -11,7 +11,9 @@
 //!   [`FileMeta`], [`decode_key`];
 //! - [`FileRegistry`]: exact-name mapping from SQLite paths to stores;
 //! - [`KvFile`]: the page logic of one file, returning SQLite result codes
-//!   ([`code`]) together with the original store error ([`VfsError`]).
+//!   ([`code`]) together with the original store error ([`VfsError`]);
+//! - [`testing`]: the `Vec<u8>` model of a file that the property tests and
+//!   the fuzzers check [`KvFile`] against.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -46,6 +48,7 @@ mod file;
 mod format;
 mod kv;
 mod registry;
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use file::{KvFile, ReadOutcome, VfsError, code};
