@@ -1,0 +1,12 @@
+ATTACH DATABASE 'neighbour' AS n;
+ATTACH 'file:neighbour?mode=ro' AS n2;
+VACUUM INTO 'neighbour';
+PRAGMA journal_mode = WAL;
+PRAGMA page_size = 512;
+PRAGMA writable_schema = ON;
+PRAGMA hard_heap_limit = 1;
+PRAGMA soft_heap_limit = 1;
+PRAGMA cache_size = 100000;
+PRAGMA main.locking_mode = NORMAL;
+SELECT load_extension('x');
+DETACH main;

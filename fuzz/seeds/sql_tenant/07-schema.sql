@@ -1,0 +1,13 @@
+CREATE TABLE p (id INTEGER PRIMARY KEY, name TEXT UNIQUE);
+CREATE TABLE c (id INTEGER PRIMARY KEY, p INTEGER REFERENCES p(id) ON DELETE CASCADE, note TEXT);
+PRAGMA foreign_keys = ON;
+CREATE INDEX c_p ON c (p);
+CREATE VIEW pc AS SELECT p.name, count(c.id) AS n FROM p LEFT JOIN c ON c.p = p.id GROUP BY p.name;
+CREATE TRIGGER t_ins AFTER INSERT ON c BEGIN UPDATE p SET name = name || '+' WHERE id = new.p; END;
+INSERT INTO p (name) VALUES ('x'), ('y');
+INSERT INTO c (p, note) VALUES (1, 'n1'), (1, 'n2'), (2, 'n3');
+DELETE FROM p WHERE id = 1;
+SELECT * FROM pc;
+ALTER TABLE c ADD COLUMN extra DEFAULT 7;
+ALTER TABLE c RENAME TO cc;
+DROP VIEW pc;

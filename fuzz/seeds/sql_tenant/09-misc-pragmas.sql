@@ -1,0 +1,16 @@
+CREATE TABLE m (x);
+INSERT INTO m VALUES (1), (2);
+PRAGMA integrity_check;
+PRAGMA quick_check;
+PRAGMA table_info(m);
+PRAGMA recursive_triggers = ON;
+PRAGMA schema_version;
+PRAGMA user_version = 7;
+PRAGMA page_count;
+PRAGMA freelist_count;
+PRAGMA optimize;
+PRAGMA shrink_memory;
+ANALYZE;
+REINDEX;
+EXPLAIN QUERY PLAN SELECT * FROM m WHERE x = 1;
+EXPLAIN SELECT * FROM m;
