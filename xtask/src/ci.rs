@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use xshell::{Shell, cmd};
 
-use crate::deps;
+use crate::{deps, fuzz};
 
 /// Flags of `cargo xtask ci`.
 #[derive(Debug, Args)]
@@ -19,6 +19,12 @@ pub struct CiArgs {
     /// Never install missing system packages; fail and print the command instead.
     #[arg(long)]
     pub no_install: bool,
+    /// Also fuzz the SQL target (`sql_tenant`) in the fuzz smoke step. Its
+    /// instrumented build compiles wasmer and SQLite once more (minutes on a
+    /// cold machine), so by default the step runs only the storage targets,
+    /// which build in about a minute.
+    #[arg(long)]
+    pub fuzz: bool,
 }
 
 /// Runs every step in order and stops at the first failure.
@@ -48,6 +54,7 @@ pub fn run(root: &Path, args: &CiArgs) -> Result<()> {
             .run()
             .context("tests failed")
     })?;
+    step("fuzz smoke", || fuzz::smoke(root, args.fuzz))?;
 
     println!("xtask ci: all steps passed in {:.0?}", started.elapsed());
     Ok(())

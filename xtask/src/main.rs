@@ -6,6 +6,7 @@
 
 mod ci;
 mod deps;
+mod fuzz;
 
 use std::path::PathBuf;
 
@@ -22,8 +23,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run every check CI runs: system dependencies, formatting, clippy and
-    /// the whole test suite (in release, the profile the demo and benches use).
+    /// Run every check CI runs: system dependencies, formatting, clippy, the
+    /// whole test suite (in release, the profile the demo and benches use)
+    /// and a short fuzz smoke run.
     Ci(ci::CiArgs),
     /// Check the system packages the build and the tests need (clang with the
     /// wasm32 target, lld, wasi-libc, the wasm32 compiler-rt, PostgreSQL) and,
@@ -46,6 +48,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the libFuzzer targets with `cargo fuzz` (on nightly when it is
+    /// installed): `--smoke` runs
+    /// each briefly, `<target> --time <s>` one for longer. Installs
+    /// cargo-fuzz when it is missing.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> Result<()> {
@@ -56,6 +63,7 @@ fn main() -> Result<()> {
         Command::Deps(args) => deps::run(&args),
         Command::Demo { args } => run_example(&root, "driver-fs", "demo", &args),
         Command::Bench { args } => run_example(&root, "driver-engine", "bench", &args),
+        Command::Fuzz(args) => fuzz::run(&root, &args),
     }
 }
 
