@@ -148,7 +148,10 @@ pub enum ReadOutcome {
 }
 
 /// Pages read ahead together with the metadata when a file is opened.
-const READ_AHEAD_PAGES: u64 = 4;
+const READ_AHEAD_PAGES: u64 = 8;
+
+/// Sidecar files whose existence a main file probes when it opens.
+const SIDECAR_PROBES: [FileTag; 2] = [FileTag::Journal, FileTag::Wal];
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
@@ -240,6 +243,8 @@ pub struct KvFile {
     /// Pages at or past the end that may still hold garbage chunks.
     stale: Option<Range<u64>>,
     batch: Option<AtomicBatch>,
+    /// For a main file: whether its sidecar files existed when it was opened.
+    probed: Vec<(FileTag, bool)>,
 }
 
 impl std::fmt::Debug for KvFile {
@@ -289,11 +294,22 @@ impl KvFile {
                 format!("seed page has {} bytes, expected {PAGE_SIZE}", seed.len()),
             ));
         }
-        let read_ahead = min(READ_AHEAD_PAGES, limits.max_batch_keys as u64 - 1);
-        let mut keys = Vec::with_capacity(1 + read_ahead as usize);
+        // A main file also probes its journal and WAL in the same call: SQLite
+        // asks whether they exist (hot-journal check) before its first read.
+        let probes: &[FileTag] = if tag == FileTag::Main && limits.max_batch_keys >= 4 {
+            &SIDECAR_PROBES
+        } else {
+            &[]
+        };
+        let read_ahead = min(
+            READ_AHEAD_PAGES,
+            (limits.max_batch_keys - 1 - probes.len()) as u64,
+        );
+        let mut keys = Vec::with_capacity(1 + read_ahead as usize + probes.len());
         keys.push(meta_key(tag));
         keys.extend((0..read_ahead).map(|page| chunk_key(tag, page_index(page))));
-        let values = store.get_batch(&keys).await.map_err(|e| {
+        keys.extend(probes.iter().map(|t| meta_key(*t)));
+        let mut values = store.get_batch(&keys).await.map_err(|e| {
             VfsError::from_kv(code::SQLITE_CANTOPEN, format!("open {tag:?} file"), e)
         })?;
         if values.len() != keys.len() {
@@ -306,6 +322,11 @@ impl KvFile {
                 ),
             ));
         }
+        let probed: Vec<(FileTag, bool)> = probes
+            .iter()
+            .zip(values.split_off(values.len() - probes.len()))
+            .map(|(t, v)| (*t, v.is_some()))
+            .collect();
         let mut values = values.into_iter();
         let meta = values.next().flatten();
         let mut file = KvFile {
@@ -317,6 +338,7 @@ impl KvFile {
             prefetch: HashMap::new(),
             stale: None,
             batch: None,
+            probed,
         };
         if let Some(meta) = meta {
             let meta = FileMeta::decode(&meta).map_err(|e| {
@@ -373,6 +395,17 @@ impl KvFile {
             file.prefetch.insert(0, page);
         }
         Ok(file)
+    }
+
+    /// For a main file, whether the sidecar file `tag` (journal or WAL)
+    /// existed when this file was opened: its metadata was probed in the
+    /// same call. `None` for other files and tags. A caller that sees every
+    /// change to the sidecar (the VFS that owns the database) can answer
+    /// SQLite's existence check from this without a round trip.
+    pub fn sidecar_existed_at_open(&self, tag: FileTag) -> Option<bool> {
+        self.probed
+            .iter()
+            .find_map(|(t, exists)| (*t == tag).then_some(*exists))
     }
 
     /// Whether file `tag` exists in `store` (its metadata is stored).

@@ -380,3 +380,50 @@ async fn a_failed_module_load_is_retried_by_the_next_acquire() -> TestResult {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+/// Reopening an existing database and answering its first query costs at
+/// most two store round trips: the metadata, the first pages and the
+/// sidecar probes travel in one call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_and_first_query_take_at_most_two_round_trips() -> TestResult {
+    let store = kv();
+    {
+        let pool = SqliteVfsPool::new(config(4))?;
+        let db = pool.acquire("a").await?.open(Arc::clone(&store)).await?;
+        db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+            .await?;
+        for i in 0..100 {
+            db.execute(
+                "INSERT INTO t (v) VALUES (?1)",
+                &[Value::from(format!("{i:0>100}"))],
+            )
+            .await?;
+        }
+        pool.shutdown().await;
+    }
+    let counting = Arc::new(vfs_pool::CountingKv::new(store));
+    let pool = SqliteVfsPool::new(config(4))?;
+    let handle = pool.acquire("a").await?;
+    let db = handle
+        .open(Arc::clone(&counting) as Arc<dyn vfs_pool::KvStore>)
+        .await?;
+    let rows = db.query("SELECT count(*), max(id) FROM t", &[]).await?;
+    assert_eq!(
+        rows.rows,
+        vec![vec![Value::Integer(100), Value::Integer(100)]]
+    );
+    assert!(
+        counting.total() <= 2,
+        "{} gets, {} puts, {} deletes",
+        counting.get_calls(),
+        counting.put_calls(),
+        counting.delete_calls()
+    );
+    assert_eq!(
+        counting.put_calls() + counting.delete_calls(),
+        0,
+        "reopen only reads"
+    );
+    pool.shutdown().await;
+    Ok(())
+}

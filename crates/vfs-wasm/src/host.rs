@@ -84,6 +84,13 @@ pub(crate) struct HostState {
     pub(crate) interrupted: bool,
     /// The last VFS failure, kept for the error returned to the caller.
     pub(crate) last_error: Option<VfsError>,
+    /// Whether a database's journal or WAL exists, as far as this host
+    /// knows without asking the store: learned when the main file opens
+    /// (probed in the same call) or deletes a sidecar, forgotten whenever the
+    /// sidecar is opened (it may then be written). Every change to a
+    /// database's files goes through this host, so a known answer is exact,
+    /// and SQLite's hot-journal checks cost no round trip.
+    sidecars: HashMap<(Arc<str>, FileTag), bool>,
 }
 
 impl HostState {
@@ -99,6 +106,7 @@ impl HostState {
             deadline: None,
             interrupted: false,
             last_error: None,
+            sidecars: HashMap::new(),
         }
     }
 
@@ -110,6 +118,7 @@ impl HostState {
     pub(crate) fn drop_files_of(&mut self, name: &str) {
         self.files
             .retain(|_, f| f.owner.as_deref().is_none_or(|owner| owner != name));
+        self.sidecars.retain(|(db, _), _| &**db != name);
     }
 
     /// The single path from a failure to a SQLite result code: the full
@@ -209,12 +218,19 @@ fn vfs_open(
             } else {
                 None
             };
+            // Forget first: even a failed open may have created the file.
+            state.sidecars.remove(&(Arc::clone(&db), tag));
             let file = block_on(KvFile::open(
                 kv,
                 tag,
                 flags & OPEN_CREATE != 0,
                 seed.as_deref(),
             ))?;
+            for sidecar in [FileTag::Journal, FileTag::Wal] {
+                if let Some(exists) = file.sidecar_existed_at_open(sidecar) {
+                    state.sidecars.insert((Arc::clone(&db), sidecar), exists);
+                }
+            }
             (Some(db), FileKind::Kv(file))
         };
         let id = state.next_file;
@@ -416,11 +432,22 @@ fn vfs_delete(
             state.scratch.remove(&name);
             return Ok(SQLITE_OK);
         }
-        let (_, tag, kv) = state
+        let (db, tag, kv) = state
             .resolve(&name)
             .map_err(|e| VfsError::new(code::SQLITE_IOERR_DELETE, e.message().to_owned()))?;
-        block_on(KvFile::delete(&kv, tag))?;
-        Ok(SQLITE_OK)
+        let key = (db, tag);
+        state.sidecars.remove(&key);
+        match block_on(KvFile::delete(&kv, tag)) {
+            Ok(()) => {
+                state.sidecars.insert(key, false);
+                Ok(SQLITE_OK)
+            }
+            Err(e) if e.code() == code::SQLITE_IOERR_DELETE_NOENT => {
+                state.sidecars.insert(key, false);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     })
 }
 
@@ -441,7 +468,10 @@ fn vfs_access(
         } else {
             // A name the caller may not open simply does not exist for it.
             match state.resolve(&name) {
-                Ok((_, tag, kv)) => block_on(KvFile::exists(&kv, tag))?,
+                Ok((db, tag, kv)) => match state.sidecars.get(&(db, tag)) {
+                    Some(known) => *known,
+                    None => block_on(KvFile::exists(&kv, tag))?,
+                },
                 Err(_) => false,
             }
         };

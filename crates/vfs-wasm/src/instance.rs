@@ -586,10 +586,16 @@ impl Instance {
         guest!(self.limit(handle, SQLITE_LIMIT_TRIGGER_DEPTH, 100));
         let like = self.config.max_like_pattern.min(i32::MAX as u32) as i32;
         guest!(self.limit(handle, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, like));
+        // locking_mode first: the lock taken by the first read is then kept,
+        // so SQLite never re-validates its cache (no re-reads on reopen).
+        // cache_spill = OFF: dirty pages stay in the page cache until commit
+        // (bounded by the memory cap), so a transaction larger than the cache
+        // still commits as ONE atomic batch instead of spilling to a journal.
         let pragmas = format!(
-            "PRAGMA page_size = 4096; PRAGMA journal_mode = DELETE; \
-             PRAGMA locking_mode = EXCLUSIVE; PRAGMA synchronous = NORMAL; \
-             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{};",
+            "PRAGMA locking_mode = EXCLUSIVE; PRAGMA page_size = 4096; \
+             PRAGMA journal_mode = DELETE; PRAGMA synchronous = NORMAL; \
+             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{}; \
+             PRAGMA cache_spill = OFF;",
             self.config.cache_size_kib
         );
         self.exec_script(handle, &pragmas)?;
