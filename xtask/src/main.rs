@@ -75,8 +75,11 @@ fn run_example(
     example: &str,
     args: &[String],
 ) -> Result<()> {
-    // The benches also start a throwaway PostgreSQL, hence the test packages.
-    let purpose = if example == "bench" {
+    // The benches also start a throwaway PostgreSQL, hence the test
+    // packages; that server flushes every commit, like driver-fs, so the two
+    // are compared on equal terms.
+    let bench = example == "bench";
+    let purpose = if bench {
         deps::Purpose::Test
     } else {
         deps::Purpose::Build
@@ -84,6 +87,9 @@ fn run_example(
     deps::ensure(purpose, true)?;
     let sh = xshell::Shell::new()?;
     sh.change_dir(root);
+    if bench {
+        sh.set_var("PG_TEST_DURABLE", "1");
+    }
     xshell::cmd!(
         sh,
         "cargo run --quiet --release --package {package} --example {example} -- {args...}"

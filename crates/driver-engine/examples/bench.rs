@@ -1,0 +1,771 @@
+//! `cargo xtask bench`: the numbers we stand behind, each next to a baseline
+//! measured in the same process, so every figure reads as a ratio.
+//!
+//! Every scenario runs in a child process of its own (the parent re-executes
+//! this binary with `--scenario NAME`), so one scenario's memory never shows
+//! up in another's RSS figures. `--json` prints one JSON object per scenario
+//! (and backend) per line, with stable field names.
+
+// Counts and byte sizes become f64 only to print rates and averages; they
+// stay far below 2^52, where the conversion would lose precision.
+#![allow(clippy::cast_precision_loss)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use serde_json::{Map, Value as Json, json};
+use vfs_pool::{
+    ActorDriver, ActorStorage, CountingKv, Database, FaultyKv, KvStore, MemoryKv, PoolConfig,
+    SqliteVfsPool, Value,
+};
+use vfs_wasm::{Instance, InstanceConfig, ModuleConfig, SqliteModule};
+
+const SCENARIOS: &[&str] = &[
+    "pool_workload",
+    "large_txn",
+    "cold_open",
+    "instantiate",
+    "density",
+    "stall",
+    "engine_commits",
+];
+
+/// Benchmarks of the SQLite VFS pool, each with its baseline.
+#[derive(Debug, Parser, Clone)]
+#[command(name = "cargo xtask bench", about, long_about = None)]
+struct Args {
+    /// Print one JSON object per scenario per line instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Run only these scenarios (repeatable): pool_workload, large_txn,
+    /// cold_open, instantiate, density, stall, engine_commits.
+    #[arg(long = "scenario", value_name = "NAME")]
+    scenarios: Vec<String>,
+    /// pool_workload: number of actors.
+    #[arg(long, default_value_t = 1000)]
+    actors: usize,
+    /// pool_workload: rows each actor writes and reads.
+    #[arg(long, default_value_t = 100)]
+    rows: usize,
+    /// Actors per instance.
+    #[arg(long, default_value_t = 50)]
+    per_instance: usize,
+    /// density: actors open at once.
+    #[arg(long, default_value_t = 10_000)]
+    density_actors: usize,
+    /// engine_commits: actors committing concurrently.
+    #[arg(long, default_value_t = 200)]
+    commit_actors: usize,
+    /// PostgreSQL URL for the engine backend; without it a throwaway server
+    /// is started from the machine's PostgreSQL binaries (or the engine rows
+    /// are skipped when there are none).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Internal: this process is the child running one scenario.
+    #[arg(long, hide = true)]
+    child: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    for s in &args.scenarios {
+        ensure!(
+            SCENARIOS.contains(&s.as_str()),
+            "unknown scenario {s:?}; known: {SCENARIOS:?}"
+        );
+    }
+    if args.child {
+        let name = args.scenarios.first().context("child needs --scenario")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        for record in runtime.block_on(run_scenario(name, &args))? {
+            println!("{}", Json::Object(record));
+        }
+        return Ok(());
+    }
+    let chosen: Vec<&str> = if args.scenarios.is_empty() {
+        SCENARIOS.to_vec()
+    } else {
+        args.scenarios.iter().map(String::as_str).collect()
+    };
+    let exe = std::env::current_exe()?;
+    for name in chosen {
+        if !args.json {
+            eprintln!("running {name}…");
+        }
+        // The child's own `--scenario` list must be just this one.
+        let filtered: Vec<std::ffi::OsString> = std::env::args_os()
+            .skip(1)
+            .scan(false, |skip_next, a| {
+                let keep = !*skip_next && a != "--scenario";
+                *skip_next = a == "--scenario";
+                Some(keep.then_some(a))
+            })
+            .flatten()
+            .collect();
+        let mut child = Command::new(&exe);
+        child.args(filtered).args(["--child", "--scenario", name]);
+        let output = child
+            .output()
+            .with_context(|| format!("running scenario {name}"))?;
+        if !output.status.success() {
+            bail!(
+                "scenario {name} failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let record: Map<String, Json> =
+                serde_json::from_str(line).with_context(|| format!("scenario output {line:?}"))?;
+            if args.json {
+                println!("{line}");
+            } else {
+                print_table(&record);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_table(record: &Map<String, Json>) {
+    let title = record
+        .get("scenario")
+        .and_then(Json::as_str)
+        .unwrap_or("?")
+        .to_owned();
+    let backend = record.get("backend").and_then(Json::as_str);
+    println!(
+        "\n{title}{}",
+        backend.map(|b| format!(" ({b})")).unwrap_or_default()
+    );
+    let width = record.keys().map(String::len).max().unwrap_or(0);
+    for (key, value) in record {
+        if key == "scenario" || key == "backend" {
+            continue;
+        }
+        let shown = match value {
+            Json::Number(n) if n.is_f64() => format!("{:.2}", n.as_f64().unwrap_or(0.0)),
+            other => other.to_string(),
+        };
+        println!("  {key:<width$}  {shown}");
+    }
+}
+
+async fn run_scenario(name: &str, args: &Args) -> Result<Vec<Map<String, Json>>> {
+    match name {
+        "pool_workload" => pool_workload(args).await.map(|r| vec![r]),
+        "large_txn" => large_txn(args).await,
+        "cold_open" => cold_open(args).await,
+        "instantiate" => instantiate().await.map(|r| vec![r]),
+        "density" => density(args).await.map(|r| vec![r]),
+        "stall" => stall().await.map(|r| vec![r]),
+        "engine_commits" => engine_commits(args).await,
+        other => bail!("unknown scenario {other}"),
+    }
+}
+
+fn record(value: Json) -> Map<String, Json> {
+    match value {
+        Json::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// Resident set size of this process in KiB (Linux `/proc`).
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn text100(actor: usize, row: usize) -> String {
+    let mut v = format!("actor-{actor}-row-{row}-");
+    while v.len() < 100 {
+        v.push('x');
+    }
+    v.truncate(100);
+    v
+}
+
+fn per_s(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_unstable();
+    let rank = ((samples.len() - 1) as f64 * p).round() as usize;
+    ms(samples[rank])
+}
+
+fn config(per_instance: usize) -> PoolConfig {
+    PoolConfig {
+        actors_per_instance: per_instance,
+        ..PoolConfig::default()
+    }
+}
+
+const CREATE: &str = "CREATE TABLE kv (id INTEGER PRIMARY KEY, v TEXT NOT NULL)";
+const INSERT: &str = "INSERT INTO kv (id, v) VALUES (?1, ?2)";
+const SELECT: &str = "SELECT v FROM kv WHERE id = ?1";
+
+async fn insert_rows(
+    db: &Database,
+    actor: usize,
+    ids: std::ops::RangeInclusive<usize>,
+) -> Result<()> {
+    for id in ids {
+        db.execute(
+            INSERT,
+            &[Value::Integer(id as i64), Value::Text(text100(actor, id))],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- scenarios
+
+/// Many actors on in-memory stores: open, write, read; memory per actor.
+async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
+    let (actors, rows) = (args.actors, args.rows);
+    let rss_before = rss_kb();
+    let pool = SqliteVfsPool::new(config(args.per_instance))?;
+    // Compile (or load) the module before timing opens.
+    pool.acquire("warm-up").await?.release().await;
+
+    let started = Instant::now();
+    let mut dbs = Vec::with_capacity(actors);
+    for a in 0..actors {
+        let handle = pool.acquire(&format!("actor-{a}")).await?;
+        let db = handle.open(Arc::new(MemoryKv::new())).await?;
+        db.exec(CREATE).await?;
+        dbs.push(db);
+    }
+    let open_ms_per_actor = ms(started.elapsed()) / actors as f64;
+
+    let started = Instant::now();
+    for (a, db) in dbs.iter().enumerate() {
+        insert_rows(db, a, 1..=rows).await?;
+    }
+    let write_tx_per_s = per_s(actors * rows, started.elapsed());
+
+    let started = Instant::now();
+    for (a, db) in dbs.iter().enumerate() {
+        for id in 1..=rows {
+            let got = db.query(SELECT, &[Value::Integer(id as i64)]).await?;
+            ensure!(
+                got.rows == vec![vec![Value::Text(text100(a, id))]],
+                "row {a}/{id}"
+            );
+        }
+    }
+    let point_reads_per_s = per_s(actors * rows, started.elapsed());
+    let rss_after = rss_kb();
+    let instances = pool.instance_count();
+
+    let started = Instant::now();
+    let tasks: Vec<_> = dbs
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(a, db)| tokio::spawn(async move { insert_rows(&db, a, rows + 1..=2 * rows).await }))
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let concurrent_write_tx_per_s = per_s(actors * rows, started.elapsed());
+    pool.shutdown().await;
+    drop(dbs);
+
+    let (native_write_tx_per_s, native_point_reads_per_s) =
+        tokio::task::spawn_blocking(move || native_workload(actors, rows)).await??;
+
+    Ok(record(json!({
+        "scenario": "pool_workload",
+        "actors": actors,
+        "rows": rows,
+        "per_instance": args.per_instance,
+        "instances": instances,
+        "rss_delta_kb_per_actor": rss_after.saturating_sub(rss_before) as f64 / actors as f64,
+        "open_ms_per_actor": open_ms_per_actor,
+        "write_tx_per_s": write_tx_per_s,
+        "point_reads_per_s": point_reads_per_s,
+        "concurrent_write_tx_per_s": concurrent_write_tx_per_s,
+        "native_write_tx_per_s": native_write_tx_per_s,
+        "native_point_reads_per_s": native_point_reads_per_s,
+    })))
+}
+
+/// The same workload on native SQLite (in-memory databases, one per actor).
+fn native_workload(actors: usize, rows: usize) -> Result<(f64, f64)> {
+    let mut conns = Vec::with_capacity(actors);
+    for _ in 0..actors {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        conn.execute(CREATE, [])?;
+        conns.push(conn);
+    }
+    let started = Instant::now();
+    for (a, conn) in conns.iter().enumerate() {
+        let mut insert = conn.prepare_cached(INSERT)?;
+        for id in 1..=rows {
+            insert.execute(rusqlite::params![id as i64, text100(a, id)])?;
+        }
+    }
+    let writes = per_s(actors * rows, started.elapsed());
+    let started = Instant::now();
+    for (a, conn) in conns.iter().enumerate() {
+        let mut select = conn.prepare_cached(SELECT)?;
+        for id in 1..=rows {
+            let v: String = select.query_row([id as i64], |r| r.get(0))?;
+            ensure!(v == text100(a, id), "native row {a}/{id}");
+        }
+    }
+    Ok((writes, per_s(actors * rows, started.elapsed())))
+}
+
+/// A backend for the storage scenarios.
+enum Backend {
+    Memory,
+    Fs(tempfile::TempDir),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Fs(_) => "fs",
+        }
+    }
+}
+
+fn backends() -> Result<Vec<Backend>> {
+    Ok(vec![Backend::Memory, Backend::Fs(tempfile::tempdir()?)])
+}
+
+/// A store for `actor` on `backend`; for `fs`, the driver is returned too so
+/// it stays open as long as the store is used.
+async fn store_on(
+    backend: &Backend,
+    actor: &str,
+    memory: &Arc<dyn KvStore>,
+) -> Result<(Arc<dyn KvStore>, Option<driver_fs::FsDriver>)> {
+    match backend {
+        Backend::Memory => Ok((Arc::clone(memory), None)),
+        Backend::Fs(dir) => {
+            let driver = driver_fs::FsDriver::open(dir.path(), config(50)).await?;
+            let store = driver.storage().open_actor(actor).await?;
+            Ok((store, Some(driver)))
+        }
+    }
+}
+
+/// One actor inserts 1 MiB, then 10 MiB, each in one transaction.
+async fn large_txn(_args: &Args) -> Result<Vec<Map<String, Json>>> {
+    let mut out = Vec::new();
+    for backend in backends()? {
+        let memory: Arc<dyn KvStore> = Arc::new(MemoryKv::new());
+        let (store, driver) = store_on(&backend, "large", &memory).await?;
+        let counting = Arc::new(CountingKv::new(store));
+        let pool = SqliteVfsPool::new(config(50))?;
+        let db = pool
+            .acquire("large")
+            .await?
+            .open(Arc::clone(&counting) as Arc<dyn KvStore>)
+            .await?;
+        db.exec("CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB NOT NULL)")
+            .await?;
+        let mut next_id = 1_i64;
+        for mib in [1_usize, 10] {
+            let rows = mib * 1024; // 1 KiB per row
+            counting.reset();
+            let started = Instant::now();
+            db.exec("BEGIN").await?;
+            for _ in 0..rows {
+                db.execute(
+                    "INSERT INTO blobs (id, b) VALUES (?1, randomblob(1024))",
+                    &[Value::Integer(next_id)],
+                )
+                .await?;
+                next_id += 1;
+            }
+            db.exec("COMMIT").await?;
+            let elapsed = started.elapsed();
+            let trips = counting.total();
+            let native_ms = tokio::task::spawn_blocking(move || native_large(rows)).await??;
+            out.push(record(json!({
+                "scenario": "large_txn",
+                "backend": backend.name(),
+                "mib": mib,
+                "ms": ms(elapsed),
+                "kv_round_trips": trips,
+                "native_ms": native_ms,
+            })));
+        }
+        pool.shutdown().await;
+        if let Some(driver) = driver {
+            driver.shutdown().await;
+        }
+    }
+    Ok(out)
+}
+
+fn native_large(rows: usize) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let conn = rusqlite::Connection::open(dir.path().join("native.db"))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=DELETE; PRAGMA synchronous=NORMAL;
+         CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB NOT NULL)",
+    )?;
+    let started = Instant::now();
+    conn.execute_batch("BEGIN")?;
+    {
+        let mut insert =
+            conn.prepare_cached("INSERT INTO blobs (id, b) VALUES (?1, randomblob(1024))")?;
+        for id in 1..=rows {
+            insert.execute([id as i64])?;
+        }
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(ms(started.elapsed()))
+}
+
+/// Reopen an existing 100-row database in a new pool and run its first query.
+async fn cold_open(_args: &Args) -> Result<Vec<Map<String, Json>>> {
+    let mut out = Vec::new();
+    // Load the module once so the figure is the open, not the compile.
+    let warm = SqliteVfsPool::new(config(50))?;
+    warm.acquire("warm").await?.release().await;
+    warm.shutdown().await;
+    for backend in backends()? {
+        let memory: Arc<dyn KvStore> = Arc::new(MemoryKv::new());
+        {
+            let (store, driver) = store_on(&backend, "cold", &memory).await?;
+            let pool = SqliteVfsPool::new(config(50))?;
+            let db = pool.acquire("cold").await?.open(store).await?;
+            db.exec(CREATE).await?;
+            insert_rows(&db, 0, 1..=100).await?;
+            pool.shutdown().await;
+            if let Some(driver) = driver {
+                driver.shutdown().await;
+            }
+        }
+        let (store, driver) = store_on(&backend, "cold", &memory).await?;
+        let counting = Arc::new(CountingKv::new(store));
+        let pool = SqliteVfsPool::new(config(50))?;
+        let handle = pool.acquire("cold").await?; // instance creation is `instantiate`'s figure
+        let started = Instant::now();
+        let db = handle
+            .open(Arc::clone(&counting) as Arc<dyn KvStore>)
+            .await?;
+        let rows = db.query("SELECT count(*) FROM kv", &[]).await?;
+        let elapsed = started.elapsed();
+        ensure!(
+            rows.rows == vec![vec![Value::Integer(100)]],
+            "cold open lost rows"
+        );
+        let trips = counting.total();
+        pool.shutdown().await;
+        if let Some(driver) = driver {
+            driver.shutdown().await;
+        }
+        let native_us = tokio::task::spawn_blocking(native_cold_open).await??;
+        out.push(record(json!({
+            "scenario": "cold_open",
+            "backend": backend.name(),
+            "kv_round_trips": trips,
+            "us": elapsed.as_secs_f64() * 1e6,
+            "native_us": native_us,
+        })));
+    }
+    Ok(out)
+}
+
+fn native_cold_open() -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("cold.db");
+    {
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.execute(CREATE, [])?;
+        for id in 1..=100 {
+            conn.execute(INSERT, rusqlite::params![id, text100(0, id)])?;
+        }
+    }
+    let started = Instant::now();
+    let conn = rusqlite::Connection::open(&path)?;
+    let n: i64 = conn.query_row("SELECT count(*) FROM kv", [], |r| r.get(0))?;
+    let elapsed = started.elapsed();
+    ensure!(n == 100, "native cold open lost rows");
+    Ok(elapsed.as_secs_f64() * 1e6)
+}
+
+/// Module compile (cold and from the disk cache), instance creation, and
+/// acquiring a seat on an existing instance.
+async fn instantiate() -> Result<Map<String, Json>> {
+    const N: u32 = 200;
+    let cold = SqliteModule::load(&ModuleConfig { cache_dir: None })?;
+    ensure!(!cold.loaded_from_cache(), "a cache-less load must compile");
+    let cache = tempfile::tempdir()?;
+    let cached_config = ModuleConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+    };
+    SqliteModule::load(&cached_config)?; // fills the cache
+    let cached = SqliteModule::load(&cached_config)?;
+    ensure!(
+        cached.loaded_from_cache(),
+        "second load must hit the disk cache"
+    );
+
+    let started = Instant::now();
+    for _ in 0..N {
+        drop(Instance::new(&cached, InstanceConfig::default())?);
+    }
+    let instantiate_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(N);
+
+    let pool = SqliteVfsPool::new(config(10_000))?;
+    pool.acquire("first").await?;
+    let started = Instant::now();
+    for i in 0..N {
+        pool.acquire(&format!("seat-{i}")).await?;
+    }
+    let acquire_slot_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(N);
+    pool.shutdown().await;
+
+    let started = Instant::now();
+    for _ in 0..N {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+    }
+    let native_open_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(N);
+
+    Ok(record(json!({
+        "scenario": "instantiate",
+        "compile_cold_ms": ms(cold.load_time()),
+        "compile_cached_ms": ms(cached.load_time()),
+        "instantiate_us": instantiate_us,
+        "acquire_slot_us": acquire_slot_us,
+        "native_open_us": native_open_us,
+    })))
+}
+
+/// Many actors open at once after one write each: memory per actor.
+async fn density(args: &Args) -> Result<Map<String, Json>> {
+    let actors = args.density_actors;
+    let rss_before = rss_kb();
+    let pool = SqliteVfsPool::new(config(args.per_instance))?;
+    let mut dbs = Vec::with_capacity(actors);
+    for a in 0..actors {
+        let db = pool
+            .acquire(&format!("dense-{a}"))
+            .await?
+            .open(Arc::new(MemoryKv::new()))
+            .await?;
+        db.exec(CREATE).await?;
+        insert_rows(&db, a, 1..=1).await?;
+        dbs.push(db);
+    }
+    let rss_kb_per_actor = rss_kb().saturating_sub(rss_before) as f64 / actors as f64;
+    let instances = pool.instance_count();
+    pool.shutdown().await;
+    drop(dbs);
+
+    // Baseline, measured after the pool is gone (its guest memories are
+    // unmapped; the allocator may reuse freed heap, which favours the baseline).
+    let native_rss_kb_per_actor = tokio::task::spawn_blocking(move || -> Result<f64> {
+        let before = rss_kb();
+        let mut conns = Vec::with_capacity(actors);
+        for a in 0..actors {
+            let conn = rusqlite::Connection::open_in_memory()?;
+            conn.execute(CREATE, [])?;
+            conn.execute(INSERT, rusqlite::params![1, text100(a, 1)])?;
+            conns.push(conn);
+        }
+        Ok(rss_kb().saturating_sub(before) as f64 / actors as f64)
+    })
+    .await??;
+
+    Ok(record(json!({
+        "scenario": "density",
+        "actors": actors,
+        "instances": instances,
+        "rss_kb_per_actor": rss_kb_per_actor,
+        "native_rss_kb_per_actor": native_rss_kb_per_actor,
+    })))
+}
+
+/// 50 actors on one instance: half write through a store with 5 ms latency
+/// per call, half only read. Baseline: the same with no latency.
+async fn stall() -> Result<Map<String, Json>> {
+    let slow = stall_run(Duration::from_millis(5)).await?;
+    let fast = stall_run(Duration::ZERO).await?;
+    Ok(record(json!({
+        "scenario": "stall",
+        "reader_p50_ms": slow[0],
+        "reader_p99_ms": slow[1],
+        "writer_p50_ms": slow[2],
+        "writer_p99_ms": slow[3],
+        "baseline_reader_p50_ms": fast[0],
+        "baseline_reader_p99_ms": fast[1],
+        "baseline_writer_p50_ms": fast[2],
+        "baseline_writer_p99_ms": fast[3],
+    })))
+}
+
+async fn stall_run(latency: Duration) -> Result<[f64; 4]> {
+    const ACTORS: usize = 50;
+    const WRITES: usize = 20;
+    const READS: usize = 200;
+    let pool = Arc::new(SqliteVfsPool::new(config(ACTORS))?);
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    for a in 0..ACTORS {
+        let faulty = Arc::new(FaultyKv::new(Arc::new(MemoryKv::new())));
+        let db = pool
+            .acquire(&format!("stall-{a}"))
+            .await?
+            .open(Arc::clone(&faulty) as Arc<dyn KvStore>)
+            .await?;
+        db.exec(CREATE).await?;
+        insert_rows(&db, a, 1..=10).await?;
+        if a % 2 == 0 {
+            faulty.set_latency(latency);
+            writers.push(db);
+        } else {
+            readers.push(db);
+        }
+    }
+    ensure!(
+        pool.instance_count() == 1,
+        "all stall actors share one instance"
+    );
+    let writer_tasks: Vec<_> = writers
+        .into_iter()
+        .enumerate()
+        .map(|(a, db)| {
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(WRITES);
+                for id in 11..11 + WRITES {
+                    let started = Instant::now();
+                    insert_rows(&db, a, id..=id).await?;
+                    lat.push(started.elapsed());
+                }
+                Ok::<_, anyhow::Error>(lat)
+            })
+        })
+        .collect();
+    let reader_tasks: Vec<_> = readers
+        .into_iter()
+        .map(|db| {
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(READS);
+                for i in 0..READS {
+                    let started = Instant::now();
+                    db.query(SELECT, &[Value::Integer((i % 10 + 1) as i64)])
+                        .await?;
+                    lat.push(started.elapsed());
+                }
+                Ok::<_, anyhow::Error>(lat)
+            })
+        })
+        .collect();
+    let mut write_lat = Vec::new();
+    for t in writer_tasks {
+        write_lat.extend(t.await??);
+    }
+    let mut read_lat = Vec::new();
+    for t in reader_tasks {
+        read_lat.extend(t.await??);
+    }
+    pool.shutdown().await;
+    Ok([
+        percentile(&mut read_lat, 0.50),
+        percentile(&mut read_lat, 0.99),
+        percentile(&mut write_lat, 0.50),
+        percentile(&mut write_lat, 0.99),
+    ])
+}
+
+/// Durable commits: many actors at once, and one actor alone, on the
+/// local-disk driver and on PostgreSQL.
+async fn engine_commits(args: &Args) -> Result<Vec<Map<String, Json>>> {
+    let mut out = Vec::new();
+    let fs_dir = tempfile::tempdir()?;
+    let fs = driver_fs::FsDriver::open(fs_dir.path(), config(args.per_instance)).await?;
+    out.push(commit_figures(&fs, "fs", args.commit_actors).await?);
+    fs.shutdown().await;
+
+    let url = match &args.database_url {
+        Some(url) => Some(url.clone()),
+        None => match driver_engine::testing::fresh_database_url().await {
+            Ok(url) => Some(url),
+            Err(e) => {
+                eprintln!("engine rows skipped: no PostgreSQL server ({e})");
+                None
+            }
+        },
+    };
+    if let Some(url) = url {
+        let engine = driver_engine::EngineDriver::connect(&url, config(args.per_instance)).await?;
+        out.push(commit_figures(&engine, "engine", args.commit_actors).await?);
+        engine.shutdown().await;
+    }
+    Ok(out)
+}
+
+async fn commit_figures(
+    driver: &impl ActorDriver,
+    backend: &str,
+    actors: usize,
+) -> Result<Map<String, Json>> {
+    const COMMITS: usize = 20;
+    let mut dbs = Vec::with_capacity(actors);
+    for a in 0..actors {
+        let db = driver.open_database(&format!("commit-{a}")).await?;
+        db.exec(CREATE).await?;
+        dbs.push(db);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = dbs
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(a, db)| tokio::spawn(async move { insert_rows(&db, a, 1..=COMMITS).await }))
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    let commits_per_s = per_s(actors * COMMITS, started.elapsed());
+
+    let single = &dbs[0];
+    let mut lat = Vec::with_capacity(200);
+    for id in COMMITS + 1..=COMMITS + 200 {
+        let started = Instant::now();
+        insert_rows(single, 0, id..=id).await?;
+        lat.push(started.elapsed());
+    }
+    Ok(record(json!({
+        "scenario": "engine_commits",
+        "backend": backend,
+        "actors": actors,
+        "commits_per_s": commits_per_s,
+        "single_commit_p50_ms": percentile(&mut lat, 0.50),
+        "single_commit_p99_ms": percentile(&mut lat, 0.99),
+    })))
+}
