@@ -13,6 +13,12 @@
 //! before it. A short statement budget and a modest memory cap keep runaway
 //! queries cheap.
 //!
+//! Compiling the module with an instrumented compiler takes seconds (up to
+//! 20 s), which would eat a short fuzz run: set `VFS_FUZZ_MODULE_CACHE` to a
+//! directory (as trusted as the binary: its files become native code) and
+//! every later process loads the compiled module in milliseconds.
+//! `cargo xtask fuzz` sets it to `target/fuzz/module-cache`.
+//!
 //! Coverage note: SQLite itself runs as WebAssembly, which libFuzzer does
 //! not instrument; the guidance comes from the host side (VFS calls, journal
 //! fallback, error and limit paths, value conversion), the seeds in
@@ -20,6 +26,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +58,9 @@ const NEIGHBOUR_SETUP: &str = "
 
 const NEIGHBOUR_QUERY: &str = "SELECT k, v, length(b), hex(substr(b, 1, 2)) FROM kv ORDER BY v";
 
+/// Environment variable naming the compiled-module cache directory.
+pub const MODULE_CACHE_VAR: &str = "VFS_FUZZ_MODULE_CACHE";
+
 /// Longest SQL quoted in a finding.
 const SHOWN_SQL: usize = 300;
 
@@ -68,8 +78,10 @@ struct Harness {
 impl Harness {
     fn new() -> Result<Harness, Finding> {
         let setup = |what: &str, e: Error| Finding::Setup(format!("{what}: {e}"));
-        let module =
-            SqliteModule::shared(&ModuleConfig::default()).map_err(|e| setup("module", e))?;
+        let config = ModuleConfig {
+            cache_dir: std::env::var_os(MODULE_CACHE_VAR).map(PathBuf::from),
+        };
+        let module = SqliteModule::shared(&config).map_err(|e| setup("module", e))?;
         let mut instance =
             Instance::new(&module, instance_config()).map_err(|e| setup("instance", e))?;
         let neighbour_kv = Arc::new(MemoryKv::new());

@@ -212,6 +212,12 @@ impl Setup<'_> {
         cmd.args(["--features", "libfuzzer", "--target-dir"]);
         cmd.arg(self.root.join("target").join("fuzz"));
         cmd.arg(target);
+        // The SQL target's compiled module, so each process skips the
+        // seconds an instrumented compiler needs (see vfs_fuzz::sql_tenant).
+        cmd.env(
+            "VFS_FUZZ_MODULE_CACHE",
+            self.root.join("target").join("fuzz").join("module-cache"),
+        );
         cmd
     }
 }
