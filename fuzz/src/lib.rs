@@ -15,7 +15,18 @@
 //! - [`decode`]: the storage format decoders on arbitrary bytes.
 //!
 //! Run them with `cargo xtask fuzz --smoke` (every target briefly) or
-//! `cargo xtask fuzz <target> --time <seconds>`.
+//! `cargo xtask fuzz <target> --time <seconds>`, or with `cargo fuzz`
+//! directly from the workspace root:
+//!
+//! ```text
+//! cargo +nightly fuzz run -s none --no-default-features --features libfuzzer kv_file_ops
+//! VFS_FUZZ_MODULE_CACHE=target/fuzz/module-cache cargo +nightly fuzz run -s none \
+//!     --features libfuzzer sql_tenant fuzz/corpus/sql_tenant fuzz/seeds/sql_tenant \
+//!     -- -dict=fuzz/dict/sql.dict
+//! ```
+//!
+//! A crash found this way becomes a test in `fuzz/tests/` holding the input
+//! bytes, with a `//!` note on the bug it guards.
 
 mod bytes_reader;
 pub mod decode;

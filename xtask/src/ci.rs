@@ -49,12 +49,13 @@ pub fn run(root: &Path, args: &CiArgs) -> Result<()> {
         .run()
         .context("clippy found problems")
     })?;
+    // Before the tests, so the suite's summary stays the last thing CI prints.
+    step("fuzz smoke", || fuzz::smoke(root, args.fuzz))?;
     step("cargo test", || {
         cmd!(sh, "cargo test --workspace --release --locked")
             .run()
             .context("tests failed")
     })?;
-    step("fuzz smoke", || fuzz::smoke(root, args.fuzz))?;
 
     println!("xtask ci: all steps passed in {:.0?}", started.elapsed());
     Ok(())
