@@ -11,7 +11,10 @@
 //! a database open and close rather than an instantiation; each input gets a
 //! fresh tenant database, so an input's outcome does not depend on the ones
 //! before it. A short statement budget and a modest memory cap keep runaway
-//! queries cheap.
+//! queries cheap. An input starting with `-- fail_after N` also makes the
+//! tenant's store fail after `N` calls (see [`fault_directive`]); the store
+//! heals when the input is done, and the tenant's database must then be
+//! sound: a failed commit may be lost, never half-applied.
 //!
 //! Compiling the module with an instrumented compiler takes seconds (up to
 //! 20 s), which would eat a short fuzz run: set `VFS_FUZZ_MODULE_CACHE` to a
@@ -31,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use vfs_core::{KvLimits, KvStore, MemoryKv, PAGE_SIZE, code};
+use vfs_core::{FaultyKv, KvLimits, KvStore, MemoryKv, PAGE_SIZE, code};
 use vfs_wasm::{DbId, Error, Instance, InstanceConfig, ModuleConfig, Rows, SqliteModule, Value};
 
 use crate::Finding;
@@ -122,25 +125,32 @@ impl Harness {
         let tenant_finding = |what: String| Finding::Tenant { sql: shown(), what };
 
         self.runs += 1;
-        let kv: Arc<dyn KvStore> = Arc::new(MemoryKv::with_limits(KvLimits {
+        let memory: Arc<dyn KvStore> = Arc::new(MemoryKv::with_limits(KvLimits {
             max_batch_keys: TENANT_BATCH_KEYS,
             max_value_bytes: PAGE_SIZE,
         }));
+        let faulty = Arc::new(FaultyKv::new(memory));
+        let kv: Arc<dyn KvStore> = faulty.clone();
         let tenant = self
             .instance
             .open(&format!("tenant-{}", self.runs), kv)
             .map_err(|e| Finding::Setup(format!("open a fresh tenant: {e}")))?;
 
-        // The input itself: any error is fine, a trap is not.
-        if let Err(Error::Broken { reason }) = self.instance.exec(tenant, &sql) {
+        // The input itself: any error is fine, a trap is not. Store faults
+        // stop at the end of the input, as when a store recovers.
+        if let Some(calls) = fault_directive(&sql) {
+            faulty.fail_after(calls);
+        }
+        let outcome = self.instance.exec(tenant, &sql);
+        faulty.heal();
+        if let Err(Error::Broken { reason }) = outcome {
             return Err(broken(reason));
         }
         if self.instance.is_broken() {
             return Err(broken("is_broken() after the tenant's SQL".into()));
         }
 
-        // The tenant's own database is still sound (a check cut short by the
-        // time or memory budget proves nothing either way).
+        // The tenant's own database is still sound and its connection usable.
         match self.instance.query(tenant, "PRAGMA integrity_check", &[]) {
             Ok(rows) if rows.rows == [[Value::from("ok")]] => {}
             Ok(rows) => return Err(tenant_finding(format!("integrity_check: {:?}", rows.rows))),
@@ -152,7 +162,10 @@ impl Harness {
                     "integrity_check: corrupt: {message}"
                 )));
             }
-            Err(_) => {}
+            // Budgets cut the check short; that proves nothing either way.
+            Err(Error::Interrupted { .. } | Error::LimitExceeded { .. }) => {}
+            // With the store healed, the connection must have recovered.
+            Err(e) => return Err(tenant_finding(format!("integrity_check failed: {e}"))),
         }
 
         match self.instance.close(tenant) {
@@ -186,6 +199,21 @@ impl Harness {
         }
         Ok(())
     }
+}
+
+/// Prefix of a tenant input that makes its store fail: `-- fail_after N`
+/// on the first line (an SQL comment, so the rest stays plain SQL) lets `N`
+/// store calls succeed and fails every later one until the input is done.
+pub const FAULT_DIRECTIVE: &str = "-- fail_after ";
+
+/// The `N` of a leading [`FAULT_DIRECTIVE`], at most 10 000.
+pub fn fault_directive(sql: &str) -> Option<u32> {
+    let rest = sql.strip_prefix(FAULT_DIRECTIVE)?;
+    let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    rest[..digits.min(5)]
+        .parse::<u32>()
+        .ok()
+        .map(|n| n.min(10_000))
 }
 
 fn shorten(sql: &str) -> String {

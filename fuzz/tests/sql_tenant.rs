@@ -69,3 +69,27 @@ fn random_bytes_and_odd_text_run_without_findings() {
         check(&format!("{input:?}"), input);
     }
 }
+
+#[test]
+fn fault_directive_is_read_only_at_the_start() {
+    use vfs_fuzz::sql_tenant::fault_directive;
+    assert_eq!(fault_directive("-- fail_after 3\nSELECT 1"), Some(3));
+    assert_eq!(fault_directive("-- fail_after 0"), Some(0));
+    assert_eq!(fault_directive("-- fail_after 99999999"), Some(10_000));
+    assert_eq!(fault_directive("-- fail_after x"), None);
+    assert_eq!(fault_directive("SELECT 1; -- fail_after 3"), None);
+    assert_eq!(fault_directive(""), None);
+}
+
+#[test]
+fn store_faults_at_every_call_of_a_commit_leave_a_sound_tenant() {
+    for calls in 0..30 {
+        let sql = format!(
+            "-- fail_after {calls}\nCREATE TABLE f (x);
+             INSERT INTO f SELECT randomblob(3000) FROM
+               (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 40) SELECT i FROM c);
+             UPDATE f SET x = zeroblob(100) WHERE rowid % 2 = 0;"
+        );
+        check(&format!("fail_after {calls}"), sql.as_bytes());
+    }
+}

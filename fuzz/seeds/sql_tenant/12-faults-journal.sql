@@ -1,0 +1,7 @@
+-- fail_after 6
+CREATE TABLE g (x, y);
+CREATE INDEX g_x ON g (x);
+INSERT INTO g SELECT i, randomblob(500) FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 200) SELECT i FROM c);
+UPDATE g SET y = zeroblob(800) WHERE x % 3 = 0;
+DELETE FROM g WHERE x > 100;
+VACUUM;
