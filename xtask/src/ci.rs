@@ -4,10 +4,12 @@
 //! anyway, and sharing one profile means wasmer and SQLite are compiled once
 //! per machine instead of once per profile.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use xshell::{Shell, cmd};
 
@@ -51,13 +53,74 @@ pub fn run(root: &Path, args: &CiArgs) -> Result<()> {
     })?;
     // Before the tests, so the suite's summary stays the last thing CI prints.
     step("fuzz smoke", || fuzz::smoke(root, args.fuzz))?;
-    step("cargo test", || {
-        cmd!(sh, "cargo test --workspace --release --locked")
-            .run()
-            .context("tests failed")
-    })?;
+    let mut totals = TestTotals::default();
+    let tests = step("cargo test", || run_tests(root, &mut totals));
+    // The suite's own last line is that of its last test binary (often a
+    // doc-test run with nothing in it); this line sums them all.
+    let summary = format!("tests: {} passed, {} failed", totals.passed, totals.failed);
+    if tests.is_ok() {
+        println!("xtask ci: all steps passed in {:.0?}", started.elapsed());
+    }
+    if totals.ignored > 0 {
+        println!("{summary}, {} skipped", totals.ignored);
+    } else {
+        println!("{summary}");
+    }
+    tests
+}
 
-    println!("xtask ci: all steps passed in {:.0?}", started.elapsed());
+/// Test counts summed over every `test result:` line of a cargo test run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestTotals {
+    /// Adds the counts of one libtest summary line
+    /// (`test result: ok. 3 passed; 0 failed; 1 ignored; ...`), if it is one.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs the whole test suite, echoing its output and summing its counts.
+fn run_tests(root: &Path, totals: &mut TestTotals) -> Result<()> {
+    println!("$ cargo test --workspace --release --locked");
+    let mut child = Command::new("cargo")
+        .args(["test", "--workspace", "--release", "--locked"])
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        totals.add_line(&line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        bail!("tests failed ({status})");
+    }
     Ok(())
 }
 
@@ -68,4 +131,30 @@ fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     f().with_context(|| format!("step `{name}` failed"))?;
     println!("<== {name} ok ({:.1?})", started.elapsed());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn summary_lines_are_summed() {
+        let mut totals = TestTotals::default();
+        for line in [
+            "running 3 tests",
+            "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+            "test result: FAILED. 14 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.2s",
+            "test something_passed ... ok",
+        ] {
+            totals.add_line(line);
+        }
+        assert_eq!(
+            totals,
+            TestTotals {
+                passed: 17,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
 }
