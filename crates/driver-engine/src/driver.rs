@@ -5,11 +5,11 @@
 //! connects the storage first, so that a bad URL or a server that is down is
 //! reported by `connect` and not by the first actor.
 
-use vfs_pool::{ActorDriver, Database, PoolConfig, SqliteVfsPool, StorageDriver};
+use vfs_pool::{PoolConfig, SqliteVfsPool, StorageDriver, WrapsStorageDriver};
 
 use crate::{PgOptions, PgStorage, Result};
 
-/// An [`ActorDriver`] over [`PgStorage`]: many hosts may run one each against
+/// An [`ActorDriver`](vfs_pool::ActorDriver) over [`PgStorage`]: many hosts may run one each against
 /// the same database; the last host to open an actor owns it and the others
 /// are fenced.
 pub struct EngineDriver {
@@ -59,31 +59,10 @@ impl EngineDriver {
     }
 }
 
-#[async_trait::async_trait]
-impl ActorDriver for EngineDriver {
-    /// Acquires the actor and opens its database, taking ownership of it in
-    /// PostgreSQL (fencing any other host that had it open).
-    async fn open_database(&self, actor_id: &str) -> vfs_pool::Result<Database> {
-        self.inner.open_database(actor_id).await
-    }
+impl WrapsStorageDriver for EngineDriver {
+    type Storage = PgStorage;
 
-    async fn delete_actor(&self, actor_id: &str) -> vfs_pool::Result<()> {
-        self.inner.delete_actor(actor_id).await
-    }
-
-    async fn close_actor(&self, actor_id: &str) -> vfs_pool::Result<()> {
-        self.inner.close_actor(actor_id).await
-    }
-
-    async fn list_actors(&self) -> vfs_pool::Result<Vec<String>> {
-        self.inner.list_actors().await
-    }
-
-    fn open_actors(&self) -> Vec<String> {
-        self.inner.open_actors()
-    }
-
-    async fn shutdown(&self) {
-        self.inner.shutdown().await;
+    fn storage_driver(&self) -> &StorageDriver<PgStorage> {
+        &self.inner
     }
 }

@@ -6,11 +6,11 @@
 
 use std::path::Path;
 
-use vfs_pool::{ActorDriver, Database, PoolConfig, SqliteVfsPool, StorageDriver};
+use vfs_pool::{PoolConfig, SqliteVfsPool, StorageDriver, WrapsStorageDriver};
 
 use crate::{Error, FsOptions, FsStorage, Result};
 
-/// An [`ActorDriver`] whose actors' databases live in one embedded database
+/// An [`ActorDriver`](vfs_pool::ActorDriver) whose actors' databases live in one embedded database
 /// file in a local directory.
 ///
 /// ```no_run
@@ -80,29 +80,10 @@ impl FsDriver {
     }
 }
 
-#[async_trait::async_trait]
-impl ActorDriver for FsDriver {
-    async fn open_database(&self, actor_id: &str) -> vfs_pool::Result<Database> {
-        self.inner.open_database(actor_id).await
-    }
+impl WrapsStorageDriver for FsDriver {
+    type Storage = FsStorage;
 
-    async fn delete_actor(&self, actor_id: &str) -> vfs_pool::Result<()> {
-        self.inner.delete_actor(actor_id).await
-    }
-
-    async fn close_actor(&self, actor_id: &str) -> vfs_pool::Result<()> {
-        self.inner.close_actor(actor_id).await
-    }
-
-    async fn list_actors(&self) -> vfs_pool::Result<Vec<String>> {
-        self.inner.list_actors().await
-    }
-
-    fn open_actors(&self) -> Vec<String> {
-        self.inner.open_actors()
-    }
-
-    async fn shutdown(&self) {
-        self.inner.shutdown().await;
+    fn storage_driver(&self) -> &StorageDriver<FsStorage> {
+        &self.inner
     }
 }

@@ -102,9 +102,47 @@ impl<S: ActorStorage> StorageDriver<S> {
     }
 }
 
+/// A named driver that is a [`StorageDriver`] underneath (the local-disk and
+/// PostgreSQL drivers): implementing this one method makes it an
+/// [`ActorDriver`] that delegates every call.
+pub trait WrapsStorageDriver: Send + Sync {
+    /// The storage of the wrapped driver.
+    type Storage: ActorStorage;
+    /// The wrapped driver.
+    fn storage_driver(&self) -> &StorageDriver<Self::Storage>;
+}
+
 #[async_trait::async_trait]
-impl<S: ActorStorage> ActorDriver for StorageDriver<S> {
+impl<T: WrapsStorageDriver> ActorDriver for T {
     async fn open_database(&self, actor_id: &str) -> Result<Database> {
+        self.storage_driver().open_database(actor_id).await
+    }
+
+    async fn delete_actor(&self, actor_id: &str) -> Result<()> {
+        self.storage_driver().delete_actor(actor_id).await
+    }
+
+    async fn close_actor(&self, actor_id: &str) -> Result<()> {
+        self.storage_driver().close_actor(actor_id).await
+    }
+
+    async fn list_actors(&self) -> Result<Vec<String>> {
+        self.storage_driver().list_actors().await
+    }
+
+    fn open_actors(&self) -> Vec<String> {
+        self.storage_driver().open_actors()
+    }
+
+    async fn shutdown(&self) {
+        self.storage_driver().shutdown().await;
+    }
+}
+
+/// The calls of [`ActorDriver`], implemented once here for every driver.
+impl<S: ActorStorage> StorageDriver<S> {
+    /// See [`ActorDriver::open_database`].
+    pub async fn open_database(&self, actor_id: &str) -> Result<Database> {
         let _serial = self.stripe(actor_id).lock().await;
         let already = self.open.lock().get(actor_id).map(|(_, db)| db.clone());
         if let Some(db) = already {
@@ -134,7 +172,8 @@ impl<S: ActorStorage> ActorDriver for StorageDriver<S> {
         }
     }
 
-    async fn delete_actor(&self, actor_id: &str) -> Result<()> {
+    /// See [`ActorDriver::delete_actor`].
+    pub async fn delete_actor(&self, actor_id: &str) -> Result<()> {
         let _serial = self.stripe(actor_id).lock().await;
         // Even if closing fails the seat is released; the data is deleted
         // anyway, since that is what was asked.
@@ -149,22 +188,26 @@ impl<S: ActorStorage> ActorDriver for StorageDriver<S> {
         Ok(())
     }
 
-    async fn close_actor(&self, actor_id: &str) -> Result<()> {
+    /// See [`ActorDriver::close_actor`].
+    pub async fn close_actor(&self, actor_id: &str) -> Result<()> {
         let _serial = self.stripe(actor_id).lock().await;
         self.close_locked(actor_id).await
     }
 
-    async fn list_actors(&self) -> Result<Vec<String>> {
+    /// See [`ActorDriver::list_actors`].
+    pub async fn list_actors(&self) -> Result<Vec<String>> {
         self.storage.list_actors().await.map_err(Error::Storage)
     }
 
-    fn open_actors(&self) -> Vec<String> {
+    /// See [`ActorDriver::open_actors`].
+    pub fn open_actors(&self) -> Vec<String> {
         let mut actors: Vec<String> = self.open.lock().keys().cloned().collect();
         actors.sort();
         actors
     }
 
-    async fn shutdown(&self) {
+    /// See [`ActorDriver::shutdown`].
+    pub async fn shutdown(&self) {
         let entries: Vec<(PooledHandle, Database)> =
             self.open.lock().drain().map(|(_, v)| v).collect();
         for (handle, db) in entries {
@@ -175,5 +218,13 @@ impl<S: ActorStorage> ActorDriver for StorageDriver<S> {
         }
         self.pool.shutdown().await;
         self.storage.close().await;
+    }
+}
+
+impl<S: ActorStorage> WrapsStorageDriver for StorageDriver<S> {
+    type Storage = S;
+
+    fn storage_driver(&self) -> &StorageDriver<S> {
+        self
     }
 }

@@ -39,7 +39,7 @@ mod pool;
 mod worker;
 
 pub use config::PoolConfig;
-pub use driver::{ActorDriver, ActorStorage, StorageDriver};
+pub use driver::{ActorDriver, ActorStorage, StorageDriver, WrapsStorageDriver};
 pub use error::{Error, Result};
 pub use handle::{Database, PooledHandle};
 pub use pool::{InstanceInfo, MAX_ACTOR_ID_LEN, SqliteVfsPool};
