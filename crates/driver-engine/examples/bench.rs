@@ -35,7 +35,11 @@ const SCENARIOS: &[&str] = &[
 
 /// Benchmarks of the SQLite VFS pool, each with its baseline.
 #[derive(Debug, Parser, Clone)]
-#[command(name = "cargo xtask bench", about, long_about = None)]
+#[command(
+    name = "cargo xtask bench",
+    bin_name = "cargo xtask bench",
+    about = "Benchmarks of the SQLite VFS pool, each scenario next to a baseline measured in the same run."
+)]
 struct Args {
     /// Print one JSON object per scenario per line instead of tables.
     #[arg(long)]

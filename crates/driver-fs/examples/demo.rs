@@ -22,7 +22,11 @@ use vfs_pool::{ActorDriver, Database, PoolConfig, Value};
 
 /// Many actors on the local-disk driver: create, write, read back, verify.
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask demo", about, long_about = None)]
+#[command(
+    name = "cargo xtask demo",
+    bin_name = "cargo xtask demo",
+    about = "Many actors on the local-disk driver: create, write, read back, verify (run twice on one --data-dir to verify a reopen)."
+)]
 struct Args {
     /// Number of actors, each with its own database.
     #[arg(long, default_value_t = 1000)]
