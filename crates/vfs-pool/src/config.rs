@@ -42,7 +42,8 @@ pub struct PoolConfig {
     /// Directory for the compiled-module cache, so that a process start
     /// deserializes the compiled SQLite module in milliseconds instead of
     /// compiling it. `None` compiles in memory on every process start.
-    /// Default: `<system temp dir>/vfs-wasm-cache`.
+    /// Default: `$HOME/.cache/vfs-wasm` (or `<temp dir>/vfs-wasm-cache-<user>`
+    /// without a home). Only a directory private to this user is used.
     pub module_cache_dir: Option<PathBuf>,
 }
 
@@ -55,7 +56,19 @@ impl Default for PoolConfig {
             statement_timeout: engine.statement_timeout,
             memory_limit_bytes: engine.memory_limit_bytes,
             cache_size_kib: engine.cache_size_kib,
-            module_cache_dir: Some(std::env::temp_dir().join("vfs-wasm-cache")),
+            module_cache_dir: Some(default_module_cache_dir()),
+        }
+    }
+}
+
+/// A per-user cache directory: under the home directory when there is one,
+/// else in the temp directory with the user's name in it.
+fn default_module_cache_dir() -> PathBuf {
+    match std::env::var_os("HOME").map(PathBuf::from) {
+        Some(home) if home.is_absolute() => home.join(".cache").join("vfs-wasm"),
+        _ => {
+            let user = std::env::var("USER").unwrap_or_else(|_| "default".to_owned());
+            std::env::temp_dir().join(format!("vfs-wasm-cache-{user}"))
         }
     }
 }

@@ -35,7 +35,9 @@ const HEADER_LEN: usize = 8 + 32 + 8 + 32;
 pub struct ModuleConfig {
     /// Directory for the compiled-artifact cache; `None` compiles every time
     /// the process starts. The directory must be as trusted as the binary:
-    /// its files become native code once they pass the header checks.
+    /// its files become native code once they pass the header checks. It is
+    /// created private to this user, and a directory that another user owns
+    /// or can write to is not used (the module is compiled instead).
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -174,6 +176,10 @@ fn cache_key(engine: &Engine) -> blake3::Hash {
 /// Returns the cached module if the file is complete, intact and made for
 /// `key`; `None` in every other case (the caller recompiles).
 fn read_cache(engine: &Engine, path: &Path, key: &blake3::Hash) -> Option<Module> {
+    if let Err(why) = trusted_dir(path.parent()?) {
+        tracing::warn!(path = %path.display(), %why, "not using the compiled-module cache");
+        return None;
+    }
     let bytes = fs::read(path).ok()?;
     let (header, artifact) = bytes.split_at_checked(HEADER_LEN)?;
     let (magic, rest) = header.split_at(8);
@@ -214,7 +220,13 @@ fn write_cache(module: &Module, path: &Path, key: &blake3::Hash) -> Result<()> {
         .serialize()
         .map_err(|e| cache_err("cannot serialize module for", &e))?;
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| cache_err("cannot create directory for", &e))?;
+        create_private_dir(dir).map_err(|e| cache_err("cannot create directory for", &e))?;
+        if let Err(why) = trusted_dir(dir) {
+            // Another user could replace what we write: keep the compiled
+            // module in memory only.
+            tracing::warn!(path = %path.display(), %why, "not writing the compiled-module cache");
+            return Ok(());
+        }
     }
     let tmp = path.with_extension(format!(
         "tmp{}-{}",
@@ -235,5 +247,47 @@ fn write_cache(module: &Module, path: &Path, key: &blake3::Hash) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         return Err(cache_err("cannot write", &e));
     }
+    Ok(())
+}
+
+/// Creates `dir` (and its parents) readable and writable by this user only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Cache files become native code once they pass the header checks, and
+/// those checks cannot tell our file from another user's: the directory
+/// must be one that only this user can write to (owned by the effective
+/// user, not writable by group or others).
+fn trusted_dir(dir: &Path) -> std::result::Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{} is writable by other users (mode {:o})",
+                dir.display(),
+                meta.mode() & 0o777
+            ));
+        }
+        // /proc/self belongs to the effective user of this process.
+        if let Ok(me) = fs::metadata("/proc/self")
+            && me.uid() != meta.uid()
+        {
+            return Err(format!(
+                "{} belongs to uid {}, not to this process's uid {}",
+                dir.display(),
+                meta.uid(),
+                me.uid()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
 }

@@ -103,3 +103,34 @@ fn shared_module_is_loaded_once_per_config() {
     assert!(!second.loaded_from_cache());
     runs_sql(&second);
 }
+
+/// A cache directory another user could write to is never read or written:
+/// its files would become native code in this process.
+#[cfg(unix)]
+#[test]
+fn a_cache_dir_others_can_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ModuleConfig {
+        cache_dir: Some(dir.path().to_owned()),
+    };
+    // A valid artifact, written while the directory was private...
+    SqliteModule::load(&config).unwrap();
+    assert_eq!(cache_files(dir.path()).len(), 1);
+    // ...is ignored once the directory is open to everyone.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let module = SqliteModule::load(&config).unwrap();
+    assert!(!module.loaded_from_cache());
+    runs_sql(&module);
+
+    // A new cache directory is created private to this user.
+    let nested = dir.path().join("fresh").join("cache");
+    let module = SqliteModule::load(&ModuleConfig {
+        cache_dir: Some(nested.clone()),
+    })
+    .unwrap();
+    assert!(!module.loaded_from_cache());
+    let mode = fs::metadata(&nested).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert_eq!(cache_files(&nested).len(), 1);
+}
