@@ -178,6 +178,18 @@ impl HostState {
             .as_ref()
             .ok_or_else(|| VfsError::new(code::SQLITE_MISUSE, "guest memory not attached"))
     }
+
+    /// The file name SQLite passed as `(ptr, len)` in guest memory.
+    fn read_name(
+        &self,
+        store: &wasmer::StoreMut<'_>,
+        ptr: u32,
+        len: u32,
+    ) -> Result<String, VfsError> {
+        self.mem()?
+            .read_str(store, ptr, len)
+            .map_err(|e| bad_pointer(&e))
+    }
 }
 
 fn bad_pointer(e: &crate::memory::OutOfBounds) -> VfsError {
@@ -204,10 +216,7 @@ fn vfs_open(
     out_id: u32,
 ) -> i32 {
     guard(&mut env, |state, store| {
-        let name = state
-            .mem()?
-            .read_str(store, name_ptr, name_len)
-            .map_err(|e| bad_pointer(&e))?;
+        let name = state.read_name(store, name_ptr, name_len)?;
         let (owner, kind) = if matches!(state.caller, Caller::Seed) {
             state.scratch.entry(name.clone()).or_default();
             (None, FileKind::Scratch(name))
@@ -424,10 +433,7 @@ fn vfs_delete(
     _sync_dir: i32,
 ) -> i32 {
     guard(&mut env, |state, store| {
-        let name = state
-            .mem()?
-            .read_str(store, name_ptr, name_len)
-            .map_err(|e| bad_pointer(&e))?;
+        let name = state.read_name(store, name_ptr, name_len)?;
         if matches!(state.caller, Caller::Seed) {
             state.scratch.remove(&name);
             return Ok(SQLITE_OK);
@@ -459,10 +465,7 @@ fn vfs_access(
     out: u32,
 ) -> i32 {
     guard(&mut env, |state, store| {
-        let mem = state.mem()?.clone();
-        let name = mem
-            .read_str(store, name_ptr, name_len)
-            .map_err(|e| bad_pointer(&e))?;
+        let name = state.read_name(store, name_ptr, name_len)?;
         let exists = if matches!(state.caller, Caller::Seed) {
             state.scratch.contains_key(&name)
         } else {
@@ -475,7 +478,9 @@ fn vfs_access(
                 Err(_) => false,
             }
         };
-        mem.write_u32(store, out, u32::from(exists))
+        state
+            .mem()?
+            .write_u32(store, out, u32::from(exists))
             .map_err(|e| bad_pointer(&e))?;
         Ok(SQLITE_OK)
     })
