@@ -108,9 +108,19 @@ impl VfsError {
     }
 
     /// An error caused by the store failure `kv`.
+    ///
+    /// `code` is the operation's code (`SQLITE_IOERR_WRITE`, ...), except
+    /// that a full store ([`KvError::is_storage_full`]) is always
+    /// `SQLITE_FULL`, as a full disk is for SQLite's own VFS: SQLite then
+    /// gives up at once instead of retrying the commit through its rollback
+    /// journal, so the caller sees this error and not a later one.
     pub fn from_kv(code: i32, message: impl Into<String>, kv: KvError) -> Self {
         VfsError {
-            code,
+            code: if kv.is_storage_full() {
+                code::SQLITE_FULL
+            } else {
+                code
+            },
             message: message.into(),
             kv: Some(kv),
         }

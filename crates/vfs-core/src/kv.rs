@@ -155,6 +155,19 @@ pub enum KvError {
         /// What the backend said.
         message: String,
     },
+    /// The store has no room left for the write: the disk (or the quota,
+    /// or the database server's disk) is full. Nothing of the call was
+    /// applied. Inside SQLite it is `SQLITE_FULL`; retrying only helps once
+    /// space has been freed. Test for it with [`KvError::is_storage_full`].
+    #[error("no space left on the storage device: {message}")]
+    StorageFull {
+        /// What could not be written, in words.
+        message: String,
+        /// The backend's own error (such as the `ENOSPC` I/O error), when
+        /// there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
     /// Any other backend failure.
     #[error("store backend error: {message}")]
     Backend {
@@ -176,6 +189,24 @@ impl KvError {
             message: message.into(),
             source: Some(Arc::new(source)),
         }
+    }
+
+    /// Builds [`KvError::StorageFull`] from the backend error that reported
+    /// the full store.
+    pub fn storage_full(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        KvError::StorageFull {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// True when the store refused the write because it has no space left
+    /// ([`KvError::StorageFull`]).
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, KvError::StorageFull { .. })
     }
 
     /// True when retrying the same call later may succeed.

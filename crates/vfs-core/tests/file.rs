@@ -690,3 +690,75 @@ fn sequential_appends_need_no_read_round_trips() {
         assert_eq!(reopen_all(&store, FileTag::Journal).await, model);
     });
 }
+
+/// A store whose every write fails because it is full, as a local disk
+/// without space or a database server with a full disk reports it.
+#[derive(Debug)]
+struct FullKv(Arc<MemoryKv>);
+
+fn full() -> KvError {
+    KvError::StorageFull {
+        message: "test store is full".into(),
+        source: None,
+    }
+}
+
+#[async_trait::async_trait]
+impl KvStore for FullKv {
+    async fn get_batch(&self, keys: &[bytes::Bytes]) -> Result<Vec<Option<bytes::Bytes>>, KvError> {
+        self.0.get_batch(keys).await
+    }
+    async fn put_batch(&self, _: &[(bytes::Bytes, bytes::Bytes)]) -> Result<(), KvError> {
+        Err(full())
+    }
+    async fn delete_batch(&self, _: &[bytes::Bytes]) -> Result<(), KvError> {
+        Err(full())
+    }
+    fn limits(&self) -> KvLimits {
+        self.0.limits()
+    }
+}
+
+/// A full store is `SQLITE_FULL` whatever the operation, so SQLite stops
+/// at once (no fallback to its journal that would hide the cause), and the
+/// store error stays attached.
+#[test]
+fn a_full_store_is_sqlite_full_with_the_kv_error_kept() {
+    block_on(async {
+        let memory = mem(8);
+        let store: Arc<dyn KvStore> = memory.clone();
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        file.write(&pattern(2 * PAGE_SIZE, 1), 0).await.unwrap();
+        file.sync().await.unwrap();
+        let store: Arc<dyn KvStore> = Arc::new(FullKv(memory.clone()));
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, false, None)
+            .await
+            .unwrap();
+
+        let err = file.write(&pattern(PAGE_SIZE, 2), 0).await.unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_FULL);
+        assert!(
+            err.kv_error().is_some_and(KvError::is_storage_full),
+            "{err}"
+        );
+
+        file.begin_atomic().unwrap();
+        file.write(&pattern(PAGE_SIZE, 3), P).await.unwrap();
+        let err = file.commit_atomic().await.unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_FULL);
+        let source = std::error::Error::source(&err).expect("KvError is the source");
+        assert!(source.to_string().contains("no space left"), "{source}");
+        file.rollback_atomic();
+
+        let err = file.truncate(P).await.unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_FULL);
+        let err = KvFile::delete(&store, FileTag::Main).await.unwrap_err();
+        assert_eq!(err.code(), code::SQLITE_FULL);
+        assert_eq!(
+            reopen_all(&(memory as Arc<dyn KvStore>), FileTag::Main).await,
+            pattern(2 * PAGE_SIZE, 1)
+        );
+    });
+}

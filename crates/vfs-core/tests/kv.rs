@@ -233,3 +233,28 @@ fn backend_error_keeps_its_source() {
         .is_transient()
     );
 }
+
+#[test]
+fn storage_full_says_no_space_left_and_keeps_its_source() {
+    let io = std::io::Error::from(std::io::ErrorKind::StorageFull);
+    let err = KvError::storage_full("writing pages", io);
+    assert!(err.is_storage_full());
+    assert!(!err.is_transient());
+    assert!(
+        err.to_string()
+            .starts_with("no space left on the storage device: writing pages"),
+        "{err}"
+    );
+    let source = std::error::Error::source(&err).expect("source kept");
+    assert_eq!(
+        source.to_string(),
+        std::io::Error::from(std::io::ErrorKind::StorageFull).to_string()
+    );
+    let bare = KvError::StorageFull {
+        message: "quota".into(),
+        source: None,
+    };
+    assert!(bare.is_storage_full());
+    assert!(std::error::Error::source(&bare).is_none());
+    assert!(!KvError::backend("x", std::io::Error::other("EIO")).is_storage_full());
+}
