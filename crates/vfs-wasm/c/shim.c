@@ -13,8 +13,15 @@
  *    allocated with sqlite3_malloc, so they count against the heap limit and
  *    can never grow host memory;
  *  - a few exported helpers spare the host from juggling guest function
- *    pointers (authorizer, progress handler, destructors).
+ *    pointers (authorizer, progress handler, destructors);
+ *  - every heap allocation is charged to the database the host is running
+ *    (shim_set_tenant), so one tenant cannot take the memory of the others;
+ *  - built-in functions that SQLite implements in quadratic time are
+ *    replaced by linear ones: the progress handler never runs inside a
+ *    function call, so a quadratic built-in could outlive any time budget.
  */
+#define _GNU_SOURCE /* memmem */
+#include <stdlib.h>
 #include <string.h>
 #include "sqlite3.h"
 
@@ -37,6 +44,108 @@ IMPORT(host_random) void host_random(void *buf, int len);
 IMPORT(host_time_ms) sqlite3_int64 host_time_ms(void);
 IMPORT(host_sleep) int host_sleep(int micros);
 IMPORT(host_progress) int host_progress(void);
+
+/* ---- memory accounting -------------------------------------------------- */
+
+/* Each allocation carries an 8-byte header: the tenant slot it is charged to
+ * and its size. Slot 0 is the instance itself (library state), bounded only
+ * by SQLite's hard heap limit; slots 1.. are databases, each bounded by the
+ * limit the host set for it. The charge follows the block: freeing or
+ * resizing it credits the slot that allocated it, whoever runs then. */
+typedef struct Tenant {
+  sqlite3_int64 used;
+  sqlite3_int64 limit;
+} Tenant;
+
+static Tenant *tenants;     /* indexed by slot; grown with libc realloc */
+static int tenant_cap;
+static int current;         /* slot charged for new allocations */
+static int refused;         /* set when a tenant's limit refused a block */
+
+#define HEADER 8
+
+static int charge(int slot, sqlite3_int64 delta) {
+  if (slot <= 0 || slot >= tenant_cap) return 1;
+  Tenant *t = &tenants[slot];
+  if (delta > 0 && t->used + delta > t->limit) {
+    refused = 1;
+    return 0;
+  }
+  t->used += delta;
+  return 1;
+}
+
+static void *mMalloc(int n) {
+  if (n <= 0 || n > 0x7fffffff - HEADER) return 0;
+  if (!charge(current, n)) return 0;
+  unsigned int *p = malloc((size_t)n + HEADER);
+  if (p == 0) {
+    charge(current, -(sqlite3_int64)n);
+    return 0;
+  }
+  p[0] = (unsigned int)current;
+  p[1] = (unsigned int)n;
+  return (char *)p + HEADER;
+}
+static void mFree(void *q) {
+  if (q == 0) return;
+  unsigned int *p = (unsigned int *)((char *)q - HEADER);
+  charge((int)p[0], -(sqlite3_int64)p[1]);
+  free(p);
+}
+static int mSize(void *q) {
+  return q ? (int)((unsigned int *)((char *)q - HEADER))[1] : 0;
+}
+static void *mRealloc(void *q, int n) {
+  if (q == 0) return mMalloc(n);
+  if (n <= 0 || n > 0x7fffffff - HEADER) return 0;
+  unsigned int *p = (unsigned int *)((char *)q - HEADER);
+  int slot = (int)p[0];
+  sqlite3_int64 delta = (sqlite3_int64)n - (sqlite3_int64)p[1];
+  if (!charge(slot, delta)) return 0;
+  unsigned int *np = realloc(p, (size_t)n + HEADER);
+  if (np == 0) {
+    charge(slot, -delta);
+    return 0;
+  }
+  np[1] = (unsigned int)n;
+  return (char *)np + HEADER;
+}
+static int mRoundup(int n) { return (n + 7) & ~7; }
+static int mInit(void *arg) { (void)arg; return SQLITE_OK; }
+static void mShutdown(void *arg) { (void)arg; }
+
+static const sqlite3_mem_methods tenant_mem = {
+  mMalloc, mFree, mRealloc, mSize, mRoundup, mInit, mShutdown, 0,
+};
+
+/* Charge new allocations to `slot` (0: the instance), whose limit becomes
+ * `limit` bytes. Returns 0 if the slot table cannot grow. */
+EXPORT(shim_set_tenant) int shim_set_tenant(int slot, sqlite3_int64 limit) {
+  if (slot < 0) return 0;
+  if (slot >= tenant_cap) {
+    int cap = tenant_cap ? tenant_cap : 64;
+    while (cap <= slot) cap *= 2;
+    Tenant *t = realloc(tenants, (size_t)cap * sizeof(Tenant));
+    if (t == 0) return 0;
+    memset(t + tenant_cap, 0, (size_t)(cap - tenant_cap) * sizeof(Tenant));
+    tenants = t;
+    tenant_cap = cap;
+  }
+  if (slot > 0) tenants[slot].limit = limit;
+  current = slot;
+  refused = 0;
+  return 1;
+}
+
+/* Bytes charged to `slot` right now. */
+EXPORT(shim_tenant_used) sqlite3_int64 shim_tenant_used(int slot) {
+  return (slot > 0 && slot < tenant_cap) ? tenants[slot].used : 0;
+}
+
+/* Whether a tenant limit refused an allocation since the last
+ * shim_set_tenant. */
+EXPORT(shim_refused) int shim_refused(void) { return refused; }
 
 /* ---- files ------------------------------------------------------------- */
 
@@ -218,6 +327,121 @@ int sqlite3_os_end(void) { return SQLITE_OK; }
 
 /* ---- exported helpers -------------------------------------------------- */
 
+/* ---- linear replacements of quadratic built-ins ------------------------- */
+
+/* instr(X, Y): SQLite's own scans X and compares Y at every position, which
+ * is O(|X| * |Y|): instr(zeroblob(600000), zeroblob(300000)||x'01') ran for
+ * almost a minute. This one finds the same position with memmem (linear in
+ * wasi-libc) and returns the same results, NULLs and types included. */
+static void instrLinear(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  int th = sqlite3_value_type(argv[0]), tn = sqlite3_value_type(argv[1]);
+  if (th == SQLITE_NULL || tn == SQLITE_NULL) return;
+  sqlite3_value *c1 = 0, *c2 = 0;
+  const unsigned char *h, *n;
+  int nh = sqlite3_value_bytes(argv[0]);
+  int nn = sqlite3_value_bytes(argv[1]);
+  int isText = 1;
+  int result = 1;
+  if (nn > 0) {
+    if (th == SQLITE_BLOB && tn == SQLITE_BLOB) {
+      h = sqlite3_value_blob(argv[0]);
+      n = sqlite3_value_blob(argv[1]);
+      isText = 0;
+    } else if (th != SQLITE_BLOB && tn != SQLITE_BLOB) {
+      h = sqlite3_value_text(argv[0]);
+      n = sqlite3_value_text(argv[1]);
+    } else {
+      c1 = sqlite3_value_dup(argv[0]);
+      h = sqlite3_value_text(c1);
+      nh = sqlite3_value_bytes(c1);
+      c2 = sqlite3_value_dup(argv[1]);
+      n = h ? sqlite3_value_text(c2) : 0;
+      nn = sqlite3_value_bytes(c2);
+    }
+    if (n == 0 || (nh && h == 0)) {
+      sqlite3_result_error_nomem(ctx);
+      goto done;
+    }
+    /* SQLite compares at byte 0 and, in text, at every byte that starts a
+     * character; the result counts those positions. A needle starting with
+     * a continuation byte can therefore only match at byte 0. */
+    const unsigned char *at = 0;
+    if (nn <= nh) {
+      if (isText && (n[0] & 0xc0) == 0x80) {
+        at = memcmp(h, n, (size_t)nn) == 0 ? h : 0;
+      } else {
+        at = memmem(h, (size_t)nh, n, (size_t)nn);
+      }
+    }
+    if (at == 0) {
+      result = 0;
+    } else if (!isText) {
+      result = (int)(at - h) + 1;
+    } else {
+      for (const unsigned char *p = h + 1; p <= at; p++) {
+        if ((*p & 0xc0) != 0x80) result++;
+      }
+    }
+  }
+  sqlite3_result_int(ctx, result);
+done:
+  sqlite3_value_free(c1);
+  sqlite3_value_free(c2);
+}
+
+/* replace(X, Y, Z): the same bytes as SQLite's, found with memmem instead of
+ * a comparison at every position. */
+static void replaceLinear(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  const unsigned char *str = sqlite3_value_text(argv[0]);
+  if (str == 0) return;
+  int nStr = sqlite3_value_bytes(argv[0]);
+  const unsigned char *pat = sqlite3_value_text(argv[1]);
+  if (pat == 0) return;
+  if (pat[0] == 0) {
+    sqlite3_result_text(ctx, (const char *)str, nStr, SQLITE_TRANSIENT);
+    return;
+  }
+  int nPat = sqlite3_value_bytes(argv[1]);
+  const unsigned char *rep = sqlite3_value_text(argv[2]);
+  if (rep == 0) return;
+  int nRep = sqlite3_value_bytes(argv[2]);
+  sqlite3_str *out = sqlite3_str_new(sqlite3_context_db_handle(ctx));
+  const unsigned char *p = str, *end = str + nStr;
+  while (end - p >= nPat) {
+    const unsigned char *hit = memmem(p, (size_t)(end - p), pat, (size_t)nPat);
+    if (hit == 0) break;
+    sqlite3_str_append(out, (const char *)p, (int)(hit - p));
+    sqlite3_str_append(out, (const char *)rep, nRep);
+    p = hit + nPat;
+  }
+  sqlite3_str_append(out, (const char *)p, (int)(end - p));
+  int rc = sqlite3_str_errcode(out);
+  int len = sqlite3_str_length(out);
+  char *z = sqlite3_str_finish(out);
+  if (rc == SQLITE_TOOBIG) {
+    sqlite3_free(z);
+    sqlite3_result_error_toobig(ctx);
+  } else if (rc != SQLITE_OK) {
+    sqlite3_free(z);
+    sqlite3_result_error_nomem(ctx);
+  } else if (z == 0) {
+    sqlite3_result_text(ctx, "", 0, SQLITE_STATIC);
+  } else {
+    sqlite3_result_text(ctx, z, len, sqlite3_free);
+  }
+}
+
+static int replace_builtins(sqlite3 *db) {
+  int flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS;
+  int rc = sqlite3_create_function_v2(db, "instr", 2, flags, 0, instrLinear, 0, 0, 0);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_create_function_v2(db, "replace", 3, flags, 0, replaceLinear, 0, 0, 0);
+  }
+  return rc;
+}
+
 static int progress(void *arg) {
   (void)arg;
   return host_progress();
@@ -235,7 +459,7 @@ EXPORT(shim_open) int shim_open(const char *name, sqlite3 **out, int progress_op
   sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)0);
   sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)0);
   sqlite3_progress_handler(db, progress_ops, progress, 0);
-  return SQLITE_OK;
+  return replace_builtins(db);
 }
 
 /* Configure the library before its first use: the lookaside every
@@ -244,7 +468,9 @@ EXPORT(shim_open) int shim_open(const char *name, sqlite3 **out, int progress_op
  * past which SQLite recycles page-cache memory before asking for more (so
  * tenants' caches give way instead of failing). Must be the first call. */
 EXPORT(shim_init) int shim_init(int lookaside_slot, int lookaside_count, sqlite3_int64 heap_limit) {
-  int rc = sqlite3_config(SQLITE_CONFIG_LOOKASIDE, lookaside_slot, lookaside_count);
+  int rc = sqlite3_config(SQLITE_CONFIG_MALLOC, &tenant_mem);
+  if (rc != SQLITE_OK) return rc;
+  rc = sqlite3_config(SQLITE_CONFIG_LOOKASIDE, lookaside_slot, lookaside_count);
   if (rc != SQLITE_OK) return rc;
   rc = sqlite3_initialize();
   if (rc != SQLITE_OK) return rc;
@@ -308,8 +534,11 @@ EXPORT(shim_bind_blob) int shim_bind_blob(sqlite3_stmt *s, int i, void *p, int n
   return sqlite3_bind_blob64(s, i, p, (sqlite3_uint64)n, sqlite3_free);
 }
 
-/* One row as `ncol` records of 16 bytes: {i32 type, i32 len, i64 value}
- * where value is the integer, the double's bits or a pointer to the bytes.
+/* One row as a 16-byte header {i32 ncol, i32 0, i64 0} followed by `ncol`
+ * records of 16 bytes: {i32 type, i32 len, i64 value} where value is the
+ * integer, the double's bits or a pointer to the bytes. The column count is
+ * the statement's after its latest step (a step may re-prepare it with
+ * another shape), so the host reads exactly the records written here.
  * Type -1 marks an out-of-memory conversion. Returns 0 when out of memory.
  * The pointers stay valid until the next step/reset of the statement. */
 static unsigned char *row_buf;
@@ -317,12 +546,20 @@ static int row_cap;
 
 EXPORT(shim_row) unsigned char *shim_row(sqlite3_stmt *s) {
   int n = sqlite3_column_count(s);
-  if (n * 16 > row_cap) {
-    unsigned char *b = sqlite3_realloc(row_buf, n * 16);
+  int need = (n + 1) * 16;
+  if (need > row_cap) {
+    /* Library state, charged to the instance rather than to the tenant
+     * that happens to need a wider row first. */
+    int was = current;
+    current = 0;
+    unsigned char *b = sqlite3_realloc(row_buf, need);
+    current = was;
     if (b == 0) return 0;
     row_buf = b;
-    row_cap = n * 16;
+    row_cap = need;
   }
+  memset(row_buf, 0, 16);
+  memcpy(row_buf, &n, 4);
   for (int i = 0; i < n; i++) {
     int type = sqlite3_column_type(s, i);
     int len = 0;
@@ -353,9 +590,10 @@ EXPORT(shim_row) unsigned char *shim_row(sqlite3_stmt *s) {
       default:
         break;
     }
-    memcpy(row_buf + i * 16, &type, 4);
-    memcpy(row_buf + i * 16 + 4, &len, 4);
-    memcpy(row_buf + i * 16 + 8, &v, 8);
+    unsigned char *rec = row_buf + (i + 1) * 16;
+    memcpy(rec, &type, 4);
+    memcpy(rec + 4, &len, 4);
+    memcpy(rec + 8, &v, 8);
   }
   return row_buf;
 }

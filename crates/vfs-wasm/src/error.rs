@@ -42,6 +42,16 @@ pub enum Error {
         /// What happened first.
         reason: String,
     },
+    /// The database can no longer be trusted until it is reopened: its
+    /// store panicked or did not answer in time during a call, so what the
+    /// store holds may differ from what SQLite believes. Every later call on
+    /// it fails with this error; close it and open it again (the store is
+    /// then read afresh). The other databases of the instance are unaffected.
+    #[error("database poisoned until it is reopened: {reason}")]
+    Poisoned {
+        /// What happened first.
+        reason: String,
+    },
     /// No open database has this id in this instance.
     #[error("unknown database id")]
     UnknownDatabase,

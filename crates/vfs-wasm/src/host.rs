@@ -8,22 +8,29 @@
 //! the caller. Anything else is refused with a SQLite error code that only
 //! the calling tenant sees.
 //!
-//! These functions never panic and never call back into the guest. Every
-//! failure goes through [`HostState::fail`], which keeps the full
-//! [`VfsError`] (with its [`vfs_core::KvError`]) for the caller of the SQL
-//! statement and hands SQLite only the result code. The page logic is async;
-//! the guest is not, so each call is driven to completion with
-//! `futures::executor::block_on` on the thread running the instance.
+//! These functions never unwind into the guest and never call back into it.
+//! Every failure goes through [`HostState::fail`], which keeps the first
+//! [`VfsError`] with a storage error behind it (with its
+//! [`vfs_core::KvError`]) for the caller of the SQL statement and hands
+//! SQLite only the result code. The page logic is async; the guest is not,
+//! so each store call is driven to completion on the thread running the
+//! instance by [`wait::drive`], bounded by the call's deadline and the
+//! store timeout. A store that panics, or does not answer in time, may have
+//! left the database's pages half-written: its database is poisoned (every
+//! later file operation of it fails) until it is closed and reopened.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::executor::block_on;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use vfs_core::{FileRegistry, FileTag, KvFile, ReadOutcome, VfsError, code};
 use wasmer::{Function, FunctionEnv, FunctionEnvMut, Imports, Memory, Store, imports};
 
 use crate::memory::GuestMemory;
+use crate::wait::{self, Stall};
 
 /// `SQLITE_OPEN_CREATE`.
 const OPEN_CREATE: i32 = 0x0000_0004;
@@ -78,8 +85,13 @@ pub(crate) struct HostState {
     pub(crate) page1: Option<Arc<[u8]>>,
     /// Seeding-pass files.
     pub(crate) scratch: HashMap<String, Vec<u8>>,
-    /// When the running statement must stop.
+    /// When the running call must stop.
     pub(crate) deadline: Option<Instant>,
+    /// Longest wait for one store call.
+    pub(crate) store_timeout: Duration,
+    /// Databases whose store panicked or timed out, with what happened
+    /// first: their files refuse every operation until they are reopened.
+    pub(crate) poisoned: HashMap<Arc<str>, String>,
     /// Set when the progress handler asked SQLite to stop.
     pub(crate) interrupted: bool,
     /// The last VFS failure, kept for the error returned to the caller.
@@ -94,8 +106,10 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(store_timeout: Duration) -> Self {
         Self {
+            store_timeout,
+            poisoned: HashMap::new(),
             memory: None,
             registry: FileRegistry::new(),
             caller: Caller::Nobody,
@@ -119,15 +133,55 @@ impl HostState {
         self.files
             .retain(|_, f| f.owner.as_deref().is_none_or(|owner| owner != name));
         self.sidecars.retain(|(db, _), _| &**db != name);
+        self.poisoned.remove(name);
     }
 
-    /// The single path from a failure to a SQLite result code: the full
-    /// error is kept for the caller, SQLite gets the code.
+    /// The single path from a failure to a SQLite result code: the error is
+    /// kept for the caller, SQLite gets the code.
+    ///
+    /// The first failure with a storage error behind it wins: SQLite often
+    /// retries a failed commit through its journal, and the retry's failure
+    /// ("disk I/O error") would otherwise hide the cause ("no space left").
     fn fail(&mut self, err: VfsError) -> i32 {
         let rc = err.code();
         tracing::debug!(code = rc, error = %err.message(), "vfs call failed");
-        self.last_error = Some(err);
+        if self
+            .last_error
+            .as_ref()
+            .is_none_or(|kept| kept.kv_error().is_none())
+        {
+            self.last_error = Some(err);
+        }
         rc
+    }
+
+    /// Marks the calling database unusable until it is reopened.
+    fn poison(&mut self, reason: &str) {
+        if let Caller::Db(me) = &self.caller {
+            tracing::warn!(database = %me, %reason, "database poisoned");
+            self.poisoned
+                .entry(Arc::clone(me))
+                .or_insert_with(|| reason.to_owned());
+        }
+    }
+
+    /// Refuses every file operation of a poisoned database.
+    fn check_not_poisoned(&self, db: &str) -> Result<(), VfsError> {
+        match self.poisoned.get(db) {
+            Some(reason) => Err(VfsError::new(
+                code::SQLITE_IOERR,
+                format!("database poisoned until it is reopened: {reason}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// When a store call made now must have answered: the call's deadline
+    /// or the store timeout, whichever comes first.
+    fn store_deadline(&self) -> Instant {
+        let now = Instant::now();
+        let cap = now.checked_add(self.store_timeout).unwrap_or(now);
+        self.deadline.map_or(cap, |d| d.min(cap))
     }
 
     /// Resolves `name` for the current caller, refusing every name that is
@@ -149,6 +203,7 @@ impl HostState {
         if *resolved.db_name != **me {
             return Err(refused());
         }
+        self.check_not_poisoned(me)?;
         Ok((resolved.db_name, resolved.tag, resolved.store))
     }
 
@@ -164,6 +219,9 @@ impl HostState {
                 ));
             }
         };
+        if let Some(me) = caller.as_deref() {
+            self.check_not_poisoned(me)?;
+        }
         match self.files.get_mut(&id) {
             Some(f) if f.owner.as_deref() == caller.as_deref() => Ok(f),
             _ => Err(VfsError::new(
@@ -196,15 +254,70 @@ fn bad_pointer(e: &crate::memory::OutOfBounds) -> VfsError {
     VfsError::new(code::SQLITE_MISUSE, e.to_string())
 }
 
+/// How a host function failed.
+enum Failure {
+    /// An ordinary failure: SQLite gets its code, the database stays sound.
+    Vfs(VfsError),
+    /// The store panicked or did not answer: what it holds is unknown, so
+    /// the calling database is poisoned as well.
+    Poison(VfsError),
+}
+
+impl From<VfsError> for Failure {
+    fn from(e: VfsError) -> Self {
+        Failure::Vfs(e)
+    }
+}
+
+/// How a store stall is reported to SQLite: an I/O error of the kind the
+/// operation would have failed with.
+fn stalled(stall: &Stall, io_code: i32) -> VfsError {
+    VfsError::new(io_code, stall.to_string())
+}
+
+/// Drives a store future within the store deadline. A stall poisons the
+/// calling database, except for `read_only` operations that time out (a
+/// read that never answered changed nothing).
+fn settle<T>(
+    deadline: Instant,
+    io_code: i32,
+    read_only: bool,
+    future: impl Future<Output = Result<T, VfsError>>,
+) -> Result<T, Failure> {
+    match wait::drive(future, deadline) {
+        Ok(result) => Ok(result?),
+        Err(stall @ Stall::TimedOut(_)) if read_only => Err(Failure::Vfs(stalled(&stall, io_code))),
+        Err(stall) => Err(Failure::Poison(stalled(&stall, io_code))),
+    }
+}
+
 /// Runs `body`; an error becomes its result code through [`HostState::fail`].
+/// A panic anywhere in it is caught here, before it could unwind through
+/// guest frames, and poisons the calling database.
 fn guard(
     env: &mut FunctionEnvMut<'_, HostState>,
-    body: impl FnOnce(&mut HostState, &wasmer::StoreMut<'_>) -> Result<i32, VfsError>,
+    body: impl FnOnce(&mut HostState, &wasmer::StoreMut<'_>) -> Result<i32, Failure>,
 ) -> i32 {
     let (state, store) = env.data_and_store_mut();
-    match body(state, &store) {
-        Ok(rc) => rc,
-        Err(e) => state.fail(e),
+    let outcome = catch_unwind(AssertUnwindSafe(|| body(&mut *state, &store)));
+    match outcome {
+        Ok(Ok(rc)) => rc,
+        Ok(Err(Failure::Vfs(e))) => state.fail(e),
+        Ok(Err(Failure::Poison(e))) => {
+            state.poison(e.message());
+            state.fail(e)
+        }
+        Err(payload) => {
+            let e = VfsError::new(
+                code::SQLITE_IOERR,
+                format!(
+                    "the host panicked: {}",
+                    wait::panic_message(payload.as_ref())
+                ),
+            );
+            state.poison(e.message());
+            state.fail(e)
+        }
     }
 }
 
@@ -229,12 +342,12 @@ fn vfs_open(
             };
             // Forget first: even a failed open may have created the file.
             state.sidecars.remove(&(Arc::clone(&db), tag));
-            let file = block_on(KvFile::open(
-                kv,
-                tag,
-                flags & OPEN_CREATE != 0,
-                seed.as_deref(),
-            ))?;
+            let file = settle(
+                state.store_deadline(),
+                code::SQLITE_CANTOPEN,
+                false,
+                KvFile::open(kv, tag, flags & OPEN_CREATE != 0, seed.as_deref()),
+            )?;
             for sidecar in [FileTag::Journal, FileTag::Wal] {
                 if let Some(exists) = file.sidecar_existed_at_open(sidecar) {
                     state.sidecars.insert((Arc::clone(&db), sidecar), exists);
@@ -270,20 +383,25 @@ fn vfs_read(
 ) -> i32 {
     guard(&mut env, |state, store| {
         let (Ok(amt), Ok(offset)) = (usize::try_from(amt), u64::try_from(offset)) else {
-            return Err(VfsError::new(code::SQLITE_IOERR_READ, "negative read"));
+            return Err(VfsError::new(code::SQLITE_IOERR_READ, "negative read").into());
         };
         // The buffer must lie in guest memory before the host allocates
         // its copy: the guest cannot make the host allocate more than that.
         let mem = state.mem()?.clone();
         if u64::from(buf) + amt as u64 > mem.size(store) {
-            return Err(VfsError::new(
-                code::SQLITE_IOERR_READ,
-                "read buffer outside guest memory",
-            ));
+            return Err(
+                VfsError::new(code::SQLITE_IOERR_READ, "read buffer outside guest memory").into(),
+            );
         }
         let mut data = vec![0u8; amt];
+        let deadline = state.store_deadline();
         let outcome = match &mut state.file(id)?.kind {
-            FileKind::Kv(file) => block_on(file.read(&mut data, offset))?,
+            FileKind::Kv(file) => settle(
+                deadline,
+                code::SQLITE_IOERR_READ,
+                true,
+                file.read(&mut data, offset),
+            )?,
             FileKind::Scratch(name) => {
                 let name = name.clone();
                 let content = state.scratch.get(&name).map_or(&[][..], Vec::as_slice);
@@ -320,14 +438,20 @@ fn vfs_write(
 ) -> i32 {
     guard(&mut env, |state, store| {
         let (Ok(amt), Ok(offset)) = (u32::try_from(amt), u64::try_from(offset)) else {
-            return Err(VfsError::new(code::SQLITE_IOERR_WRITE, "negative write"));
+            return Err(VfsError::new(code::SQLITE_IOERR_WRITE, "negative write").into());
         };
         let data = state
             .mem()?
             .read(store, buf, amt)
             .map_err(|e| bad_pointer(&e))?;
+        let deadline = state.store_deadline();
         match &mut state.file(id)?.kind {
-            FileKind::Kv(file) => block_on(file.write(&data, offset))?,
+            FileKind::Kv(file) => settle(
+                deadline,
+                code::SQLITE_IOERR_WRITE,
+                false,
+                file.write(&data, offset),
+            )?,
             FileKind::Scratch(name) => {
                 let name = name.clone();
                 let content = state.scratch.entry(name).or_default();
@@ -350,10 +474,16 @@ fn vfs_write(
 fn vfs_truncate(mut env: FunctionEnvMut<'_, HostState>, id: u32, size: i64) -> i32 {
     guard(&mut env, |state, _| {
         let Ok(size) = u64::try_from(size) else {
-            return Err(VfsError::new(code::SQLITE_IOERR_TRUNCATE, "negative size"));
+            return Err(VfsError::new(code::SQLITE_IOERR_TRUNCATE, "negative size").into());
         };
+        let deadline = state.store_deadline();
         match &mut state.file(id)?.kind {
-            FileKind::Kv(file) => block_on(file.truncate(size))?,
+            FileKind::Kv(file) => settle(
+                deadline,
+                code::SQLITE_IOERR_TRUNCATE,
+                false,
+                file.truncate(size),
+            )?,
             FileKind::Scratch(name) => {
                 let name = name.clone();
                 if let Some(content) = state.scratch.get_mut(&name) {
@@ -367,8 +497,9 @@ fn vfs_truncate(mut env: FunctionEnvMut<'_, HostState>, id: u32, size: i64) -> i
 
 fn vfs_sync(mut env: FunctionEnvMut<'_, HostState>, id: u32, _flags: i32) -> i32 {
     guard(&mut env, |state, _| {
+        let deadline = state.store_deadline();
         if let FileKind::Kv(file) = &mut state.file(id)?.kind {
-            block_on(file.sync())?;
+            settle(deadline, code::SQLITE_IOERR_FSYNC, false, file.sync())?;
         }
         Ok(SQLITE_OK)
     })
@@ -394,10 +525,16 @@ fn vfs_file_size(mut env: FunctionEnvMut<'_, HostState>, id: u32, out: u32) -> i
 
 fn vfs_file_control(mut env: FunctionEnvMut<'_, HostState>, id: u32, op: i32) -> i32 {
     guard(&mut env, |state, _| {
+        let deadline = state.store_deadline();
         match &mut state.file(id)?.kind {
             FileKind::Kv(file) => match op {
                 FCNTL_BEGIN_ATOMIC => file.begin_atomic()?,
-                FCNTL_COMMIT_ATOMIC => block_on(file.commit_atomic())?,
+                FCNTL_COMMIT_ATOMIC => settle(
+                    deadline,
+                    code::SQLITE_IOERR_COMMIT_ATOMIC,
+                    false,
+                    file.commit_atomic(),
+                )?,
                 FCNTL_ROLLBACK_ATOMIC => file.rollback_atomic(),
                 _ => return Ok(code::SQLITE_NOTFOUND),
             },
@@ -443,14 +580,20 @@ fn vfs_delete(
             .map_err(|e| VfsError::new(code::SQLITE_IOERR_DELETE, e.message().to_owned()))?;
         let key = (db, tag);
         state.sidecars.remove(&key);
-        match block_on(KvFile::delete(&kv, tag)) {
+        let deleted = settle(
+            state.store_deadline(),
+            code::SQLITE_IOERR_DELETE,
+            false,
+            KvFile::delete(&kv, tag),
+        );
+        match deleted {
             Ok(()) => {
                 state.sidecars.insert(key, false);
                 Ok(SQLITE_OK)
             }
-            Err(e) if e.code() == code::SQLITE_IOERR_DELETE_NOENT => {
+            Err(Failure::Vfs(e)) if e.code() == code::SQLITE_IOERR_DELETE_NOENT => {
                 state.sidecars.insert(key, false);
-                Err(e)
+                Err(e.into())
             }
             Err(e) => Err(e),
         }
@@ -473,7 +616,12 @@ fn vfs_access(
             match state.resolve(&name) {
                 Ok((db, tag, kv)) => match state.sidecars.get(&(db, tag)) {
                     Some(known) => *known,
-                    None => block_on(KvFile::exists(&kv, tag))?,
+                    None => settle(
+                        state.store_deadline(),
+                        code::SQLITE_IOERR_ACCESS,
+                        true,
+                        KvFile::exists(&kv, tag),
+                    )?,
                 },
                 Err(_) => false,
             }

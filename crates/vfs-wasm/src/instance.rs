@@ -64,8 +64,11 @@ pub struct InstanceConfig {
     /// allocations beyond it fail with [`Error::LimitExceeded`]; the host is
     /// never asked for more. Default 256 MiB.
     pub memory_limit_bytes: u64,
-    /// Time budget of one statement; `None` disables it. Past it the
-    /// statement fails with [`Error::Interrupted`]. Default 10 s.
+    /// Time budget of one call (`exec` with its whole script, `execute`,
+    /// `query`), including the store waits and the built-in functions it
+    /// runs; `None` disables it. Past it the call fails with
+    /// [`Error::Interrupted`] and the database stays usable. At most
+    /// [`MAX_BUDGET`]. Default 10 s.
     pub statement_timeout: Option<Duration>,
     /// Page cache per database, in KiB. Default 256 KiB (64 pages).
     pub cache_size_kib: u32,
@@ -82,7 +85,26 @@ pub struct InstanceConfig {
     /// and 20000 overflow it, which traps and breaks the whole instance.
     /// Default 2000; raise it only for trusted SQL.
     pub max_like_pattern: u32,
+    /// Guest heap one database may hold, in bytes (its page cache, schema,
+    /// statements, TEMP tables, open transactions and sort buffers). An
+    /// allocation past it fails that database's statement with
+    /// [`Error::LimitExceeded`]; the other databases of the instance keep
+    /// their memory. Default 64 MiB.
+    pub tenant_memory_limit_bytes: u64,
+    /// Bytes one call may return to the host (the sum of its text and blob
+    /// values, 8 per other value). Past it the call fails with
+    /// [`Error::LimitExceeded`]. Default 64 MiB.
+    pub max_result_bytes: u64,
+    /// Longest wait for one store call (a `KvStore` future) when the call's
+    /// budget does not end sooner. An expired wait is an I/O error for the
+    /// statement, and the database is poisoned until it is reopened (the
+    /// store may still apply what it was asked). Default 30 s; at most
+    /// [`MAX_BUDGET`].
+    pub store_timeout: Duration,
 }
+
+/// Longest accepted time budget or store wait: one day.
+pub const MAX_BUDGET: Duration = Duration::from_hours(24);
 
 impl Default for InstanceConfig {
     fn default() -> Self {
@@ -97,7 +119,43 @@ impl Default for InstanceConfig {
             max_length: 32 << 20,
             statement_cache: 16,
             max_like_pattern: 2000,
+            tenant_memory_limit_bytes: 64 << 20,
+            max_result_bytes: 64 << 20,
+            store_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl InstanceConfig {
+    /// Checks every value; [`Instance::new`] calls it, and a pool checks
+    /// its configuration with it before any instance exists.
+    pub fn validate(&self) -> Result<()> {
+        let refuse = |what: String| Err(Error::Config(what));
+        if self.cache_size_kib == 0 || self.max_length == 0 {
+            return refuse("cache_size_kib and max_length must be positive".into());
+        }
+        if let Some(budget) = self.statement_timeout
+            && (budget.is_zero() || budget > MAX_BUDGET)
+        {
+            return refuse(format!(
+                "statement_timeout must be between 1 ns and {} s, got {budget:?}",
+                MAX_BUDGET.as_secs()
+            ));
+        }
+        if self.store_timeout.is_zero() || self.store_timeout > MAX_BUDGET {
+            return refuse(format!(
+                "store_timeout must be between 1 ns and {} s, got {:?}",
+                MAX_BUDGET.as_secs(),
+                self.store_timeout
+            ));
+        }
+        if self.tenant_memory_limit_bytes < 1 << 20 {
+            return refuse("tenant_memory_limit_bytes must be at least 1 MiB".into());
+        }
+        if self.max_result_bytes == 0 {
+            return refuse("max_result_bytes must be positive".into());
+        }
+        Ok(())
     }
 }
 
@@ -132,12 +190,17 @@ struct Exports {
     free: TypedFunction<u32, ()>,
     limit: TypedFunction<(u32, i32, i32), i32>,
     memory_used: TypedFunction<(), i64>,
+    set_tenant: TypedFunction<(i32, i64), i32>,
+    tenant_used: TypedFunction<i32, i64>,
+    refused: TypedFunction<(), i32>,
 }
 
 struct Db {
     name: Arc<str>,
     /// `sqlite3*` in guest memory.
     handle: u32,
+    /// The shim's memory-accounting slot of this database.
+    slot: i32,
     /// Prepared statements by SQL text, least recently used first.
     stmts: Vec<(String, u32)>,
 }
@@ -157,6 +220,9 @@ pub struct Instance {
     config: InstanceConfig,
     dbs: HashMap<DbId, Db>,
     next_id: u64,
+    /// Accounting slots of closed databases, free for reuse.
+    free_slots: Vec<i32>,
+    next_slot: i32,
     broken: Option<String>,
 }
 
@@ -179,6 +245,7 @@ macro_rules! guest {
 impl Instance {
     /// Instantiates `module` with `config`'s limits.
     pub fn new(module: &SqliteModule, config: InstanceConfig) -> Result<Instance> {
+        config.validate()?;
         let min_pages = module
             .module()
             .imports()
@@ -192,11 +259,6 @@ impl Instance {
                 (min_pages + 32) * WASM_PAGE
             )));
         }
-        if config.cache_size_kib == 0 || config.max_length == 0 {
-            return Err(Error::Config(
-                "cache_size_kib and max_length must be positive".into(),
-            ));
-        }
         let mut store = Store::new(module.engine().clone());
         let memory = Memory::new(
             &mut store,
@@ -207,7 +269,7 @@ impl Instance {
             ),
         )
         .map_err(|e| Error::Instantiate(e.to_string()))?;
-        let env = FunctionEnv::new(&mut store, HostState::new());
+        let env = FunctionEnv::new(&mut store, HostState::new(config.store_timeout));
         let imports = host::imports(&mut store, &env, &memory);
         let instance = wasmer::Instance::new(&mut store, module.module(), &imports)
             .map_err(|e| Error::Instantiate(e.to_string()))?;
@@ -248,6 +310,9 @@ impl Instance {
             free: get!("sqlite3_free"),
             limit: get!("sqlite3_limit"),
             memory_used: get!("sqlite3_memory_used"),
+            set_tenant: get!("shim_set_tenant"),
+            tenant_used: get!("shim_tenant_used"),
+            refused: get!("shim_refused"),
         };
         initialize
             .call(&mut store)
@@ -273,6 +338,8 @@ impl Instance {
             config,
             dbs: HashMap::new(),
             next_id: 1,
+            free_slots: Vec::new(),
+            next_slot: 1,
             broken: None,
         })
     }
@@ -302,9 +369,14 @@ impl Instance {
             },
         })?;
         let name: Arc<str> = Arc::from(name);
-        self.enter(Caller::Db(Arc::clone(&name)));
-        let opened = self.open_connection(&name);
-        self.leave();
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.next_slot += 1;
+            self.next_slot - 1
+        });
+        let opened = self
+            .enter(Caller::Db(Arc::clone(&name)), slot)
+            .and_then(|()| self.open_connection(&name));
+        let opened = self.leave(opened);
         match opened {
             Ok(handle) => {
                 let id = DbId(self.next_id);
@@ -314,6 +386,7 @@ impl Instance {
                     Db {
                         name,
                         handle,
+                        slot,
                         stmts: Vec::new(),
                     },
                 );
@@ -324,19 +397,22 @@ impl Instance {
                     let state = self.state();
                     state.drop_files_of(&name);
                     state.registry.unregister(&name);
+                    self.recycle_slot(slot);
                 }
                 Err(e)
             }
         }
     }
 
-    /// Runs a script of one or more statements, discarding any rows.
+    /// Runs a script of one or more statements, discarding any rows. The
+    /// time budget covers the whole script.
     pub fn exec(&mut self, db: DbId, sql: &str) -> Result<()> {
-        let (name, handle) = self.db(db)?;
-        self.enter(Caller::Db(name));
-        let result = self.exec_script(handle, sql);
-        self.leave();
-        result
+        refuse_nul(sql)?;
+        let (name, handle, slot) = self.db(db)?;
+        let result = self
+            .enter(Caller::Db(name), slot)
+            .and_then(|()| self.exec_script(handle, sql));
+        self.leave(result)
     }
 
     /// Runs one statement with `params` (`?1`, `?2`, …) and returns the
@@ -353,6 +429,10 @@ impl Instance {
     /// Closes the database and frees its name. Closing an unknown id is
     /// [`Error::UnknownDatabase`]. If SQLite refuses to close, the name
     /// stays reserved (poisoned) for the life of the instance.
+    ///
+    /// A poisoned database (see [`Error::Poisoned`]) closes without error:
+    /// its connection is closed and its files forgotten, so the next open
+    /// reads the store afresh.
     pub fn close(&mut self, db: DbId) -> Result<()> {
         let entry = self.dbs.remove(&db).ok_or(Error::UnknownDatabase)?;
         if self.broken.is_some() {
@@ -362,16 +442,28 @@ impl Instance {
             state.registry.unregister(&entry.name);
             return Ok(());
         }
-        self.enter(Caller::Db(Arc::clone(&entry.name)));
-        let result = self.close_connection(&entry);
-        self.leave();
+        let result = self
+            .enter(Caller::Db(Arc::clone(&entry.name)), entry.slot)
+            .and_then(|()| self.close_connection(&entry));
+        // Closing is not a tenant's statement: a poisoned database's close
+        // reports only whether the connection itself closed.
+        let result = self.leave_without_poison(result);
         if self.broken.is_none() {
             self.state().drop_files_of(&entry.name);
         }
         if result.is_ok() {
             self.state().registry.unregister(&entry.name);
+            self.recycle_slot(entry.slot);
         }
         result
+    }
+
+    /// Guest heap bytes charged to `db` right now (its share of the
+    /// instance; see [`InstanceConfig::tenant_memory_limit_bytes`]).
+    pub fn database_memory_bytes(&mut self, db: DbId) -> Result<u64> {
+        let (_, _, slot) = self.db(db)?;
+        let used = guest!(self.tenant_used(slot));
+        Ok(u64::try_from(used).unwrap_or(0))
     }
 
     /// Number of open databases.
@@ -416,10 +508,39 @@ impl Instance {
         }
     }
 
-    fn db(&self, db: DbId) -> Result<(Arc<str>, u32)> {
+    /// The name, connection and accounting slot of an open, usable
+    /// database.
+    fn db(&mut self, db: DbId) -> Result<(Arc<str>, u32, i32)> {
         self.check_usable()?;
         let entry = self.dbs.get(&db).ok_or(Error::UnknownDatabase)?;
-        Ok((Arc::clone(&entry.name), entry.handle))
+        let found = (Arc::clone(&entry.name), entry.handle, entry.slot);
+        if let Some(reason) = self.state().poisoned.get(&found.0) {
+            return Err(Error::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        Ok(found)
+    }
+
+    /// Returns a closed database's accounting slot for reuse, unless blocks
+    /// are still charged to it (they would be credited to the next owner).
+    fn recycle_slot(&mut self, slot: i32) {
+        if self.broken.is_some() {
+            return;
+        }
+        match self.f.tenant_used.call(&mut self.store, slot) {
+            Ok(0) => self.free_slots.push(slot),
+            Ok(left) => {
+                tracing::warn!(
+                    slot,
+                    left,
+                    "closed database left memory charged; slot retired"
+                );
+            }
+            Err(e) => {
+                self.trap(&e);
+            }
+        }
     }
 
     /// Records a trap: from now on the instance only returns `Broken`.
@@ -432,26 +553,59 @@ impl Instance {
         Error::Broken { reason }
     }
 
-    fn enter(&mut self, caller: Caller) {
+    /// Starts a call for `caller`: the VFS serves only its files, its
+    /// allocations are charged to accounting `slot` (0 for none), and the
+    /// time budget of the whole call starts now.
+    fn enter(&mut self, caller: Caller, slot: i32) -> Result<()> {
+        // The budget is validated against MAX_BUDGET, so this cannot
+        // overflow; were it to, the call would simply run unbudgeted.
+        let deadline = self
+            .config
+            .statement_timeout
+            .and_then(|t| Instant::now().checked_add(t));
         let state = self.state();
         state.caller = caller;
         state.last_error = None;
         state.interrupted = false;
-        state.deadline = None;
+        state.deadline = deadline;
+        let limit = i64::try_from(self.config.tenant_memory_limit_bytes).unwrap_or(i64::MAX);
+        if guest!(self.set_tenant(slot, limit)) == 0 {
+            return Err(Error::LimitExceeded {
+                what: "guest memory exhausted growing the accounting table".into(),
+            });
+        }
+        Ok(())
     }
 
-    fn leave(&mut self) {
+    /// Ends a call: from now on the VFS serves nobody and allocations are
+    /// charged to the instance. If the call poisoned its database, its
+    /// result becomes [`Error::Poisoned`]: whatever SQLite said, nothing it
+    /// did may be reported as stored.
+    fn leave<T>(&mut self, result: Result<T>) -> Result<T> {
+        let state = self.state();
+        let poisoned = match &state.caller {
+            Caller::Db(me) => state.poisoned.get(me).cloned(),
+            _ => None,
+        };
+        let result = self.leave_without_poison(result);
+        match poisoned {
+            Some(reason) if !matches!(result, Err(Error::Broken { .. })) => {
+                Err(Error::Poisoned { reason })
+            }
+            _ => result,
+        }
+    }
+
+    fn leave_without_poison<T>(&mut self, result: Result<T>) -> Result<T> {
         let state = self.state();
         state.caller = Caller::Nobody;
         state.deadline = None;
-    }
-
-    /// Starts the time budget of one statement.
-    fn arm_deadline(&mut self) {
-        let deadline = self.config.statement_timeout.map(|t| Instant::now() + t);
-        let state = self.state();
-        state.deadline = deadline;
-        state.interrupted = false;
+        if self.broken.is_none()
+            && let Err(e) = self.f.set_tenant.call(&mut self.store, 0, 0)
+        {
+            return Err(self.trap(&e));
+        }
+        result
     }
 
     fn mem_err(&mut self, e: &OutOfBounds) -> Error {
@@ -495,13 +649,20 @@ impl Instance {
         Ok(())
     }
 
+    /// Reads a C string SQLite handed back (a column name or a message).
+    /// A long one is cut with a marker; one the host cannot read at all is
+    /// this statement's error, never the instance's.
     fn read_cstr(&mut self, ptr: u32) -> Result<String> {
         if ptr == 0 {
             return Ok(String::new());
         }
         self.mem
             .read_cstr(&self.store, ptr)
-            .map_err(|e| self.mem_err(&e))
+            .map_err(|e| Error::Sqlite {
+                code: code::SQLITE_ERROR,
+                message: format!("SQLite returned a string the host cannot read: {e}"),
+                kv: None,
+            })
     }
 
     /// The error for result code `rc` on connection `handle`, with the VFS
@@ -521,8 +682,12 @@ impl Instance {
                     .statement_timeout
                     .map_or(0, |t| t.as_millis() as u64),
             },
-            code::SQLITE_NOMEM | SQLITE_TOOBIG => Error::LimitExceeded { what: message },
-            _ if code == SQLITE_IOERR_NOMEM => Error::LimitExceeded { what: message },
+            code::SQLITE_NOMEM | SQLITE_TOOBIG => Error::LimitExceeded {
+                what: self.nomem_reason(message),
+            },
+            _ if code == SQLITE_IOERR_NOMEM => Error::LimitExceeded {
+                what: self.nomem_reason(message),
+            },
             primary => {
                 let relevant = matches!(
                     primary,
@@ -541,6 +706,19 @@ impl Instance {
                     },
                 }
             }
+        }
+    }
+
+    /// Says which limit an out-of-memory error hit: the database's own
+    /// share, or the instance's memory.
+    fn nomem_reason(&mut self, message: String) -> String {
+        match self.f.refused.call(&mut self.store) {
+            Ok(0) | Err(_) => message,
+            Ok(_) => format!(
+                "{message}: this database's memory share of {} bytes \
+                 (tenant_memory_limit_bytes) is used up",
+                self.config.tenant_memory_limit_bytes
+            ),
         }
     }
 
@@ -627,10 +805,9 @@ impl Instance {
             self.state().page1 = Some(page);
             return Ok(());
         }
-        self.enter(Caller::Seed);
         self.state().scratch.clear();
-        let result = self.seed_pass();
-        self.leave();
+        let result = self.enter(Caller::Seed, 0).and_then(|()| self.seed_pass());
+        let result = self.leave(result);
         let page = self.state().scratch.remove("seed");
         self.state().scratch.clear();
         result?;
@@ -729,7 +906,9 @@ impl Instance {
             if stmt == 0 {
                 continue;
             }
-            self.arm_deadline();
+            // Each statement reports its own storage failure, not one an
+            // earlier statement of the script recovered from.
+            self.state().last_error = None;
             let result = self.step_all(handle, stmt, None);
             guest!(self.finalize(stmt));
             result?;
@@ -738,28 +917,27 @@ impl Instance {
     }
 
     /// Steps `stmt` to completion, collecting rows when `rows` is given.
+    ///
+    /// The shape of the result (column count and names) is read only after
+    /// the first step: that step may re-prepare a cached statement whose
+    /// schema changed, and with it the number and names of its columns.
     fn step_all(&mut self, handle: u32, stmt: u32, mut rows: Option<&mut Rows>) -> Result<()> {
-        let ncol = if rows.is_some() {
-            let n = guest!(self.column_count(stmt));
-            u32::try_from(n).unwrap_or(0)
-        } else {
-            0
-        };
-        if let Some(rows) = rows.as_deref_mut() {
-            for i in 0..ncol {
-                let ptr = guest!(self.column_name(stmt, i as i32));
-                let name = self.read_cstr(ptr)?;
-                rows.columns.push(name);
-            }
-        }
+        let mut first = true;
+        let mut budget = self.config.max_result_bytes;
         loop {
             let rc = guest!(self.step(stmt));
+            if first && (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+                first = false;
+                if let Some(rows) = rows.as_deref_mut() {
+                    rows.columns = self.column_names(stmt)?;
+                }
+            }
             match rc {
                 SQLITE_ROW => {
                     if let Some(rows) = rows.as_deref_mut()
-                        && ncol > 0
+                        && !rows.columns.is_empty()
                     {
-                        let row = self.read_row(stmt, ncol)?;
+                        let row = self.read_row(stmt, rows.columns.len(), &mut budget)?;
                         rows.rows.push(row);
                     }
                 }
@@ -769,27 +947,76 @@ impl Instance {
         }
     }
 
-    fn read_row(&mut self, stmt: u32, ncol: u32) -> Result<Vec<Value>> {
+    fn column_names(&mut self, stmt: u32) -> Result<Vec<String>> {
+        let n = guest!(self.column_count(stmt));
+        let n = u32::try_from(n).unwrap_or(0);
+        let mut names = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let ptr = guest!(self.column_name(stmt, i as i32));
+            names.push(self.read_cstr(ptr)?);
+        }
+        Ok(names)
+    }
+
+    /// Reads the current row of `stmt`, which must have `ncol` columns,
+    /// charging its bytes to `budget` (the call's result-size allowance).
+    fn read_row(&mut self, stmt: u32, ncol: usize, budget: &mut u64) -> Result<Vec<Value>> {
         let ptr = guest!(self.row(stmt));
         if ptr == 0 {
             return Err(Error::LimitExceeded {
                 what: "guest memory exhausted reading a row".into(),
             });
         }
+        let header = self
+            .mem
+            .read(&self.store, ptr, COLUMN_RECORD)
+            .map_err(|e| self.mem_err(&e))?;
+        let written = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        if written as usize != ncol {
+            // The shape changed under a running statement: never read
+            // records this call did not write.
+            return Err(Error::Sqlite {
+                code: code::SQLITE_ERROR,
+                message: format!("the row has {written} columns where the statement had {ncol}"),
+                kv: None,
+            });
+        }
         let raw = self
             .mem
-            .read(&self.store, ptr, ncol * COLUMN_RECORD)
+            .read(&self.store, ptr + COLUMN_RECORD, written * COLUMN_RECORD)
             .map_err(|e| self.mem_err(&e))?;
-        let mut row = Vec::with_capacity(ncol as usize);
-        for rec in raw.chunks_exact(COLUMN_RECORD as usize) {
-            let mut word = [0u8; 4];
-            word.copy_from_slice(&rec[0..4]);
-            let kind = i32::from_le_bytes(word);
-            word.copy_from_slice(&rec[4..8]);
-            let len = u32::from_le_bytes(word);
-            let mut wide = [0u8; 8];
-            wide.copy_from_slice(&rec[8..16]);
-            let value = i64::from_le_bytes(wide);
+        let records: Vec<(i32, u32, i64)> = raw
+            .chunks_exact(COLUMN_RECORD as usize)
+            .map(|rec| {
+                let kind = i32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]);
+                let len = u32::from_le_bytes([rec[4], rec[5], rec[6], rec[7]]);
+                let mut wide = [0u8; 8];
+                wide.copy_from_slice(&rec[8..16]);
+                (kind, len, i64::from_le_bytes(wide))
+            })
+            .collect();
+        // Charge the whole row before copying any of it out of the guest.
+        let bytes: u64 = records
+            .iter()
+            .map(|&(kind, len, _)| {
+                if kind == 3 || kind == 4 {
+                    u64::from(len)
+                } else {
+                    8
+                }
+            })
+            .sum();
+        if bytes > *budget {
+            return Err(Error::LimitExceeded {
+                what: format!(
+                    "the result exceeds max_result_bytes ({} bytes per call)",
+                    self.config.max_result_bytes
+                ),
+            });
+        }
+        *budget -= bytes;
+        let mut row = Vec::with_capacity(records.len());
+        for (kind, len, value) in records {
             let value = match kind {
                 1 => Value::Integer(value),
                 2 => Value::Real(f64::from_bits(value as u64)),
@@ -824,18 +1051,18 @@ impl Instance {
         self.free(buf)?;
         let (stmt, _) = prepared?;
         let mut rows = Rows::default();
-        self.arm_deadline();
         let result = self.step_all(handle, stmt, Some(&mut rows));
         guest!(self.finalize(stmt));
         result.map(|()| rows.rows)
     }
 
     fn run(&mut self, db: DbId, sql: &str, params: &[Value], collect: bool) -> Result<(Rows, u64)> {
-        let (name, handle) = self.db(db)?;
-        self.enter(Caller::Db(name));
-        let result = self.run_cached(db, handle, sql, params, collect);
-        self.leave();
-        result
+        refuse_nul(sql)?;
+        let (name, handle, slot) = self.db(db)?;
+        let result = self
+            .enter(Caller::Db(name), slot)
+            .and_then(|()| self.run_cached(db, handle, sql, params, collect));
+        self.leave(result)
     }
 
     fn run_cached(
@@ -897,7 +1124,6 @@ impl Instance {
             }
         }
         let mut rows = Rows::default();
-        self.arm_deadline();
         self.step_all(handle, stmt, collect.then_some(&mut rows))?;
         let changes = guest!(self.changes(handle));
         Ok((rows, u64::try_from(changes).unwrap_or(0)))
@@ -1006,6 +1232,17 @@ impl Instance {
             self.free(buf)?;
         }
         found
+    }
+}
+
+/// SQL text goes to SQLite with its length, but SQLite stops reading at a
+/// NUL: whatever follows one would be a statement nobody sees. Refused.
+fn refuse_nul(sql: &str) -> Result<()> {
+    match sql.bytes().position(|b| b == 0) {
+        Some(at) => Err(Error::InvalidArgument(format!(
+            "SQL contains a NUL byte at offset {at}"
+        ))),
+        None => Ok(()),
     }
 }
 

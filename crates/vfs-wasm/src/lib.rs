@@ -50,8 +50,9 @@ mod instance;
 mod memory;
 mod module;
 mod value;
+mod wait;
 
 pub use error::{Error, Result};
-pub use instance::{DbId, Instance, InstanceConfig, Lookaside};
+pub use instance::{DbId, Instance, InstanceConfig, Lookaside, MAX_BUDGET};
 pub use module::{ModuleConfig, SqliteModule};
 pub use value::{Rows, Value};

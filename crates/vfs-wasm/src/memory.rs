@@ -21,8 +21,14 @@ pub(crate) struct OutOfBounds {
     pub len: u64,
 }
 
-/// Longest C string read from the guest (SQLite messages and column names).
-const MAX_CSTR: u32 = 64 * 1024;
+/// Longest C string read from the guest (SQLite messages and column
+/// names); a longer one is cut and ends with [`TRUNCATED`]. SQL text is at
+/// most 1 MiB, so only a name or message built from a huge value is cut.
+const MAX_CSTR: u64 = 1 << 20;
+/// First chunk read when looking for a C string's end: most are short.
+const CSTR_CHUNK: u64 = 256;
+/// Marks a C string cut at [`MAX_CSTR`] bytes.
+pub(crate) const TRUNCATED: &str = "…[truncated]";
 
 /// Bounds-checked access to one instance's linear memory.
 #[derive(Clone)]
@@ -84,20 +90,40 @@ impl GuestMemory {
         })
     }
 
-    /// Reads a NUL-terminated string at `ptr` (at most 64 KiB).
+    /// Reads a NUL-terminated string at `ptr`, lossily as UTF-8. Reads
+    /// grow from a small chunk, so a short string costs a short copy. A
+    /// string longer than 1 MiB is cut there and marked with [`TRUNCATED`];
+    /// one that runs off the end of memory is an error.
     pub(crate) fn read_cstr(
         &self,
         store: &impl AsStoreRef,
         ptr: u32,
     ) -> Result<String, OutOfBounds> {
-        let size = self.size(store);
-        let avail = size.saturating_sub(u64::from(ptr)).min(u64::from(MAX_CSTR));
-        let chunk = self.read(store, ptr, avail as u32)?;
-        let end = chunk.iter().position(|&b| b == 0).ok_or(OutOfBounds {
-            ptr,
-            len: avail + 1,
-        })?;
-        Ok(String::from_utf8_lossy(&chunk[..end]).into_owned())
+        let avail = self.size(store).saturating_sub(u64::from(ptr));
+        let mut bytes = Vec::new();
+        let mut chunk = CSTR_CHUNK;
+        loop {
+            let start = bytes.len() as u64;
+            let want = chunk.min(avail - start).min(MAX_CSTR - start);
+            if want == 0 {
+                if start >= MAX_CSTR {
+                    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+                    text.push_str(TRUNCATED);
+                    return Ok(text);
+                }
+                return Err(OutOfBounds {
+                    ptr,
+                    len: avail + 1,
+                });
+            }
+            let part = self.read(store, ptr + start as u32, want as u32)?;
+            if let Some(end) = part.iter().position(|&b| b == 0) {
+                bytes.extend_from_slice(&part[..end]);
+                return Ok(String::from_utf8_lossy(&bytes).into_owned());
+            }
+            bytes.extend_from_slice(&part);
+            chunk *= 2;
+        }
     }
 
     /// Copies `data` into the guest at `ptr`.
