@@ -19,7 +19,9 @@ use redb::{BackendError, StorageBackend};
 ///
 /// Pass it to [`FsStorage::open_with_faults`](crate::FsStorage::open_with_faults);
 /// clones share the switch. While failing, every write and sync of the data
-/// file returns an I/O error; reads keep working.
+/// file returns an I/O error (a plain one, or the operating system's "no
+/// space left on device" after [`fill_disk`](Self::fill_disk)); reads keep
+/// working.
 #[derive(Clone, Default)]
 pub struct FileFaults {
     state: Arc<FaultState>,
@@ -28,13 +30,18 @@ pub struct FileFaults {
 #[derive(Default)]
 struct FaultState {
     fail_writes: AtomicBool,
+    disk_full: AtomicBool,
     injected: AtomicU64,
 }
 
 impl fmt::Debug for FileFaults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileFaults")
-            .field("fail_writes", &self.is_failing())
+            .field(
+                "fail_writes",
+                &self.state.fail_writes.load(Ordering::SeqCst),
+            )
+            .field("disk_full", &self.state.disk_full.load(Ordering::SeqCst))
             .field("injected", &self.injected())
             .finish()
     }
@@ -51,9 +58,16 @@ impl FileFaults {
         self.state.fail_writes.store(on, Ordering::SeqCst);
     }
 
-    /// Whether writes currently fail.
+    /// Makes writes fail as on a full disk (`ENOSPC`, "No space left on
+    /// device"), or stops doing so. Independent of
+    /// [`fail_writes`](Self::fail_writes), which takes precedence.
+    pub fn fill_disk(&self, on: bool) {
+        self.state.disk_full.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether writes currently fail (for either switch).
     pub fn is_failing(&self) -> bool {
-        self.state.fail_writes.load(Ordering::SeqCst)
+        self.state.fail_writes.load(Ordering::SeqCst) || self.state.disk_full.load(Ordering::SeqCst)
     }
 
     /// How many file operations failed because of this switch.
@@ -62,11 +76,26 @@ impl FileFaults {
     }
 
     fn check(&self, what: &str) -> io::Result<()> {
-        if self.is_failing() {
+        if self.state.fail_writes.load(Ordering::SeqCst) {
             self.state.injected.fetch_add(1, Ordering::SeqCst);
             return Err(io::Error::other(format!("injected {what} failure")));
         }
+        if self.state.disk_full.load(Ordering::SeqCst) {
+            self.state.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(no_space());
+        }
         Ok(())
+    }
+}
+
+/// The error a write to a full disk gets from the operating system.
+fn no_space() -> io::Error {
+    // ENOSPC is 28 on every Unix this crate runs on; elsewhere only the kind
+    // can be given.
+    if cfg!(unix) {
+        io::Error::from_raw_os_error(28)
+    } else {
+        io::Error::new(io::ErrorKind::StorageFull, "no space left on device")
     }
 }
 

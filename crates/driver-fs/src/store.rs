@@ -208,8 +208,40 @@ fn committer_gone() -> KvError {
     }
 }
 
+/// The store error for an engine failure while `what`: a full disk (or an
+/// exceeded quota) is [`KvError::StorageFull`], anything else
+/// [`KvError::Backend`]; the engine's error is the source either way.
 fn backend(what: &str, e: impl Into<redb::Error>) -> KvError {
-    KvError::backend(what, e.into())
+    let e = e.into();
+    if is_storage_full(&e) {
+        KvError::storage_full(what, e)
+    } else {
+        KvError::backend(what, e)
+    }
+}
+
+/// Whether the engine failed because the disk has no space left. The engine
+/// wraps the file layer's I/O error in its own error types (storage,
+/// transaction, commit, table errors all become `redb::Error::Io` here); a
+/// backend may box it instead.
+fn is_storage_full(e: &redb::Error) -> bool {
+    match e {
+        redb::Error::Io(io) => io_is_storage_full(io),
+        redb::Error::Backend(inner) => inner
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(io_is_storage_full),
+        _ => false,
+    }
+}
+
+/// Whether an I/O error means "no space": `ENOSPC` (kind `StorageFull`) or
+/// `EDQUOT` (kind `QuotaExceeded`), also when wrapped in another I/O error.
+fn io_is_storage_full(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+            .is_some_and(io_is_storage_full)
 }
 
 /// Local-disk storage of every actor's key-value namespace in one embedded
@@ -304,6 +336,7 @@ impl FsStorage {
                         db,
                         known,
                         counters,
+                        disk_full: false,
                     }
                     .run(&receiver);
                 })
@@ -617,6 +650,10 @@ struct Committer {
     /// once instead of rewriting that entry on every commit.
     known: HashSet<String>,
     counters: Arc<Counters>,
+    /// A write found the disk full. The engine then refuses every later
+    /// write with a bare "previous I/O error" until it is reopened; those
+    /// refusals are reported as the full disk they come from.
+    disk_full: bool,
 }
 
 impl Committer {
@@ -635,7 +672,7 @@ impl Committer {
                     Err(_) => break,
                 }
             }
-            let outcome = self.commit(&group);
+            let outcome = self.commit(&group).map_err(|e| self.explain(e));
             let counters = &self.counters;
             match &outcome {
                 Ok(()) => {
@@ -664,6 +701,35 @@ impl Committer {
                 // A caller that stopped waiting is no error of the commit.
                 let _ = job.ack.send(outcome.clone());
             }
+        }
+    }
+
+    /// Keeps the cause of a fail-stop engine: after a full disk, the
+    /// engine's "previous I/O error" is still the full disk.
+    fn explain(&mut self, error: KvError) -> KvError {
+        if error.is_storage_full() {
+            self.disk_full = true;
+            return error;
+        }
+        match error {
+            KvError::Backend {
+                message,
+                source: Some(source),
+            } if self.disk_full
+                && matches!(
+                    source.downcast_ref::<redb::Error>(),
+                    Some(redb::Error::PreviousIo)
+                ) =>
+            {
+                KvError::StorageFull {
+                    message: format!(
+                        "{message}: the data file refuses writes since one found the disk \
+                         full; reopen the store once space is freed"
+                    ),
+                    source: Some(source),
+                }
+            }
+            other => other,
         }
     }
 

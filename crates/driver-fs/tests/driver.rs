@@ -343,3 +343,50 @@ async fn a_disk_failure_reaches_the_caller_and_loses_only_the_failed_commit() {
     assert_eq!(rows.rows, vec![vec![Value::from("kept")]]);
     driver.shutdown().await;
 }
+
+/// A full disk under a commit reaches the SQL caller as a full store: the
+/// storage error is `KvError::StorageFull` and the error's text says "no
+/// space left", not whatever a later retry ran into. After reopening, the
+/// database holds exactly what was acknowledged before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_reaches_the_sql_caller_as_storage_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FileFaults::new();
+    {
+        let storage =
+            FsStorage::open_with_faults(dir.path(), FsOptions::default(), &faults).unwrap();
+        let driver = StorageDriver::new(storage, config(50)).unwrap();
+        let db = driver.open_database("crowded").await.unwrap();
+        db.exec("CREATE TABLE t (v TEXT)").await.unwrap();
+        db.execute("INSERT INTO t VALUES ('kept')", &[])
+            .await
+            .unwrap();
+
+        faults.fill_disk(true);
+        let err = db
+            .execute("INSERT INTO t VALUES ('lost')", &[])
+            .await
+            .unwrap_err();
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            text.push_str(" <- ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        assert!(
+            err.kv_error().is_some_and(KvError::is_storage_full),
+            "{text}"
+        );
+        assert!(text.contains("no space left"), "{text}");
+        assert!(faults.injected() > 0);
+        faults.fill_disk(false);
+        driver.shutdown().await;
+    }
+    let driver = FsDriver::open(dir.path(), config(50)).await.unwrap();
+    let db = driver.open_database("crowded").await.unwrap();
+    assert_eq!(integrity(&db).await, "ok");
+    let rows = db.query("SELECT v FROM t", &[]).await.unwrap();
+    assert_eq!(rows.rows, vec![vec![Value::from("kept")]]);
+    driver.shutdown().await;
+}

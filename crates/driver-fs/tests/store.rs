@@ -509,6 +509,68 @@ async fn a_failed_transaction_fails_every_batch_in_it() {
     );
 }
 
+/// The full text of an error and all its sources.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A write that finds the disk full (`ENOSPC` from the file layer, under
+/// the engine's transaction) fails with `KvError::StorageFull`, and so does
+/// every write the fail-stop engine refuses afterwards; reads keep the last
+/// durable state, and a reopen writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_storage_full_at_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FileFaults::new();
+    let storage = FsStorage::open_with_faults(dir.path(), FsOptions::default(), &faults).unwrap();
+    let kv = storage.open_actor("actor-a").await.unwrap();
+    kv.put_batch(&[(b(b"k"), b(b"before"))]).await.unwrap();
+
+    faults.fill_disk(true);
+    let err = kv
+        .put_batch(&[(b(b"k"), b(b"after")), (b(b"new"), page(1))])
+        .await
+        .unwrap_err();
+    assert!(err.is_storage_full(), "{err:?}");
+    assert!(matches!(err, KvError::StorageFull { .. }), "{err:?}");
+    assert!(!err.is_transient());
+    let text = chain(&err);
+    assert!(
+        text.starts_with("no space left on the storage device"),
+        "{text}"
+    );
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(faults.injected() > 0);
+
+    // Space is back, but the engine refuses writes until it is reopened;
+    // the refusal still names the full disk as its cause.
+    faults.fill_disk(false);
+    let err = kv.put_batch(&[(b(b"k"), b(b"retry"))]).await.unwrap_err();
+    assert!(err.is_storage_full(), "{err:?}");
+    assert!(chain(&err).contains("no space left"), "{err}");
+    assert_eq!(
+        kv.get_batch(&[b(b"k"), b(b"new")]).await.unwrap(),
+        vec![Some(b(b"before")), None]
+    );
+    storage.close().await;
+    drop(storage);
+
+    let storage = FsStorage::open(dir.path()).unwrap();
+    let kv = storage.open_actor("actor-a").await.unwrap();
+    assert_eq!(
+        kv.get_batch(&[b(b"k"), b(b"new")]).await.unwrap(),
+        vec![Some(b(b"before")), None]
+    );
+    kv.put_batch(&[(b(b"k"), b(b"later"))]).await.unwrap();
+}
+
 /// Values come back byte for byte whatever their zero runs (the stored form
 /// cuts the longest one out), across a reopen too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
