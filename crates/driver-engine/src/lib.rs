@@ -25,6 +25,9 @@
 //!   [`vfs_core::KvError::Unavailable`]; repeating it is safe. The pool drops
 //!   broken connections and opens new ones, so the storage recovers by
 //!   itself when the server is back.
+//! - **Full disk.** A server out of disk space (SQLSTATE 53100 `disk_full`,
+//!   or 53000 when its message speaks of space) fails the call with
+//!   [`vfs_core::KvError::StorageFull`], which SQLite sees as `SQLITE_FULL`.
 //! - **Limits.** Batches up to [`MAX_BATCH_KEYS`] keys, values up to
 //!   [`MAX_VALUE_BYTES`], keys up to [`MAX_KEY_BYTES`]; anything larger is
 //!   refused before it is sent.

@@ -124,10 +124,7 @@ impl Shared {
                 if is_transient(&pg) {
                     KvError::Unavailable { message }
                 } else {
-                    KvError::Backend {
-                        message,
-                        source: Some(Arc::new(pg)),
-                    }
+                    permanent(message, pg)
                 }
             }
             PoolError::Timeout(kind) => KvError::Unavailable {
@@ -190,10 +187,7 @@ impl Shared {
                     self.options.statement_timeout
                 ),
                 Err(Failure::Pg(pg)) if !is_transient(&pg) => {
-                    return Err(KvError::Backend {
-                        message: format!("{what}: {}", chain(&pg)),
-                        source: Some(Arc::new(pg)),
-                    });
+                    return Err(permanent(format!("{what}: {}", chain(&pg)), pg));
                 }
                 Err(Failure::Pg(pg)) => chain(&pg),
             };
@@ -242,6 +236,42 @@ impl Shared {
                 source: None,
             })?
     }
+}
+
+/// The store error for a PostgreSQL failure that repeating will not cure:
+/// [`KvError::StorageFull`] when the server is out of disk space (see
+/// [`means_storage_full`]), [`KvError::Backend`] otherwise.
+fn permanent(message: String, error: tokio_postgres::Error) -> KvError {
+    let full = error
+        .as_db_error()
+        .is_some_and(|db| means_storage_full(db.code(), db.message(), db.hint()));
+    let source: Option<Arc<dyn std::error::Error + Send + Sync>> = Some(Arc::new(error));
+    if full {
+        KvError::StorageFull { message, source }
+    } else {
+        KvError::Backend { message, source }
+    }
+}
+
+/// Whether a server error with SQLSTATE `code` means the server has no
+/// space left: always for 53100 `disk_full`; for the class's catch-all
+/// 53000 `insufficient_resources` only when the message or hint speaks of
+/// space (the class also covers memory and connection slots, which are not
+/// a full store).
+fn means_storage_full(code: &SqlState, message: &str, hint: Option<&str>) -> bool {
+    if *code == SqlState::DISK_FULL {
+        return true;
+    }
+    if *code != SqlState::INSUFFICIENT_RESOURCES {
+        return false;
+    }
+    let says_no_space = |text: &str| {
+        let text = text.to_ascii_lowercase();
+        ["no space left", "disk full", "disk space", "quota exceeded"]
+            .iter()
+            .any(|phrase| text.contains(phrase))
+    };
+    says_no_space(message) || hint.is_some_and(says_no_space)
 }
 
 /// Whether a PostgreSQL failure may go away by itself: a lost or refused
@@ -425,4 +455,55 @@ fn describe(config: &tokio_postgres::Config) -> String {
         .or(config.get_user())
         .unwrap_or("postgres");
     format!("{host}:{port}/{db}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_is_storage_full() {
+        assert!(means_storage_full(
+            &SqlState::DISK_FULL,
+            "could not extend file \"base/16384/16385\": No space left on device",
+            Some("Check free disk space."),
+        ));
+        assert!(means_storage_full(&SqlState::from_code("53100"), "", None));
+    }
+
+    #[test]
+    fn insufficient_resources_is_storage_full_only_when_it_speaks_of_space() {
+        let code = SqlState::from_code("53000");
+        assert_eq!(code, SqlState::INSUFFICIENT_RESOURCES);
+        assert!(means_storage_full(
+            &code,
+            "could not write to file \"pg_wal/xlogtemp.42\": No space left on device",
+            None,
+        ));
+        assert!(means_storage_full(
+            &code,
+            "could not create file",
+            Some("Check free disk space."),
+        ));
+        assert!(!means_storage_full(
+            &code,
+            "too many dynamic shared memory segments",
+            None
+        ));
+    }
+
+    #[test]
+    fn other_resource_shortages_are_not_storage_full() {
+        for code in [
+            SqlState::OUT_OF_MEMORY,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::CONFIGURATION_LIMIT_EXCEEDED,
+            SqlState::UNIQUE_VIOLATION,
+        ] {
+            assert!(
+                !means_storage_full(&code, "no space left on device", None),
+                "{code:?}"
+            );
+        }
+    }
 }
