@@ -26,12 +26,18 @@ pub struct PoolConfig {
     /// alive before it is destroyed. Default 30 s.
     ///
     /// Keeping an empty instance a little while makes a burst of short-lived
-    /// actors reuse it instead of instantiating again.
+    /// actors reuse it instead of instantiating again. Any value is accepted:
+    /// a delay too long to represent (such as `Duration::MAX`) means idle
+    /// instances are never destroyed by time, only by
+    /// [`reap_idle`](crate::SqliteVfsPool::reap_idle) and
+    /// [`shutdown`](crate::SqliteVfsPool::shutdown).
     pub idle_destroy: Duration,
     /// Time budget of one statement; a statement running longer is
     /// interrupted with [`Error::is_interrupted`](crate::Error::is_interrupted)
     /// true and the database stays usable. `None` disables the budget.
-    /// Default: the engine's default (see [`InstanceConfig`]).
+    /// At most [`vfs_wasm::MAX_BUDGET`] (one day) and not zero, else
+    /// [`SqliteVfsPool::new`](crate::SqliteVfsPool::new) refuses it.
+    /// Default: the engine's default, 10 s (see [`InstanceConfig`]).
     pub statement_timeout: Option<Duration>,
     /// Cap on one instance's guest memory, in bytes, shared by all its actors.
     /// A query that needs more fails with a limit error; the instance keeps
@@ -39,6 +45,36 @@ pub struct PoolConfig {
     pub memory_limit_bytes: u64,
     /// SQLite page cache per database, in KiB. Default: the engine's default.
     pub cache_size_kib: u32,
+    /// Guest heap one actor's database may hold, in bytes (page cache,
+    /// schema, statements, temporary tables, sorts). Past it that actor's
+    /// statement fails with a limit error; its co-tenants keep their memory.
+    /// At least 1 MiB. Default: the engine's default, 64 MiB.
+    pub tenant_memory_limit_bytes: u64,
+    /// Bytes one call may return (the sum of its text and blob values, 8 per
+    /// other value); past it the call fails with a limit error. Not zero.
+    /// Default: the engine's default, 64 MiB.
+    pub max_result_bytes: u64,
+    /// Longest wait for one `KvStore` future inside a call, when the call's
+    /// own budget does not end sooner. Past it the statement fails with an
+    /// I/O error and the database is poisoned until it is closed and opened
+    /// again. Between 1 ns and [`vfs_wasm::MAX_BUDGET`]. Default: the
+    /// engine's default, 30 s. (A store that blocks its thread instead of
+    /// awaiting cannot be cut short; `close_timeout` bounds what the pool
+    /// waits for it.)
+    pub store_timeout: Duration,
+    /// How long [`PooledHandle::release`](crate::PooledHandle::release),
+    /// [`Database::close`](crate::Database::close) and
+    /// [`SqliteVfsPool::shutdown`](crate::SqliteVfsPool::shutdown) wait for
+    /// an instance's thread. Default 5 s; between 1 ns and
+    /// [`vfs_wasm::MAX_BUDGET`].
+    ///
+    /// A thread that does not answer in time is stuck (typically in a store
+    /// call that never returns): release still frees the actor, close fails
+    /// with [`Error::TimedOut`](crate::Error::TimedOut), the actor's name is
+    /// poisoned, the instance takes no new actors, and shutdown stops
+    /// waiting for the thread (it is detached and ends when the store call
+    /// returns).
+    pub close_timeout: Duration,
     /// Directory for the compiled-module cache, so that a process start
     /// deserializes the compiled SQLite module in milliseconds instead of
     /// compiling it. `None` compiles in memory on every process start.
@@ -56,6 +92,10 @@ impl Default for PoolConfig {
             statement_timeout: engine.statement_timeout,
             memory_limit_bytes: engine.memory_limit_bytes,
             cache_size_kib: engine.cache_size_kib,
+            tenant_memory_limit_bytes: engine.tenant_memory_limit_bytes,
+            max_result_bytes: engine.max_result_bytes,
+            store_timeout: engine.store_timeout,
+            close_timeout: Duration::from_secs(5),
             module_cache_dir: Some(default_module_cache_dir()),
         }
     }
@@ -74,7 +114,9 @@ fn default_module_cache_dir() -> PathBuf {
 }
 
 impl PoolConfig {
-    /// Checks the values that have no sensible meaning.
+    /// Checks the values that have no sensible meaning, the engine's among
+    /// them, so that a bad value is an error here rather than a failure of
+    /// every instance later.
     pub(crate) fn validate(&self) -> Result<()> {
         if self.actors_per_instance == 0 {
             return Err(Error::InvalidConfig(
@@ -86,7 +128,17 @@ impl PoolConfig {
                 "memory_limit_bytes must be greater than 0".into(),
             ));
         }
-        Ok(())
+        if self.close_timeout.is_zero() || self.close_timeout > vfs_wasm::MAX_BUDGET {
+            return Err(Error::InvalidConfig(format!(
+                "close_timeout must be between 1 ns and {} s, got {:?}",
+                vfs_wasm::MAX_BUDGET.as_secs(),
+                self.close_timeout
+            )));
+        }
+        self.instance_config().validate().map_err(|e| match e {
+            vfs_wasm::Error::Config(reason) => Error::InvalidConfig(reason),
+            other => Error::InvalidConfig(other.to_string()),
+        })
     }
 
     /// The per-instance engine settings derived from this pool configuration.
@@ -95,6 +147,9 @@ impl PoolConfig {
             statement_timeout: self.statement_timeout,
             memory_limit_bytes: self.memory_limit_bytes,
             cache_size_kib: self.cache_size_kib,
+            tenant_memory_limit_bytes: self.tenant_memory_limit_bytes,
+            max_result_bytes: self.max_result_bytes,
+            store_timeout: self.store_timeout,
             ..InstanceConfig::default()
         }
     }
