@@ -46,6 +46,43 @@ pub enum Error {
     /// or its thread died); the call did not run, or its outcome is unknown.
     #[error("the instance serving this actor is gone")]
     InstanceGone,
+    /// The instance serving this actor is broken: its guest trapped, a call
+    /// panicked on its thread, or its thread hangs (a close did not finish
+    /// within [`PoolConfig::close_timeout`](crate::PoolConfig::close_timeout)).
+    /// It takes no new actors and is destroyed once its last actor is
+    /// released; release this actor and acquire it again to continue on a
+    /// healthy instance (its data is in its store).
+    #[error(
+        "the instance serving this actor is broken ({reason}); release the actor and \
+         acquire it again to continue on a healthy instance"
+    )]
+    InstanceBroken {
+        /// What broke the instance first.
+        reason: String,
+    },
+    /// A `KvStore` called back into the pool from inside a call on the same
+    /// instance (for example a co-tenant's query): that call would wait
+    /// behind the very call that waits for the store, forever. Refused at once.
+    #[error(
+        "a KvStore called back into the pool from inside a call on the same instance; \
+         this would deadlock"
+    )]
+    Reentrant,
+    /// Closing did not finish within
+    /// [`PoolConfig::close_timeout`](crate::PoolConfig::close_timeout): the
+    /// instance's thread is stuck, most likely in a store call that does not
+    /// return. The actor's name is poisoned and the instance takes no new
+    /// actors.
+    #[error(
+        "{operation} timed out after {after:?}: the instance's thread did not answer \
+         (a store call hangs?); the instance takes no new actors"
+    )]
+    TimedOut {
+        /// What timed out.
+        operation: &'static str,
+        /// The bound that passed.
+        after: std::time::Duration,
+    },
     /// The storage backend of a driver failed outside SQLite (opening,
     /// listing or deleting an actor's namespace).
     #[error("storage: {0}")]
@@ -60,6 +97,15 @@ impl Error {
     /// Whether the statement was interrupted because it ran past its time budget.
     pub fn is_interrupted(&self) -> bool {
         matches!(self, Error::Engine(vfs_wasm::Error::Interrupted { .. }))
+    }
+
+    /// Whether the instance serving the actor is broken (a trap, a panic or
+    /// a hang): release the actor and acquire it again.
+    pub fn is_instance_broken(&self) -> bool {
+        matches!(
+            self,
+            Error::InstanceBroken { .. } | Error::Engine(vfs_wasm::Error::Broken { .. })
+        )
     }
 
     /// The storage error behind this error, if storage is what failed.

@@ -67,6 +67,9 @@ impl PooledHandle {
     ///
     /// An actor has at most one open database at a time; open again after
     /// [`Database::close`].
+    ///
+    /// On a broken instance (see [`Error::InstanceBroken`]) this fails: release
+    /// the actor and acquire it again, which seats it on a healthy instance.
     #[tracing::instrument(name = "open", skip_all, fields(actor = %self.actor.id))]
     pub async fn open(&self, kv: Arc<dyn KvStore>) -> Result<Database> {
         {
@@ -104,11 +107,8 @@ impl PooledHandle {
             }
         };
         // Released while opening: the release could not see this database,
-        // so close it here.
-        let closed = self.actor.worker.call(move |i| i.close(orphan)).await;
-        if !matches!(closed, Ok(Ok(()))) {
-            self.actor.poisoned.store(true, Ordering::SeqCst);
-        }
+        // so close it here (a failure poisons the name).
+        let _ = self.shared.close_db(&self.actor, orphan, "close").await;
         Err(Error::Released {
             actor: self.actor.id.clone(),
         })
@@ -117,7 +117,11 @@ impl PooledHandle {
     async fn open_on_worker(&self, kv: Arc<dyn KvStore>) -> Result<DbId> {
         let _op = self.shared.begin_op(&self.actor)?;
         let name = self.actor.short_name.to_string();
-        Ok(self.actor.worker.call(move |i| i.open(&name, kv)).await??)
+        Ok(self
+            .actor
+            .worker
+            .call_healthy(move |i| i.open(&name, kv))
+            .await??)
     }
 
     /// Releases the actor: force-closes its database (only this actor's:
@@ -182,6 +186,10 @@ impl Database {
     /// Closes the database. Idempotent; a database already closed by a
     /// release closes without error. A failed close poisons the actor's name
     /// in its instance (never reused while the instance lives).
+    ///
+    /// Waits at most [`PoolConfig::close_timeout`](crate::PoolConfig::close_timeout)
+    /// for the instance's thread; past it this fails with
+    /// [`Error::TimedOut`] and the instance takes no new actors.
     pub async fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
@@ -199,16 +207,17 @@ impl Database {
         if !mine {
             return Ok(());
         }
-        let db = self.inner.db;
-        let closed = async {
-            let _op = self.inner.shared.begin_op(actor)?;
-            Ok::<_, Error>(actor.worker.call(move |i| i.close(db)).await??)
-        }
-        .await;
-        if closed.is_err() {
-            actor.poisoned.store(true, Ordering::SeqCst);
-        }
-        closed
+        let _op = match self.inner.shared.begin_op(actor) {
+            Ok(op) => op,
+            Err(e) => {
+                actor.poisoned.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        self.inner
+            .shared
+            .close_db(actor, self.inner.db, "close")
+            .await
     }
 
     async fn call<T, F>(&self, f: F) -> Result<T>
@@ -221,6 +230,11 @@ impl Database {
         }
         let _op = self.inner.shared.begin_op(&self.inner.actor)?;
         let db = self.inner.db;
-        Ok(self.inner.actor.worker.call(move |i| f(i, db)).await??)
+        Ok(self
+            .inner
+            .actor
+            .worker
+            .call_healthy(move |i| f(i, db))
+            .await??)
     }
 }

@@ -8,6 +8,36 @@
 //! thread of its own so one slow store stalls only its own instance, and
 //! destroys instances that stay idle.
 //!
+//! # Guarantees under failure
+//!
+//! - **Configuration** is checked by [`SqliteVfsPool::new`]: a value no
+//!   instance could run with (a time budget of zero or longer than
+//!   [`vfs_wasm::MAX_BUDGET`], one day; a zero limit) is
+//!   [`Error::InvalidConfig`] there, never a dead worker later. An
+//!   [`idle_destroy`](PoolConfig::idle_destroy) too long to represent means
+//!   "never by time".
+//! - **Broken instances** (the guest trapped, or a call panicked on the
+//!   instance's thread, which then stops running it) take no new actors;
+//!   their actors' calls fail with [`Error::InstanceBroken`] until released,
+//!   and the instance is destroyed once its last actor is released. Release
+//!   and acquire the actor again to continue on a healthy instance; its data
+//!   is in its store. [`InstanceInfo::broken`] shows the state.
+//! - **Hanging stores**: [`PooledHandle::release`], [`Database::close`] and
+//!   [`SqliteVfsPool::shutdown`] wait for an instance's thread at most
+//!   [`PoolConfig::close_timeout`] (default 5 s; shutdown about twice that in
+//!   all). Past it release still frees the actor, close fails with
+//!   [`Error::TimedOut`], the actor's name is poisoned, the instance is
+//!   marked broken, and shutdown detaches the stuck thread (still counted by
+//!   [`SqliteVfsPool::worker_threads`] until the store call returns). A store
+//!   future that awaits too long inside a call is cut by
+//!   [`PoolConfig::store_timeout`] (default 30 s) or the call's
+//!   [`statement_timeout`](PoolConfig::statement_timeout) (default 10 s).
+//! - **Re-entrant stores**: a `KvStore` that, from inside a call, calls back
+//!   into a database on the same instance gets [`Error::Reentrant`] at once
+//!   instead of a deadlock. (A callback from another thread, such as a
+//!   spawned task the store awaits, cannot be recognised; it waits in the
+//!   queue and is cut by `store_timeout`.)
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use std::time::Duration;

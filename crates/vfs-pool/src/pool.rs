@@ -6,6 +6,13 @@
 //! makes N concurrent acquires of distinct actors create exactly
 //! `ceil(N / actors_per_instance)` instances, and concurrent acquires of one
 //! actor share one handle.
+//!
+//! An instance that broke (its guest trapped, a call panicked on its thread)
+//! or whose thread hangs (a close did not finish within
+//! [`PoolConfig::close_timeout`]) is skipped when seating actors and is
+//! destroyed as soon as its last actor is released and its last operation
+//! ended. Nothing the pool does on release, close or shutdown waits for an
+//! instance's thread longer than `close_timeout`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,7 +25,7 @@ use tracing::Instrument;
 use vfs_wasm::{DbId, ModuleConfig};
 
 use crate::handle::PooledHandle;
-use crate::worker::{self, Startup, Worker, WorkerSender};
+use crate::worker::{self, Startup, Stopping, Worker, WorkerSender};
 use crate::{Error, PoolConfig, Result};
 
 /// Longest accepted actor id, in bytes.
@@ -42,8 +49,14 @@ pub struct InstanceInfo {
     /// Short names that can never be reused in this instance because a close
     /// failed while they were in use.
     pub poisoned_names: usize,
-    /// Bytes of guest linear memory the instance holds.
+    /// Bytes of guest linear memory the instance holds; 0 for a broken
+    /// instance (its thread is not asked).
     pub guest_memory_bytes: u64,
+    /// Whether the instance is broken (its guest trapped, a call panicked on
+    /// its thread, or its thread hangs): it takes no new actors, its actors'
+    /// calls fail with [`Error::InstanceBroken`], and it is destroyed once
+    /// its last actor is released.
+    pub broken: bool,
 }
 
 pub(crate) struct Shared {
@@ -194,51 +207,61 @@ impl SqliteVfsPool {
         self.shared.state.lock().actors.len()
     }
 
-    /// Number of instance worker threads still running; zero after
-    /// [`shutdown`](Self::shutdown) returns.
+    /// Number of instance worker threads still running, including threads
+    /// that [`shutdown`](Self::shutdown) or an instance's destruction gave up
+    /// waiting for after [`PoolConfig::close_timeout`] (they end when the
+    /// store call they are stuck in returns). Zero after `shutdown` returns
+    /// unless a store hangs.
     pub fn worker_threads(&self) -> usize {
         self.shared.live_workers.load(Ordering::SeqCst)
     }
 
     /// A receiver that sees the instance count change, for autoscalers and
     /// dashboards that react to scale-up and idle scale-down without polling.
-    /// It counts instances until their threads are joined, so once it reads
-    /// zero, [`worker_threads`](Self::worker_threads) is zero too.
+    /// It counts instances until their threads are joined (or, for a thread
+    /// stuck in a store call, given up on), so once it reads zero,
+    /// [`worker_threads`](Self::worker_threads) is zero too unless a store
+    /// hangs.
     pub fn watch_instance_count(&self) -> watch::Receiver<usize> {
         self.shared.instance_count.subscribe()
     }
 
-    /// A snapshot of every serving instance: its actors and guest memory.
+    /// A snapshot of every serving instance (started, not yet destroyed):
+    /// its actors, guest memory and health. Broken instances are listed
+    /// without asking their threads, so a hung thread never stalls this.
     pub async fn instances(&self) -> Vec<InstanceInfo> {
-        let slots: Vec<(u64, usize, usize, WorkerSender, watch::Receiver<Startup>)> = {
+        let slots: Vec<(InstanceInfo, WorkerSender, watch::Receiver<Startup>)> = {
             let state = self.shared.state.lock();
             state
                 .instances
                 .iter()
                 .map(|(id, slot)| {
-                    (
-                        *id,
-                        slot.actors,
-                        slot.names.poisoned.len(),
-                        slot.worker.sender(),
-                        slot.worker.startup(),
-                    )
+                    let info = InstanceInfo {
+                        id: *id,
+                        actors: slot.actors,
+                        poisoned_names: slot.names.poisoned.len(),
+                        guest_memory_bytes: 0,
+                        broken: slot.worker.health().broken().is_some(),
+                    };
+                    (info, slot.worker.sender(), slot.worker.startup())
                 })
                 .collect()
         };
         let mut out = Vec::with_capacity(slots.len());
-        for (id, actors, poisoned_names, sender, startup) in slots {
+        for (mut info, sender, startup) in slots {
             if !matches!(*startup.borrow(), Startup::Ready) {
                 continue;
             }
-            if let Ok(guest_memory_bytes) = sender.call(|i| i.guest_memory_bytes()).await {
-                out.push(InstanceInfo {
-                    id,
-                    actors,
-                    poisoned_names,
-                    guest_memory_bytes,
-                });
+            if !info.broken {
+                match sender.call(|i| i.guest_memory_bytes()).await {
+                    Ok(bytes) => info.guest_memory_bytes = bytes,
+                    // Destroyed meanwhile.
+                    Err(Error::InstanceGone) => continue,
+                    // Broke meanwhile.
+                    Err(_) => info.broken = true,
+                }
             }
+            out.push(info);
         }
         out
     }
@@ -262,9 +285,35 @@ impl SqliteVfsPool {
         reaped
     }
 
+    /// Test hook, not part of the API: makes the next job on instance
+    /// `instance_id` panic, the way a bug in a job or a store unwinding
+    /// through the instance would. The instance is then broken (see
+    /// [`InstanceInfo::broken`]). Does nothing for an unknown id.
+    #[doc(hidden)]
+    pub async fn panic_instance_for_test(&self, instance_id: u64) {
+        let sender = self
+            .shared
+            .state
+            .lock()
+            .instances
+            .get(&instance_id)
+            .map(|slot| slot.worker.sender());
+        if let Some(sender) = sender {
+            let _ = sender
+                .call(|_| panic!("injected by SqliteVfsPool::panic_instance_for_test"))
+                .await;
+        }
+    }
+
     /// Stops the pool: later acquires fail with [`Error::ShuttingDown`],
     /// calls already queued finish, every actor's database is closed, and
     /// every worker thread is joined before this returns. Idempotent.
+    ///
+    /// Returns within about twice [`PoolConfig::close_timeout`] even when a
+    /// store hangs: the closes run concurrently, each bounded by it, and the
+    /// joins share one more such bound. A thread that is still busy then is
+    /// detached (logged, and still counted by
+    /// [`worker_threads`](Self::worker_threads) until it ends).
     #[tracing::instrument(name = "shutdown", skip(self))]
     pub async fn shutdown(&self) {
         let actors: Vec<Arc<ActorState>> = {
@@ -272,9 +321,12 @@ impl SqliteVfsPool {
             state.shutting_down = true;
             state.actors.drain().map(|(_, a)| a).collect()
         };
+        let mut closes = tokio::task::JoinSet::new();
         for actor in actors {
-            self.shared.close_actor(&actor).await;
+            let shared = Arc::clone(&self.shared);
+            closes.spawn(async move { shared.close_actor(&actor).await });
         }
+        while closes.join_next().await.is_some() {}
         let slots = {
             let mut state = self.shared.state.lock();
             let all: Vec<u64> = state.instances.keys().copied().collect();
@@ -301,19 +353,14 @@ impl Drop for SqliteVfsPool {
     }
 }
 
-/// Stops the workers and joins their threads off the async runtime.
-async fn join_workers(workers: Vec<Worker>) {
-    let threads: Vec<_> = workers.into_iter().filter_map(Worker::stop).collect();
-    if threads.is_empty() {
+/// Stops the workers and joins their threads off the async runtime, waiting
+/// at most `bound` (see [`worker::join_within`]).
+async fn join_workers(workers: Vec<Worker>, bound: std::time::Duration) {
+    let stopping: Vec<Stopping> = workers.into_iter().filter_map(Worker::stop).collect();
+    if stopping.is_empty() {
         return;
     }
-    let join = move || {
-        for thread in threads {
-            if thread.join().is_err() {
-                tracing::error!("an instance worker thread panicked");
-            }
-        }
-    };
+    let join = move || worker::join_within(stopping, bound);
     if tokio::runtime::Handle::try_current().is_ok() {
         let _ = tokio::task::spawn_blocking(join).await;
     } else {
@@ -351,7 +398,7 @@ impl Shared {
         let fullest = state
             .instances
             .iter()
-            .filter(|(_, s)| s.actors < cap)
+            .filter(|(_, s)| s.actors < cap && s.worker.health().broken().is_none())
             .max_by_key(|(id, s)| (s.actors, std::cmp::Reverse(**id)))
             .map(|(id, _)| *id);
         let instance = if let Some(id) = fullest {
@@ -411,7 +458,7 @@ impl Shared {
             return;
         }
         let workers = slots.into_iter().map(|s| s.worker).collect();
-        join_workers(workers)
+        join_workers(workers, self.config.close_timeout)
             .instrument(tracing::info_span!("destroy", instances = count, reason))
             .await;
         let mut state = self.state.lock();
@@ -487,7 +534,7 @@ impl Shared {
     }
 
     /// Force-closes the actor's open database, if any; a failed close poisons
-    /// the actor's short name.
+    /// the actor's short name. Waits at most `close_timeout`.
     async fn close_actor(&self, actor: &ActorState) {
         actor.released.store(true, Ordering::SeqCst);
         let db = {
@@ -502,18 +549,56 @@ impl Shared {
                 DbSlot::Opening | DbSlot::Empty => None,
             }
         };
-        if let Some(db) = db {
-            let closed = actor.worker.call(move |i| i.close(db)).await;
-            if !matches!(closed, Ok(Ok(()))) {
-                tracing::warn!(actor = %actor.id, "closing the database failed; its name is poisoned");
-                actor.poisoned.store(true, Ordering::SeqCst);
-            }
+        if let Some(db) = db
+            && let Err(e) = self.close_db(actor, db, "release").await
+        {
+            tracing::warn!(actor = %actor.id, error = %e, "closing the database failed; its name is poisoned");
         }
+    }
+
+    /// Closes one of the actor's databases on its instance, waiting at most
+    /// `close_timeout` for the instance's thread. A failure poisons the
+    /// actor's short name; a timeout also marks the instance stuck, so it
+    /// takes no new actors and nothing waits for its thread again.
+    pub(crate) async fn close_db(
+        &self,
+        actor: &ActorState,
+        db: DbId,
+        operation: &'static str,
+    ) -> Result<()> {
+        let bound = self.config.close_timeout;
+        if let Some(reason) = actor.worker.health().broken()
+            && actor.worker.health().is_stuck()
+        {
+            // Its thread hangs: the close would only queue behind it.
+            actor.poisoned.store(true, Ordering::SeqCst);
+            return Err(Error::InstanceBroken {
+                reason: reason.to_owned(),
+            });
+        }
+        let answer = tokio::time::timeout(bound, actor.worker.call(move |i| i.close(db))).await;
+        let closed = if let Ok(closed) = answer {
+            closed.and_then(|c| c.map_err(Error::from))
+        } else {
+            actor.worker.health().mark_stuck(format!(
+                "its thread did not answer a close within {bound:?}"
+            ));
+            tracing::error!(actor = %actor.id, instance = actor.instance, "close timed out; the instance takes no new actors");
+            Err(Error::TimedOut {
+                operation,
+                after: bound,
+            })
+        };
+        if closed.is_err() {
+            actor.poisoned.store(true, Ordering::SeqCst);
+        }
+        closed
     }
 
     /// Starts the idle countdown of an instance with no actors and no
     /// operations; when it expires with the instance still idle, the instance
-    /// is destroyed.
+    /// is destroyed. A broken instance is destroyed at once; a delay too long
+    /// to represent never expires.
     fn arm_idle_timer(self: &Arc<Self>, state: &mut State, instance: u64) {
         if state.shutting_down {
             return;
@@ -530,11 +615,18 @@ impl Shared {
             // tokio): the instance stays until the next release or shutdown.
             return;
         };
+        let delay = if slot.worker.health().broken().is_some() {
+            std::time::Duration::ZERO
+        } else {
+            self.config.idle_destroy
+        };
+        let Some(deadline) = tokio::time::Instant::now().checked_add(delay) else {
+            return;
+        };
         state.next_timer += 1;
         let weak: Weak<Shared> = Arc::downgrade(self);
-        let delay = self.config.idle_destroy;
         let task = runtime.spawn(async move {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep_until(deadline).await;
             if let Some(shared) = weak.upgrade() {
                 shared.idle_expired(instance, timer_id).await;
             }

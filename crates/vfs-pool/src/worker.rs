@@ -10,12 +10,22 @@
 //! stores built on tokio (timers, sockets) work when their futures are polled
 //! here; the futures themselves are driven on this thread, never on a tokio
 //! worker.
+//!
+//! Each worker shares a [`Health`] with the pool. The thread marks it broken
+//! when its guest trapped or a job panicked (a panicking job also ends the
+//! thread: an instance whose call unwound half-way is not run again); the
+//! pool marks it stuck when the thread did not answer a close in time. The
+//! thread also records, thread-locally, which worker it is, so that a store
+//! calling back into its own instance gets [`Error::Reentrant`] instead of
+//! waiting for a job queued behind itself.
 
+use std::any::Any;
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 use vfs_wasm::{Instance, InstanceConfig, ModuleConfig, SqliteModule};
@@ -33,6 +43,15 @@ enum Message {
     Stop,
 }
 
+/// Ids of workers, unique in the process (pools number their instances
+/// each from zero, so those ids cannot tell two pools' workers apart).
+static NEXT_WORKER: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The worker whose thread this is, if any.
+    static SERVING: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
 /// Start-up state of a worker, observed by the acquires waiting for it.
 #[derive(Debug, Clone)]
 pub(crate) enum Startup {
@@ -44,22 +63,67 @@ pub(crate) enum Startup {
     Failed(Arc<str>),
 }
 
+/// Whether an instance may take new actors, shared by its thread and the pool.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    /// Why the instance must take no new actors; set once, never cleared.
+    broken: OnceLock<String>,
+    /// The thread did not answer in time: nothing may wait for it again.
+    stuck: AtomicBool,
+}
+
+impl Health {
+    /// Marks the instance broken; the first reason is kept.
+    pub(crate) fn mark_broken(&self, reason: impl Into<String>) {
+        let _ = self.broken.set(reason.into());
+    }
+
+    /// Marks the instance's thread stuck (and so the instance broken).
+    pub(crate) fn mark_stuck(&self, reason: impl Into<String>) {
+        self.stuck.store(true, Ordering::SeqCst);
+        self.mark_broken(reason);
+    }
+
+    /// Why the instance is broken, if it is.
+    pub(crate) fn broken(&self) -> Option<&str> {
+        self.broken.get().map(String::as_str)
+    }
+
+    /// Whether the thread was found stuck.
+    pub(crate) fn is_stuck(&self) -> bool {
+        self.stuck.load(Ordering::SeqCst)
+    }
+}
+
 /// The owning side of an instance's thread.
 pub(crate) struct Worker {
     jobs: mpsc::Sender<Message>,
     thread: Option<JoinHandle<()>>,
+    /// Disconnected when the thread ends (its sender is dropped last).
+    exited: mpsc::Receiver<()>,
     startup: watch::Receiver<Startup>,
+    health: Arc<Health>,
+    id: u64,
 }
 
 /// A cloneable sender of jobs to one worker.
 #[derive(Clone)]
 pub(crate) struct WorkerSender {
     jobs: mpsc::Sender<Message>,
+    health: Arc<Health>,
+    id: u64,
+}
+
+/// A worker told to stop, whose thread has yet to be joined.
+pub(crate) struct Stopping {
+    thread: JoinHandle<()>,
+    exited: mpsc::Receiver<()>,
+    health: Arc<Health>,
 }
 
 impl Worker {
     /// Spawns the thread, which creates the instance and then serves jobs
-    /// until every sender is dropped.
+    /// until every sender is dropped, a `Stop` arrives or a job panics.
     pub(crate) fn spawn(
         name: String,
         module: ModuleConfig,
@@ -68,19 +132,32 @@ impl Worker {
     ) -> Result<Worker> {
         let (jobs, receiver) = mpsc::channel::<Message>();
         let (startup_tx, startup) = watch::channel(Startup::Starting);
+        let (exit_tx, exited) = mpsc::channel::<()>();
+        let health = Arc::new(Health::default());
+        let id = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
         let runtime = tokio::runtime::Handle::try_current().ok();
         live.fetch_add(1, Ordering::SeqCst);
         let live_in_thread = Arc::clone(live);
+        let health_in_thread = Arc::clone(&health);
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            let _runtime = runtime.as_ref().map(tokio::runtime::Handle::enter);
-            serve(&module, config, &receiver, &startup_tx);
+            // Declared first, dropped last: its end tells `join_within` that
+            // the thread is done.
+            let _exit = exit_tx;
+            SERVING.set(Some(id));
+            {
+                let _runtime = runtime.as_ref().map(tokio::runtime::Handle::enter);
+                serve(&module, config, &receiver, &startup_tx, &health_in_thread);
+            }
             live_in_thread.fetch_sub(1, Ordering::SeqCst);
         });
         match spawned {
             Ok(thread) => Ok(Worker {
                 jobs,
                 thread: Some(thread),
+                exited,
                 startup,
+                health,
+                id,
             }),
             Err(e) => {
                 live.fetch_sub(1, Ordering::SeqCst);
@@ -94,6 +171,8 @@ impl Worker {
     pub(crate) fn sender(&self) -> WorkerSender {
         WorkerSender {
             jobs: self.jobs.clone(),
+            health: Arc::clone(&self.health),
+            id: self.id,
         }
     }
 
@@ -101,13 +180,50 @@ impl Worker {
         self.startup.clone()
     }
 
+    pub(crate) fn health(&self) -> &Health {
+        &self.health
+    }
+
     /// Asks the thread to finish the jobs queued so far, drop the instance and
-    /// exit (senders held elsewhere then get `InstanceGone`). Returns the
-    /// thread to join.
-    pub(crate) fn stop(mut self) -> Option<JoinHandle<()>> {
+    /// exit (senders held elsewhere then get an error). Returns the thread to
+    /// join.
+    pub(crate) fn stop(mut self) -> Option<Stopping> {
         // A send error means the thread is already gone, which is the goal.
         let _ = self.jobs.send(Message::Stop);
-        self.thread.take()
+        Some(Stopping {
+            thread: self.thread.take()?,
+            exited: self.exited,
+            health: self.health,
+        })
+    }
+}
+
+/// Joins the stopped threads that end within `bound` (one bound for all of
+/// them); the others, and any found stuck before, are detached and logged:
+/// they keep running until their store returns, then exit on their own.
+/// Blocks the calling thread for at most `bound`.
+pub(crate) fn join_within(stopping: Vec<Stopping>, bound: Duration) {
+    let deadline = Instant::now().checked_add(bound);
+    for worker in stopping {
+        // Past what an `Instant` can hold, `recv_timeout` waits without limit.
+        let left = deadline.map_or(bound, |d| d.saturating_duration_since(Instant::now()));
+        let exited = !worker.health.is_stuck()
+            && matches!(
+                worker.exited.recv_timeout(left),
+                Err(mpsc::RecvTimeoutError::Disconnected) | Ok(())
+            );
+        if !exited {
+            worker
+                .health
+                .mark_stuck("its thread did not stop within close_timeout");
+            tracing::error!(
+                thread = worker.thread.thread().name().unwrap_or("?"),
+                "an instance worker thread did not stop in time (a store call \
+                 hangs?); it is detached and ends when that call returns"
+            );
+        } else if worker.thread.join().is_err() {
+            tracing::error!("an instance worker thread panicked");
+        }
     }
 }
 
@@ -117,6 +233,7 @@ fn serve(
     config: InstanceConfig,
     receiver: &mpsc::Receiver<Message>,
     startup: &watch::Sender<Startup>,
+    health: &Health,
 ) {
     let created = SqliteModule::shared(module).and_then(|m| Instance::new(&m, config));
     let mut instance = match created {
@@ -129,31 +246,87 @@ fn serve(
     };
     startup.send_replace(Startup::Ready);
     while let Ok(Message::Run(job)) = receiver.recv() {
-        // A job never panics by design (the engine reports errors as values);
-        // should one do so anyway, the thread survives and the caller sees its
-        // reply channel dropped, which it reports as `InstanceGone`.
-        if catch_unwind(AssertUnwindSafe(|| job(&mut instance))).is_err() {
-            tracing::error!("a job panicked on an instance worker");
+        match catch_unwind(AssertUnwindSafe(|| job(&mut instance))) {
+            Ok(()) => {
+                if instance.is_broken() {
+                    health.mark_broken("its WebAssembly guest trapped");
+                }
+            }
+            Err(panic) => {
+                // The engine reports errors as values, so this is a bug or a
+                // store that unwound through the instance: its state can no
+                // longer be trusted. Stop serving it; the queued callers and
+                // every later one get `InstanceBroken`.
+                let reason = format!("a call panicked on its thread: {}", panic_message(&*panic));
+                tracing::error!(%reason, "instance worker stops");
+                health.mark_broken(reason);
+                return;
+            }
         }
     }
 }
 
+/// The message of a panic payload, when it has one.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 impl WorkerSender {
     /// Runs `f` on the instance's thread and returns its result.
+    ///
+    /// Called from the instance's own thread (a store calling back into the
+    /// pool while this instance waits for it), it fails at once with
+    /// [`Error::Reentrant`]: the job would queue behind the very call
+    /// that waits for it.
     pub(crate) async fn call<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Instance) -> T + Send + 'static,
     {
+        if SERVING.get() == Some(self.id) {
+            return Err(Error::Reentrant);
+        }
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |instance| {
             // The caller may have gone away; nobody to tell then.
             let _ = reply.send(f(instance));
         });
-        self.jobs
-            .send(Message::Run(job))
-            .map_err(|_| Error::InstanceGone)?;
-        answer.await.map_err(|_| Error::InstanceGone)
+        self.jobs.send(Message::Run(job)).map_err(|_| self.gone())?;
+        answer.await.map_err(|_| self.gone())
+    }
+
+    /// Like [`call`](Self::call), but refused with [`Error::InstanceBroken`]
+    /// on an instance that is broken or stuck.
+    pub(crate) async fn call_healthy<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Instance) -> T + Send + 'static,
+    {
+        if let Some(reason) = self.health.broken() {
+            return Err(Error::InstanceBroken {
+                reason: reason.to_owned(),
+            });
+        }
+        self.call(f).await
+    }
+
+    /// The instance's health, shared with its thread.
+    pub(crate) fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The error for a job that did not run or whose reply never came.
+    fn gone(&self) -> Error {
+        match self.health.broken() {
+            Some(reason) => Error::InstanceBroken {
+                reason: reason.to_owned(),
+            },
+            None => Error::InstanceGone,
+        }
     }
 }
 
