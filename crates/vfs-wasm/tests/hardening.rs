@@ -385,6 +385,36 @@ fn instr_and_replace_agree_with_sqlite_on_edge_cases() {
             "replace('abc', cast(x'00' as text), 'z')",
             Value::from("abc"),
         ),
+        ("trim('  abc  ')", Value::from("abc")),
+        ("trim('xxabcxx', 'x')", Value::from("abc")),
+        ("ltrim('xxabcxx', 'x')", Value::from("abcxx")),
+        ("rtrim('xxabcxx', 'x')", Value::from("xxabc")),
+        ("trim('héllo', 'hoé')", Value::from("ll")),
+        ("trim('ééaéé', 'é')", Value::from("a")),
+        ("trim(NULL, 'a')", Value::Null),
+        ("trim('abc', NULL)", Value::Null),
+        ("trim('abc', '')", Value::from("abc")),
+        ("typeof(trim(123, '1'))", Value::from("text")),
+        ("trim(12321, 1)", Value::from("232")),
+        ("trim(x'616263', 'a')", Value::from("bc")),
+        // The set is split into characters as SQLite splits it, and the
+        // first character of the set that matches decides.
+        (
+            "hex(trim(cast(x'c3a9c3' as text), cast(x'c3' as text)))",
+            Value::from("A9"),
+        ),
+        (
+            "hex(ltrim(cast(x'c3a941' as text), cast(x'c341c3a9' as text)))",
+            Value::from("A941"),
+        ),
+        (
+            "hex(ltrim(cast(x'c3a941' as text), cast(x'c3a9c341' as text)))",
+            Value::from(""),
+        ),
+        (
+            "hex(rtrim(cast(x'41c3a9' as text), cast(x'a9c3' as text)))",
+            Value::from("41"),
+        ),
         // Invalid UTF-8: SQLite compares only where a character starts.
         (
             "instr(cast(x'80616263' as text), cast(x'8061' as text))",
@@ -399,6 +429,40 @@ fn instr_and_replace_agree_with_sqlite_on_edge_cases() {
         let rows = inst.query(db, &format!("SELECT {expr}"), &[]).unwrap();
         assert_eq!(&rows.rows[0][0], expected, "{expr}");
     }
+}
+
+#[test]
+fn a_quadratic_trim_is_stopped_by_the_budget_and_harms_nothing() {
+    let mut inst = instance_with(budget(300));
+    let db = inst.open("trim", memory_kv()).unwrap();
+    let neighbour = inst.open("neighbour", memory_kv()).unwrap();
+    inst.exec(db, "CREATE TABLE kept (x); INSERT INTO kept VALUES (1)")
+        .unwrap();
+    // 400,000 characters to trim, each compared against 20,000 characters
+    // of the set before the one that matches: minutes without a check.
+    let sql = "SELECT length(ltrim(hex(zeroblob(200000)), \
+               replace(hex(zeroblob(10000)), '0', 'é') || '0'))";
+    let start = Instant::now();
+    let err = inst.query(db, sql, &[]).expect_err("far over the budget");
+    let took = start.elapsed();
+    assert!(
+        matches!(err, Error::Interrupted { budget_ms: 300 }),
+        "{err:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "held the instance for {took:?}"
+    );
+    assert_eq!(ints(&mut inst, neighbour, "SELECT 2"), [2]);
+    assert_eq!(ints(&mut inst, db, "SELECT x FROM kept"), [1]);
+    assert_eq!(
+        ints(
+            &mut inst,
+            db,
+            "SELECT length(rtrim(hex(zeroblob(1000)) || 'ab', 'éba'))"
+        ),
+        [2000]
+    );
 }
 
 #[test]
