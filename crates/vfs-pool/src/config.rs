@@ -62,18 +62,25 @@ pub struct PoolConfig {
     /// awaiting cannot be cut short; `close_timeout` bounds what the pool
     /// waits for it.)
     pub store_timeout: Duration,
-    /// How long [`PooledHandle::release`](crate::PooledHandle::release),
+    /// How long one call may hold its instance's thread before the pool
+    /// declares the thread stuck (typically in a store call that blocks
+    /// its thread and never returns). Never less than `statement_timeout`
+    /// plus 0.5 s, so a call within its budget is never declared stuck
+    /// (past its budget a call ends within milliseconds: the engine
+    /// interrupts it and stops waiting for its store). Default 5 s (so
+    /// 10.5 s with the default 10 s budget); between
+    /// 1 ns and [`vfs_wasm::MAX_BUDGET`].
+    ///
+    /// [`PooledHandle::release`](crate::PooledHandle::release),
     /// [`Database::close`](crate::Database::close) and
     /// [`SqliteVfsPool::shutdown`](crate::SqliteVfsPool::shutdown) wait for
-    /// an instance's thread. Default 5 s; between 1 ns and
-    /// [`vfs_wasm::MAX_BUDGET`].
-    ///
-    /// A thread that does not answer in time is stuck (typically in a store
-    /// call that never returns): release still frees the actor, close fails
-    /// with [`Error::TimedOut`](crate::Error::TimedOut), the actor's name is
-    /// poisoned, the instance takes no new actors, and shutdown stops
-    /// waiting for the thread (it is detached and ends when the store call
-    /// returns).
+    /// the calls queued ahead of them as long as each of those ends within
+    /// this bound, and give up once one does not: release still frees the
+    /// actor, close fails with [`Error::TimedOut`](crate::Error::TimedOut),
+    /// the actor's name is poisoned, the instance takes no new actors, and
+    /// shutdown stops waiting for the thread (it is detached and ends when
+    /// the store call returns). So with a hanging store they return at
+    /// most this bound after the hanging call began.
     pub close_timeout: Duration,
     /// Directory for the compiled-module cache, so that a process start
     /// deserializes the compiled SQLite module in milliseconds instead of
@@ -139,6 +146,16 @@ impl PoolConfig {
             vfs_wasm::Error::Config(reason) => Error::InvalidConfig(reason),
             other => Error::InvalidConfig(other.to_string()),
         })
+    }
+
+    /// How long one call may hold its thread before it counts as stuck:
+    /// `close_timeout`, but never within the call's own budget.
+    pub(crate) fn stuck_after(&self) -> Duration {
+        let budget = self
+            .statement_timeout
+            .and_then(|t| t.checked_add(Duration::from_millis(500)))
+            .unwrap_or(Duration::ZERO);
+        self.close_timeout.max(budget)
     }
 
     /// The per-instance engine settings derived from this pool configuration.

@@ -47,8 +47,8 @@ pub enum Error {
     #[error("the instance serving this actor is gone")]
     InstanceGone,
     /// The instance serving this actor is broken: its guest trapped, a call
-    /// panicked on its thread, or its thread hangs (a close did not finish
-    /// within [`PoolConfig::close_timeout`](crate::PoolConfig::close_timeout)).
+    /// panicked on its thread, or its thread hangs (one call held it past the
+    /// bound of [`PoolConfig::close_timeout`](crate::PoolConfig::close_timeout)).
     /// It takes no new actors and is destroyed once its last actor is
     /// released; release this actor and acquire it again to continue on a
     /// healthy instance (its data is in its store).
@@ -68,9 +68,9 @@ pub enum Error {
          this would deadlock"
     )]
     Reentrant,
-    /// Closing did not finish within
-    /// [`PoolConfig::close_timeout`](crate::PoolConfig::close_timeout): the
-    /// instance's thread is stuck, most likely in a store call that does not
+    /// Closing gave up: one call held the instance's thread past the bound of
+    /// [`PoolConfig::close_timeout`](crate::PoolConfig::close_timeout), so the
+    /// thread is stuck, most likely in a store call that does not
     /// return. The actor's name is poisoned and the instance takes no new
     /// actors.
     #[error(

@@ -187,9 +187,10 @@ impl Database {
     /// release closes without error. A failed close poisons the actor's name
     /// in its instance (never reused while the instance lives).
     ///
-    /// Waits at most [`PoolConfig::close_timeout`](crate::PoolConfig::close_timeout)
-    /// for the instance's thread; past it this fails with
-    /// [`Error::TimedOut`] and the instance takes no new actors.
+    /// Gives up on an instance's thread that one call has held past the
+    /// bound of [`PoolConfig::close_timeout`](crate::PoolConfig::close_timeout):
+    /// this then fails with [`Error::TimedOut`] and the instance takes no
+    /// new actors.
     pub async fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());

@@ -23,9 +23,10 @@
 //!   and acquire the actor again to continue on a healthy instance; its data
 //!   is in its store. [`InstanceInfo::broken`] shows the state.
 //! - **Hanging stores**: [`PooledHandle::release`], [`Database::close`] and
-//!   [`SqliteVfsPool::shutdown`] wait for an instance's thread at most
-//!   [`PoolConfig::close_timeout`] (default 5 s; shutdown about twice that in
-//!   all). Past it release still frees the actor, close fails with
+//!   [`SqliteVfsPool::shutdown`] wait for an instance's thread while its
+//!   calls keep ending, and give up once one call has held it for
+//!   [`PoolConfig::close_timeout`] (default 5 s, never less than the call
+//!   budget plus 0.5 s: 10.5 s by default). Then release still frees the actor, close fails with
 //!   [`Error::TimedOut`], the actor's name is poisoned, the instance is
 //!   marked broken, and shutdown detaches the stuck thread (still counted by
 //!   [`SqliteVfsPool::worker_threads`] until the store call returns). A store

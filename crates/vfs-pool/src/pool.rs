@@ -8,11 +8,11 @@
 //! actor share one handle.
 //!
 //! An instance that broke (its guest trapped, a call panicked on its thread)
-//! or whose thread hangs (a close did not finish within
+//! or whose thread hangs (one call held it past the bound of
 //! [`PoolConfig::close_timeout`]) is skipped when seating actors and is
 //! destroyed as soon as its last actor is released and its last operation
-//! ended. Nothing the pool does on release, close or shutdown waits for an
-//! instance's thread longer than `close_timeout`.
+//! ended. Release, close and shutdown wait for an instance's thread only
+//! while its calls keep ending within that bound.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -209,7 +209,7 @@ impl SqliteVfsPool {
 
     /// Number of instance worker threads still running, including threads
     /// that [`shutdown`](Self::shutdown) or an instance's destruction gave up
-    /// waiting for after [`PoolConfig::close_timeout`] (they end when the
+    /// waiting for (see [`PoolConfig::close_timeout`]; they end when the
     /// store call they are stuck in returns). Zero after `shutdown` returns
     /// unless a store hangs.
     pub fn worker_threads(&self) -> usize {
@@ -309,11 +309,12 @@ impl SqliteVfsPool {
     /// calls already queued finish, every actor's database is closed, and
     /// every worker thread is joined before this returns. Idempotent.
     ///
-    /// Returns within about twice [`PoolConfig::close_timeout`] even when a
-    /// store hangs: the closes run concurrently, each bounded by it, and the
-    /// joins share one more such bound. A thread that is still busy then is
-    /// detached (logged, and still counted by
-    /// [`worker_threads`](Self::worker_threads) until it ends).
+    /// Even when a store hangs it returns: a thread one of whose calls held
+    /// it past the bound of [`PoolConfig::close_timeout`] is given up on
+    /// (the closes run concurrently, so each instance costs that bound at
+    /// most once for its closes and once for its join) and detached, logged
+    /// and still counted by [`worker_threads`](Self::worker_threads) until
+    /// it ends.
     #[tracing::instrument(name = "shutdown", skip(self))]
     pub async fn shutdown(&self) {
         let actors: Vec<Arc<ActorState>> = {
@@ -458,7 +459,7 @@ impl Shared {
             return;
         }
         let workers = slots.into_iter().map(|s| s.worker).collect();
-        join_workers(workers, self.config.close_timeout)
+        join_workers(workers, self.config.stuck_after())
             .instrument(tracing::info_span!("destroy", instances = count, reason))
             .await;
         let mut state = self.state.lock();
@@ -534,7 +535,8 @@ impl Shared {
     }
 
     /// Force-closes the actor's open database, if any; a failed close poisons
-    /// the actor's short name. Waits at most `close_timeout`.
+    /// the actor's short name. Gives up on a stuck thread (see
+    /// [`PoolConfig::close_timeout`]).
     async fn close_actor(&self, actor: &ActorState) {
         actor.released.store(true, Ordering::SeqCst);
         let db = {
@@ -557,7 +559,8 @@ impl Shared {
     }
 
     /// Closes one of the actor's databases on its instance, waiting at most
-    /// `close_timeout` for the instance's thread. A failure poisons the
+    /// while the instance's thread makes progress (see
+    /// [`PoolConfig::close_timeout`]). A failure poisons the
     /// actor's short name; a timeout also marks the instance stuck, so it
     /// takes no new actors and nothing waits for its thread again.
     pub(crate) async fn close_db(
@@ -566,7 +569,7 @@ impl Shared {
         db: DbId,
         operation: &'static str,
     ) -> Result<()> {
-        let bound = self.config.close_timeout;
+        let bound = self.config.stuck_after();
         if let Some(reason) = actor.worker.health().broken()
             && actor.worker.health().is_stuck()
         {
@@ -576,13 +579,13 @@ impl Shared {
                 reason: reason.to_owned(),
             });
         }
-        let answer = tokio::time::timeout(bound, actor.worker.call(move |i| i.close(db))).await;
-        let closed = if let Ok(closed) = answer {
+        let health = actor.worker.health();
+        let answer =
+            worker::await_progress(health, actor.worker.call(move |i| i.close(db)), bound).await;
+        let closed = if let Some(closed) = answer {
             closed.and_then(|c| c.map_err(Error::from))
         } else {
-            actor.worker.health().mark_stuck(format!(
-                "its thread did not answer a close within {bound:?}"
-            ));
+            health.mark_stuck(format!("one call held its thread for more than {bound:?}"));
             tracing::error!(actor = %actor.id, instance = actor.instance, "close timed out; the instance takes no new actors");
             Err(Error::TimedOut {
                 operation,

@@ -13,8 +13,11 @@
 //!
 //! Each worker shares a [`Health`] with the pool. The thread marks it broken
 //! when its guest trapped or a job panicked (a panicking job also ends the
-//! thread: an instance whose call unwound half-way is not run again); the
-//! pool marks it stuck when the thread did not answer a close in time. The
+//! thread: an instance whose call unwound half-way is not run again), and
+//! records when its running job started. The pool marks it stuck when one
+//! job held the thread past the stuck bound (see [`await_progress`]): a
+//! queue of calls that each end in time is progress, however long it is;
+//! a single call that never ends is not. The
 //! thread also records, thread-locally, which worker it is, so that a store
 //! calling back into its own instance gets [`Error::Reentrant`] instead of
 //! waiting for a job queued behind itself.
@@ -70,9 +73,38 @@ pub(crate) struct Health {
     broken: OnceLock<String>,
     /// The thread did not answer in time: nothing may wait for it again.
     stuck: AtomicBool,
+    /// When the running job started, in microseconds since [`epoch`], plus
+    /// one; zero while the thread waits for work.
+    busy_since: AtomicU64,
+}
+
+/// The origin of [`Health::busy_since`].
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 impl Health {
+    fn start_job(&self) {
+        let since = u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+        self.busy_since.store(since + 1, Ordering::SeqCst);
+    }
+
+    fn end_job(&self) {
+        self.busy_since.store(0, Ordering::SeqCst);
+    }
+
+    /// How long the running job has held the thread; `None` between jobs.
+    pub(crate) fn busy_for(&self) -> Option<Duration> {
+        match self.busy_since.load(Ordering::SeqCst) {
+            0 => None,
+            since => {
+                let started = Duration::from_micros(since - 1);
+                Some(epoch().elapsed().saturating_sub(started))
+            }
+        }
+    }
+
     /// Marks the instance broken; the first reason is kept.
     pub(crate) fn mark_broken(&self, reason: impl Into<String>) {
         let _ = self.broken.set(reason.into());
@@ -198,24 +230,57 @@ impl Worker {
     }
 }
 
-/// Joins the stopped threads that end within `bound` (one bound for all of
-/// them); the others, and any found stuck before, are detached and logged:
-/// they keep running until their store returns, then exit on their own.
-/// Blocks the calling thread for at most `bound`.
-pub(crate) fn join_within(stopping: Vec<Stopping>, bound: Duration) {
-    let deadline = Instant::now().checked_add(bound);
+/// How long to wait next for a worker that must not be declared stuck
+/// before one of its jobs has held it for `stuck_after`; `None` once one has.
+fn patience(health: &Health, stuck_after: Duration) -> Option<Duration> {
+    match health.busy_for() {
+        Some(busy) => stuck_after.checked_sub(busy).filter(|left| !left.is_zero()),
+        // Between jobs: the next one (perhaps the awaited one) starts now.
+        None => Some(stuck_after),
+    }
+}
+
+/// Awaits `reply` (the answer of a job sent to `health`'s worker) for as
+/// long as the worker makes progress: gives up, returning `None`, only once
+/// a single job has held the thread for `stuck_after`. Jobs that each end
+/// in time are waited for however many are queued ahead.
+pub(crate) async fn await_progress<T>(
+    health: &Health,
+    reply: impl std::future::Future<Output = T>,
+    stuck_after: Duration,
+) -> Option<T> {
+    let mut reply = std::pin::pin!(reply);
+    loop {
+        let wait = patience(health, stuck_after)?;
+        if let Ok(answer) = tokio::time::timeout(wait, reply.as_mut()).await {
+            return Some(answer);
+        }
+    }
+}
+
+/// Joins the stopped threads; a thread whose running job has held it for
+/// `stuck_after` (or that was found stuck before) is detached and logged
+/// instead: it keeps running until its store returns, then exits on its
+/// own. Blocks the calling thread while the threads make progress.
+pub(crate) fn join_within(stopping: Vec<Stopping>, stuck_after: Duration) {
     for worker in stopping {
-        // Past what an `Instant` can hold, `recv_timeout` waits without limit.
-        let left = deadline.map_or(bound, |d| d.saturating_duration_since(Instant::now()));
-        let exited = !worker.health.is_stuck()
-            && matches!(
-                worker.exited.recv_timeout(left),
-                Err(mpsc::RecvTimeoutError::Disconnected) | Ok(())
-            );
+        let mut exited = false;
+        while !worker.health.is_stuck() {
+            let Some(wait) = patience(&worker.health, stuck_after) else {
+                break;
+            };
+            match worker.exited.recv_timeout(wait) {
+                Err(mpsc::RecvTimeoutError::Disconnected) | Ok(()) => {
+                    exited = true;
+                    break;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
         if !exited {
             worker
                 .health
-                .mark_stuck("its thread did not stop within close_timeout");
+                .mark_stuck("one call held its thread past the stuck bound");
             tracing::error!(
                 thread = worker.thread.thread().name().unwrap_or("?"),
                 "an instance worker thread did not stop in time (a store call \
@@ -246,7 +311,10 @@ fn serve(
     };
     startup.send_replace(Startup::Ready);
     while let Ok(Message::Run(job)) = receiver.recv() {
-        match catch_unwind(AssertUnwindSafe(|| job(&mut instance))) {
+        health.start_job();
+        let outcome = catch_unwind(AssertUnwindSafe(|| job(&mut instance)));
+        health.end_job();
+        match outcome {
             Ok(()) => {
                 if instance.is_broken() {
                     health.mark_broken("its WebAssembly guest trapped");

@@ -178,8 +178,11 @@ async fn close_release_and_shutdown_are_bounded_while_a_store_hangs() -> TestRes
     let bound = Duration::from_millis(300);
     let pool = SqliteVfsPool::new(PoolConfig {
         close_timeout: bound,
+        // A call is never declared stuck within its own budget (+0.5 s).
+        statement_timeout: Some(Duration::from_millis(100)),
         ..config(4)
     })?;
+    let bound = Duration::from_millis(600);
     // Dropping `unblock` (at the end, or when a failed assertion unwinds)
     // lets the hung store call return, so the stuck thread ends.
     let (unblock, blocked) = mpsc::channel();
