@@ -32,9 +32,11 @@ pub struct PoolConfig {
     /// [`reap_idle`](crate::SqliteVfsPool::reap_idle) and
     /// [`shutdown`](crate::SqliteVfsPool::shutdown).
     pub idle_destroy: Duration,
-    /// Time budget of one statement; a statement running longer is
-    /// interrupted with [`Error::is_interrupted`](crate::Error::is_interrupted)
-    /// true and the database stays usable. `None` disables the budget.
+    /// Time budget of one call (`exec` with its whole script, `execute`,
+    /// `query`, `open`), including its store waits and the long built-in
+    /// functions it runs; a call running longer is interrupted with
+    /// [`Error::is_interrupted`](crate::Error::is_interrupted) true and the
+    /// database stays usable. `None` disables the budget.
     /// At most [`vfs_wasm::MAX_BUDGET`] (one day) and not zero, else
     /// [`SqliteVfsPool::new`](crate::SqliteVfsPool::new) refuses it.
     /// Default: the engine's default, 10 s (see [`InstanceConfig`]).

@@ -9,9 +9,13 @@
 //!
 //! Resource limits live here too: the guest memory is created by the host
 //! with a maximum (the module imports its memory), SQLite gets a hard heap
-//! limit just below it, and every statement runs under a deadline checked by
-//! SQLite's progress handler. A trap in the guest marks the instance broken:
-//! each later call returns [`Error::Broken`] and the process lives on.
+//! limit just below it, each database's allocations are charged to its own
+//! share by the shim's allocator, each call runs under one deadline (checked
+//! by SQLite's progress handler, by the shim's slow built-ins and by every
+//! store wait), and each call's result is capped before it is copied out. A
+//! trap in the guest marks the instance broken: each later call returns
+//! [`Error::Broken`] and the process lives on. A store that panics or does
+//! not answer poisons only its own database ([`Error::Poisoned`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -27,14 +27,26 @@
 //! ```
 //!
 //! # Isolation and limits
-//! Connections run with an authorizer that denies ATTACH (except VACUUM's
-//! in-memory scratch copy), DETACH and changes to the pragmas that fix the
-//! storage format, journal and memory; URI filenames are off and extension
-//! loading is compiled out. The VFS refuses every name that is not a file of
-//! the calling database. A statement past its time budget fails with
-//! [`Error::Interrupted`]; an allocation past the instance's memory cap or a
-//! value past the length limit fails with [`Error::LimitExceeded`]. Neither
-//! affects the other databases of the instance.
+//! Connections run with an authorizer that denies ATTACH (except the empty
+//! name: an in-memory scratch database, as VACUUM uses, charged to the
+//! tenant like all its memory), DETACH and changes to the pragmas that fix
+//! the storage format, journal and memory; URI filenames are off, SQL with a
+//! NUL byte is refused and extension loading is compiled out. The VFS
+//! refuses every name that is not a file of the calling database, and a
+//! call's result shape is read only after SQLite has (re-)prepared its
+//! statement, so a call sees nothing but what its own statement produced.
+//!
+//! Limits ([`InstanceConfig`], each with its default there): a call past its
+//! time budget (`statement_timeout`, one budget for a whole `exec` script,
+//! enforced inside slow built-in functions and store waits too) fails with
+//! [`Error::Interrupted`]; an allocation past the database's memory share
+//! (`tenant_memory_limit_bytes`) or the instance's cap, a value past the
+//! length limit, or a result past `max_result_bytes` fails with
+//! [`Error::LimitExceeded`]. A `KvStore` that panics or does not answer
+//! within `store_timeout` (or the call's budget) fails the statement and
+//! poisons that database until it is reopened ([`Error::Poisoned`]): a
+//! panic never unwinds through the guest. None of these affects the other
+//! databases of the instance.
 //!
 //! # Building
 //! `build.rs` compiles the SQLite amalgamation shipped by `libsqlite3-sys`
