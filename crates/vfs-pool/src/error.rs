@@ -108,6 +108,14 @@ impl Error {
         )
     }
 
+    /// Whether the database is poisoned: its store panicked or did not
+    /// answer during a call, so nothing more is accepted on it. Close it and
+    /// open it again (the store is then read afresh); acknowledged writes
+    /// are all there.
+    pub fn is_poisoned(&self) -> bool {
+        matches!(self, Error::Engine(vfs_wasm::Error::Poisoned { .. }))
+    }
+
     /// The storage error behind this error, if storage is what failed.
     pub fn kv_error(&self) -> Option<&vfs_core::KvError> {
         match self {

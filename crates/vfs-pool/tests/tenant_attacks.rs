@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use common::{config, kv};
-use vfs_pool::{Error, KvError, KvLimits, KvStore, MemoryKv, SqliteVfsPool, Value};
+use vfs_pool::{KvError, KvLimits, KvStore, MemoryKv, SqliteVfsPool, Value};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -78,10 +78,7 @@ async fn a_panicking_store_never_has_a_lost_write_reported_as_stored() -> TestRe
             .execute("INSERT INTO t VALUES (?1)", &[Value::Integer(v)])
             .await
             .expect_err("no write after a store panic is acknowledged");
-        assert!(
-            matches!(err, Error::Engine(vfs_wasm::Error::Poisoned { .. })),
-            "{err:?}"
-        );
+        assert!(err.is_poisoned(), "{err:?}");
     }
     neighbour
         .exec("CREATE TABLE n (x); INSERT INTO n VALUES (1)")
