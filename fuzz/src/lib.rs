@@ -11,7 +11,9 @@
 //!   checked against the shared `Vec<u8>` model of `vfs_core::testing`;
 //! - `sql_tenant` (feature `sql`, on by default): SQL text run by one tenant
 //!   of a shared SQLite instance while a co-tenant must stay intact and
-//!   answering;
+//!   answering, with directives for cached statements across schema
+//!   changes, long names and stores that fail, panic or hang
+//!   (`store_chaos`);
 //! - [`decode`]: the storage format decoders on arbitrary bytes.
 //!
 //! Run them with `cargo xtask fuzz --smoke` (every target briefly) or
@@ -33,6 +35,8 @@ pub mod decode;
 pub mod kv_file_ops;
 #[cfg(feature = "sql")]
 pub mod sql_tenant;
+#[cfg(feature = "sql")]
+pub mod store_chaos;
 
 pub use bytes_reader::ByteReader;
 
