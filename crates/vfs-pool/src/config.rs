@@ -58,8 +58,9 @@ pub struct PoolConfig {
     pub max_result_bytes: u64,
     /// Longest wait for one `KvStore` future inside a call, when the call's
     /// own budget does not end sooner. Past it the statement fails with an
-    /// I/O error and the database is poisoned until it is closed and opened
-    /// again. Between 1 ns and [`vfs_wasm::MAX_BUDGET`]. Default: the
+    /// I/O error; if the store call could change the store (a write, a
+    /// delete, an open that may create the file), the database is also
+    /// poisoned until it is closed and opened again. Between 1 ns and [`vfs_wasm::MAX_BUDGET`]. Default: the
     /// engine's default, 30 s. (A store that blocks its thread instead of
     /// awaiting cannot be cut short; `close_timeout` bounds what the pool
     /// waits for it.)

@@ -101,9 +101,11 @@ pub struct InstanceConfig {
     pub max_result_bytes: u64,
     /// Longest wait for one store call (a `KvStore` future) when the call's
     /// budget does not end sooner. An expired wait is an I/O error for the
-    /// statement, and the database is poisoned until it is reopened (the
-    /// store may still apply what it was asked). Default 30 s; at most
-    /// [`MAX_BUDGET`].
+    /// statement. A wait for anything that may change the store (a write,
+    /// a delete, an open that may create the file) also poisons the
+    /// database until it is reopened, since the store may still apply what
+    /// it was asked; a read that never answered changed nothing, and the
+    /// database stays usable. Default 30 s; at most [`MAX_BUDGET`].
     pub store_timeout: Duration,
 }
 
