@@ -52,8 +52,9 @@ pub struct PoolConfig {
     /// statement fails with a limit error; its co-tenants keep their memory.
     /// At least 1 MiB. Default: the engine's default, 64 MiB.
     pub tenant_memory_limit_bytes: u64,
-    /// Bytes one call may return (the sum of its text and blob values, 8 per
-    /// other value); past it the call fails with a limit error. Not zero.
+    /// Bytes one call may return, counted as the host holds them (32 per
+    /// value plus its text or blob bytes, rows and column names too); past
+    /// it the call fails with a limit error. Not zero.
     /// Default: the engine's default, 64 MiB.
     pub max_result_bytes: u64,
     /// Longest wait for one `KvStore` future inside a call, when the call's

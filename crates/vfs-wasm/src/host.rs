@@ -310,10 +310,7 @@ fn guard(
         Err(payload) => {
             let e = VfsError::new(
                 code::SQLITE_IOERR,
-                format!(
-                    "the host panicked: {}",
-                    wait::panic_message(payload.as_ref())
-                ),
+                format!("the host panicked: {}", wait::take_panic(payload)),
             );
             state.poison(e.message());
             state.fail(e)

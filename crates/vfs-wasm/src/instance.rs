@@ -95,8 +95,9 @@ pub struct InstanceConfig {
     /// [`Error::LimitExceeded`]; the other databases of the instance keep
     /// their memory. Default 64 MiB.
     pub tenant_memory_limit_bytes: u64,
-    /// Bytes one call may return to the host (the sum of its text and blob
-    /// values, 8 per other value). Past it the call fails with
+    /// Bytes one call may return to the host, counted as the host holds
+    /// them: every value's own size (32 bytes) plus its text or blob bytes,
+    /// every row's and every column name's. Past it the call fails with
     /// [`Error::LimitExceeded`]. Default 64 MiB.
     pub max_result_bytes: u64,
     /// Longest wait for one store call (a `KvStore` future) when the call's
@@ -936,6 +937,12 @@ impl Instance {
                 first = false;
                 if let Some(rows) = rows.as_deref_mut() {
                     rows.columns = self.column_names(stmt)?;
+                    let names: u64 = rows
+                        .columns
+                        .iter()
+                        .map(|name| (name.len() + size_of::<String>()) as u64)
+                        .sum();
+                    self.charge_result(&mut budget, names)?;
                 }
             }
             match rc {
@@ -951,6 +958,19 @@ impl Instance {
                 rc => return Err(self.sqlite_error(handle, rc)),
             }
         }
+    }
+
+    /// Takes `bytes` from what the call may still return.
+    fn charge_result(&self, budget: &mut u64, bytes: u64) -> Result<()> {
+        *budget = budget
+            .checked_sub(bytes)
+            .ok_or_else(|| Error::LimitExceeded {
+                what: format!(
+                    "the result exceeds max_result_bytes ({} bytes per call)",
+                    self.config.max_result_bytes
+                ),
+            })?;
+        Ok(())
     }
 
     fn column_names(&mut self, stmt: u32) -> Result<Vec<String>> {
@@ -1002,25 +1022,21 @@ impl Instance {
             })
             .collect();
         // Charge the whole row before copying any of it out of the guest.
+        // What the row costs the host: every value (an empty string
+        // included) plus its text or blob bytes, and the row itself.
         let bytes: u64 = records
             .iter()
             .map(|&(kind, len, _)| {
-                if kind == 3 || kind == 4 {
+                let data = if kind == 3 || kind == 4 {
                     u64::from(len)
                 } else {
-                    8
-                }
+                    0
+                };
+                data + size_of::<Value>() as u64
             })
-            .sum();
-        if bytes > *budget {
-            return Err(Error::LimitExceeded {
-                what: format!(
-                    "the result exceeds max_result_bytes ({} bytes per call)",
-                    self.config.max_result_bytes
-                ),
-            });
-        }
-        *budget -= bytes;
+            .sum::<u64>()
+            + size_of::<Vec<Value>>() as u64;
+        self.charge_result(budget, bytes)?;
         let mut row = Vec::with_capacity(records.len());
         for (kind, len, value) in records {
             let value = match kind {

@@ -72,7 +72,7 @@ pub(crate) fn drive<F: Future>(future: F, deadline: Instant) -> Result<F::Output
             match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
                 Ok(Poll::Ready(output)) => return Ok(output),
                 Ok(Poll::Pending) => {}
-                Err(payload) => return Err(Stall::Panicked(panic_message(payload.as_ref()))),
+                Err(payload) => return Err(Stall::Panicked(take_panic(payload))),
             }
             let now = Instant::now();
             if now >= deadline {
@@ -84,15 +84,19 @@ pub(crate) fn drive<F: Future>(future: F, deadline: Instant) -> Result<F::Output
     })
 }
 
-/// The message of a panic payload, when it carries one.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
+/// The message of a caught panic. The payload itself is leaked, never
+/// dropped: a payload whose `Drop` panics again would otherwise unwind from
+/// here, past the very fence that caught the first panic.
+pub(crate) fn take_panic(payload: Box<dyn Any + Send>) -> String {
+    let message = if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
         "a panic without a message".to_owned()
-    }
+    };
+    std::mem::forget(payload);
+    message
 }
 
 #[cfg(test)]
@@ -121,6 +125,27 @@ mod tests {
             matches!(&stall, Stall::Panicked(m) if m == "disk on fire"),
             "{stall}"
         );
+    }
+
+    /// A panic payload whose drop panics again.
+    struct Bomb;
+
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            if !thread::panicking() {
+                std::panic::panic_any(Bomb);
+            }
+        }
+    }
+
+    #[test]
+    fn a_payload_that_panics_when_dropped_stays_caught() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let outcome = std::panic::catch_unwind(|| {
+            drive(async { std::panic::panic_any(Bomb) }, deadline).map(|()| ())
+        });
+        let stall = outcome.expect("nothing unwinds out of drive").unwrap_err();
+        assert!(matches!(stall, Stall::Panicked(_)), "{stall}");
     }
 
     #[test]

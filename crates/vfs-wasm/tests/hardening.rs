@@ -606,6 +606,23 @@ fn one_call_cannot_return_more_than_max_result_bytes() {
         .query(db, "SELECT zeroblob(3000000) FROM big LIMIT 2", &[])
         .unwrap();
     assert_eq!(rows.len(), 2);
+    // Empty values and NULLs cost the host memory too: 2000 columns of ''
+    // over many rows are counted per value, not as zero bytes.
+    let empties = vec!["''"; 2000].join(", ");
+    let err = inst
+        .query(
+            db,
+            &format!(
+                "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c)
+                 SELECT {empties} FROM c LIMIT 25000"
+            ),
+            &[],
+        )
+        .expect_err("25000 rows of 2000 values are 1.6 GB on the host");
+    assert!(
+        matches!(&err, Error::LimitExceeded { what } if what.contains("max_result_bytes")),
+        "{err:?}"
+    );
 }
 
 // ---- 8. a store that does not answer -------------------------------------------
