@@ -466,6 +466,47 @@ fn a_quadratic_trim_is_stopped_by_the_budget_and_harms_nothing() {
 }
 
 #[test]
+fn like_and_glob_over_huge_strings_are_stopped_by_the_budget() {
+    let mut inst = instance_with(budget(500));
+    let db = inst.open("like", memory_kv()).unwrap();
+    let neighbour = inst.open("neighbour", memory_kv()).unwrap();
+    inst.execute(db, "CREATE TABLE t (x)", &[]).unwrap();
+    inst.execute(
+        db,
+        "INSERT INTO t VALUES (?1)",
+        &[Value::Text("a".repeat(1_000_000))],
+    )
+    .unwrap();
+    // 1,000,000 positions x a 2,000-byte pattern: seconds of matching.
+    let like = format!("%{}b", "a".repeat(1998));
+    let glob = format!("*{}b", "a".repeat(1998));
+    for (sql, pattern) in [
+        ("SELECT x LIKE ?1 FROM t", &like),
+        ("SELECT like(?1, x) FROM t", &like),
+        ("SELECT x LIKE ?1 ESCAPE '!' FROM t", &like),
+        ("SELECT x GLOB ?1 FROM t", &glob),
+    ] {
+        let start = Instant::now();
+        let err = inst
+            .query(db, sql, &[Value::Text(pattern.clone())])
+            .expect_err("far over the budget");
+        let took = start.elapsed();
+        assert!(matches!(err, Error::Interrupted { .. }), "{sql}: {err:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{sql} held the instance for {took:?}"
+        );
+        assert_eq!(ints(&mut inst, neighbour, "SELECT 4"), [4]);
+    }
+    // Ordinary matching is untouched, and SQLite's own LIKE (which the
+    // budget cannot reach) cannot be brought back.
+    assert_eq!(ints(&mut inst, db, "SELECT x LIKE 'a%' FROM t"), [1]);
+    let err = inst.exec(db, "PRAGMA case_sensitive_like = 1").unwrap_err();
+    assert!(matches!(err, Error::Sqlite { .. }), "{err:?}");
+    assert_eq!(ints(&mut inst, db, "SELECT 'ABC' LIKE 'abc'"), [1]);
+}
+
+#[test]
 fn the_budget_covers_a_whole_script_not_each_statement() {
     let mut inst = instance_with(budget(300));
     let db = inst.open("script", memory_kv()).unwrap();
