@@ -1,5 +1,5 @@
 //! The shim replaces SQLite built-ins that ignored the time budget (LIKE,
-//! GLOB, instr, replace, trim): each replacement must answer exactly as
+//! GLOB, instr, replace, trim, json_patch): each replacement must answer exactly as
 //! SQLite's own does. Native SQLite built from the same amalgamation (through
 //! rusqlite) is the reference, over generated inputs that stress the corners:
 //! wildcards, escapes, GLOB sets, ASCII case, multi-byte and invalid UTF-8.
@@ -192,5 +192,42 @@ fn instr_replace_and_trim_answer_as_sqlite_does() {
             exprs.push(format!("hex(rtrim({}, {}))", text(&a), text(&b)));
         }
         compare(&mut inst, db, &native, &exprs);
+    }
+}
+
+#[test]
+fn json_patch_answers_as_sqlite_does() {
+    let (mut inst, db) = instance();
+    let native = rusqlite::Connection::open_in_memory().unwrap();
+    let cases = [
+        r#"json_patch('{"a":1,"b":2}', '{"b":null,"c":3}')"#,
+        r#"json_patch('{"a":{"x":1}}', '{"a":{"y":2}}')"#,
+        r#"json_patch('[1,2]', '{"a":1}')"#,
+        r#"json_patch('{"a":1}', '[1]')"#,
+        r#"json_patch('{"a":1}', '"text"')"#,
+        r#"json_patch(NULL, '{}')"#,
+        r#"json_patch('{}', NULL)"#,
+        r#"json_array(json_patch('{"a":1}', '{}'))"#,
+        r#"json_patch(json('{"a": [1, 2]}'), json_object('b', 2))"#,
+        r#"hex(jsonb_patch('{"a":1}', '{"b":2}'))"#,
+        r#"json(jsonb_patch(jsonb('{"a":1}'), jsonb('{"a":null}')))"#,
+        r#"json_patch('{a:1, /* json5 */ b:2,}', '{"c":3}')"#,
+        r#"typeof(json_patch('{}', '{}'))"#,
+        r#"typeof(jsonb_patch('{}', '{}'))"#,
+        r#"json_patch('{"a":1}', 5)"#,
+    ];
+    for expr in cases {
+        compare(&mut inst, db, &native, &[expr.to_owned()]);
+    }
+    for bad in [r#"json_patch('{', '{}')"#, r#"jsonb_patch('{}', '[')"#] {
+        let ours = inst.query(db, &format!("SELECT {bad}"), &[]).unwrap_err();
+        let theirs = native
+            .query_row(&format!("SELECT {bad}"), [], |_| Ok(()))
+            .unwrap_err();
+        assert!(
+            ours.to_string().contains("malformed JSON")
+                && theirs.to_string().contains("malformed JSON"),
+            "{ours} / {theirs}"
+        );
     }
 }

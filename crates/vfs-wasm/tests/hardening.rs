@@ -507,6 +507,43 @@ fn like_and_glob_over_huge_strings_are_stopped_by_the_budget() {
 }
 
 #[test]
+fn json_patch_of_two_huge_objects_is_a_limit_error_not_a_minute() {
+    let mut inst = instance_with(budget(1000));
+    let db = inst.open("patch", memory_kv()).unwrap();
+    inst.exec(
+        db,
+        "CREATE TABLE j (a, b);
+         INSERT INTO j SELECT
+           (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 50000)
+            SELECT json_group_object('t' || i, i) FROM c),
+           (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 50000)
+            SELECT json_group_object('p' || i, i) FROM c);",
+    )
+    .unwrap();
+    for sql in [
+        "SELECT length(json_patch(a, b)) FROM j",
+        "SELECT length(jsonb_patch(a, b)) FROM j",
+    ] {
+        let start = Instant::now();
+        let err = inst.query(db, sql, &[]).expect_err("55 s of merging");
+        assert!(
+            matches!(&err, Error::LimitExceeded { what } if what.contains("merge work")),
+            "{sql}: {err:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+    // A small patch into the same large object still merges.
+    let rows = inst
+        .query(
+            db,
+            "SELECT json_extract(json_patch(a, '{\"t7\":null,\"new\":1}'), '$.new') FROM j",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.rows, vec![vec![Value::Integer(1)]]);
+}
+
+#[test]
 fn the_budget_covers_a_whole_script_not_each_statement() {
     let mut inst = instance_with(budget(300));
     let db = inst.open("script", memory_kv()).unwrap();
