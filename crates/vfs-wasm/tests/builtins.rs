@@ -205,21 +205,21 @@ fn json_patch_answers_as_sqlite_does() {
         r#"json_patch('[1,2]', '{"a":1}')"#,
         r#"json_patch('{"a":1}', '[1]')"#,
         r#"json_patch('{"a":1}', '"text"')"#,
-        r#"json_patch(NULL, '{}')"#,
-        r#"json_patch('{}', NULL)"#,
+        r"json_patch(NULL, '{}')",
+        r"json_patch('{}', NULL)",
         r#"json_array(json_patch('{"a":1}', '{}'))"#,
         r#"json_patch(json('{"a": [1, 2]}'), json_object('b', 2))"#,
         r#"hex(jsonb_patch('{"a":1}', '{"b":2}'))"#,
         r#"json(jsonb_patch(jsonb('{"a":1}'), jsonb('{"a":null}')))"#,
         r#"json_patch('{a:1, /* json5 */ b:2,}', '{"c":3}')"#,
-        r#"typeof(json_patch('{}', '{}'))"#,
-        r#"typeof(jsonb_patch('{}', '{}'))"#,
+        r"typeof(json_patch('{}', '{}'))",
+        r"typeof(jsonb_patch('{}', '{}'))",
         r#"json_patch('{"a":1}', 5)"#,
     ];
     for expr in cases {
         compare(&mut inst, db, &native, &[expr.to_owned()]);
     }
-    for bad in [r#"json_patch('{', '{}')"#, r#"jsonb_patch('{}', '[')"#] {
+    for bad in [r"json_patch('{', '{}')", r"jsonb_patch('{}', '[')"] {
         let ours = inst.query(db, &format!("SELECT {bad}"), &[]).unwrap_err();
         let theirs = native
             .query_row(&format!("SELECT {bad}"), [], |_| Ok(()))
