@@ -51,6 +51,11 @@ pub struct PoolConfig {
     /// schema, statements, temporary tables, sorts). Past it that actor's
     /// statement fails with a limit error; its co-tenants keep their memory.
     /// At least 1 MiB. Default: the engine's default, 64 MiB.
+    ///
+    /// Shares may add up to more than `memory_limit_bytes`, so each open
+    /// database also keeps a reserve no co-tenant can take: 2 MiB, or less
+    /// when `actors_per_instance` reserves would take more than half of
+    /// `memory_limit_bytes` (then half of it, split evenly).
     pub tenant_memory_limit_bytes: u64,
     /// Bytes one call may return, counted as the host holds them (32 per
     /// value plus its text or blob bytes, rows and column names too); past
@@ -162,6 +167,17 @@ impl PoolConfig {
         self.close_timeout.max(budget)
     }
 
+    /// What each database of an instance is guaranteed whatever its
+    /// co-tenants hold: the engine's reserve, cut so that the reserves of a
+    /// full instance take at most half its memory.
+    fn tenant_memory_reserve(&self) -> u64 {
+        let fair = self.memory_limit_bytes / 2 / self.actors_per_instance.max(1) as u64;
+        InstanceConfig::default()
+            .tenant_memory_reserve_bytes
+            .min(fair)
+            .min(self.tenant_memory_limit_bytes)
+    }
+
     /// The per-instance engine settings derived from this pool configuration.
     pub(crate) fn instance_config(&self) -> InstanceConfig {
         InstanceConfig {
@@ -169,6 +185,7 @@ impl PoolConfig {
             memory_limit_bytes: self.memory_limit_bytes,
             cache_size_kib: self.cache_size_kib,
             tenant_memory_limit_bytes: self.tenant_memory_limit_bytes,
+            tenant_memory_reserve_bytes: self.tenant_memory_reserve(),
             max_result_bytes: self.max_result_bytes,
             store_timeout: self.store_timeout,
             ..InstanceConfig::default()

@@ -52,27 +52,56 @@ IMPORT(host_progress) int host_progress(void);
  * and its size. Slot 0 is the instance itself (library state), bounded only
  * by SQLite's hard heap limit; slots 1.. are databases, each bounded by the
  * limit the host set for it. The charge follows the block: freeing or
- * resizing it credits the slot that allocated it, whoever runs then. */
+ * resizing it credits the slot that allocated it, whoever runs then.
+ *
+ * Shares may add up to more than the heap, so each open database also has
+ * a reserve: memory up to `reserve` that the others may not take from it.
+ * A database past its own reserve is refused a block when the heap left
+ * would no longer cover what the other open databases have not yet used of
+ * their reserves (at most half the heap is held back that way). */
 typedef struct Tenant {
   sqlite3_int64 used;
   sqlite3_int64 limit;
+  int open;                 /* counted in `shortfall` */
 } Tenant;
 
 static Tenant *tenants;     /* indexed by slot; grown with libc realloc */
 static int tenant_cap;
 static int current;         /* slot charged for new allocations */
-static int refused;         /* set when a tenant's limit refused a block */
+static int refused;         /* 1: a share refused a block; 2: a reserve did */
+static sqlite3_int64 total_used;   /* every slot's charges, 0 included */
+static sqlite3_int64 heap_cap;     /* SQLite's hard heap limit */
+static sqlite3_int64 reserve;      /* per open database */
+static sqlite3_int64 shortfall;    /* unused reserves of open databases */
 
 #define HEADER 8
 
+static sqlite3_int64 unusedReserve(const Tenant *t) {
+  return (t->open && t->used < reserve) ? reserve - t->used : 0;
+}
+
 static int charge(int slot, sqlite3_int64 delta) {
-  if (slot <= 0 || slot >= tenant_cap) return 1;
+  if (slot <= 0 || slot >= tenant_cap) {
+    total_used += delta;
+    return 1;
+  }
   Tenant *t = &tenants[slot];
-  if (delta > 0 && t->used + delta > t->limit) {
-    refused = 1;
-    return 0;
+  sqlite3_int64 before = unusedReserve(t);
+  if (delta > 0) {
+    if (t->used + delta > t->limit) {
+      refused = 1;
+      return 0;
+    }
+    sqlite3_int64 others = shortfall - before;
+    if (others > heap_cap / 2) others = heap_cap / 2;
+    if (t->used + delta > reserve && total_used + delta + others > heap_cap) {
+      refused = 2;
+      return 0;
+    }
   }
   t->used += delta;
+  total_used += delta;
+  shortfall += unusedReserve(t) - before;
   return 1;
 }
 
@@ -133,10 +162,24 @@ EXPORT(shim_set_tenant) int shim_set_tenant(int slot, sqlite3_int64 limit) {
     tenants = t;
     tenant_cap = cap;
   }
-  if (slot > 0) tenants[slot].limit = limit;
+  if (slot > 0) {
+    Tenant *t = &tenants[slot];
+    t->limit = limit;
+    if (!t->open) {
+      t->open = 1;
+      shortfall += unusedReserve(t);
+    }
+  }
   current = slot;
   refused = 0;
   return 1;
+}
+
+/* The database of `slot` closed: its reserve is no longer held for it. */
+EXPORT(shim_release_tenant) void shim_release_tenant(int slot) {
+  if (slot <= 0 || slot >= tenant_cap || !tenants[slot].open) return;
+  shortfall -= unusedReserve(&tenants[slot]);
+  tenants[slot].open = 0;
 }
 
 /* Bytes charged to `slot` right now. */
@@ -144,8 +187,8 @@ EXPORT(shim_tenant_used) sqlite3_int64 shim_tenant_used(int slot) {
   return (slot > 0 && slot < tenant_cap) ? tenants[slot].used : 0;
 }
 
-/* Whether a tenant limit refused an allocation since the last
- * shim_set_tenant. */
+/* Whether a tenant's share (1) or the others' reserves (2) refused an
+ * allocation since the last shim_set_tenant. */
 EXPORT(shim_refused) int shim_refused(void) { return refused; }
 
 /* ---- files ------------------------------------------------------------- */
@@ -818,7 +861,10 @@ EXPORT(shim_open) int shim_open(const char *name, sqlite3 **out, int progress_op
  * that turns a memory bomb into SQLITE_NOMEM, and a soft limit at 3/4 of it
  * past which SQLite recycles page-cache memory before asking for more (so
  * tenants' caches give way instead of failing). Must be the first call. */
-EXPORT(shim_init) int shim_init(int lookaside_slot, int lookaside_count, sqlite3_int64 heap_limit) {
+EXPORT(shim_init) int shim_init(int lookaside_slot, int lookaside_count, sqlite3_int64 heap_limit,
+                                sqlite3_int64 tenant_reserve) {
+  heap_cap = heap_limit;
+  reserve = tenant_reserve;
   int rc = sqlite3_config(SQLITE_CONFIG_MALLOC, &tenant_mem);
   if (rc != SQLITE_OK) return rc;
   rc = sqlite3_config(SQLITE_CONFIG_LOOKASIDE, lookaside_slot, lookaside_count);

@@ -95,6 +95,13 @@ pub struct InstanceConfig {
     /// [`Error::LimitExceeded`]; the other databases of the instance keep
     /// their memory. Default 64 MiB.
     pub tenant_memory_limit_bytes: u64,
+    /// Guest heap held back for each open database: however much its
+    /// co-tenants take, a database can always grow to this much (as long as
+    /// the reserves of all open databases fit in half the instance's
+    /// memory; a pool sizes it so). Past its reserve a database competes
+    /// for the instance's free memory, up to its share. At most
+    /// `tenant_memory_limit_bytes`. Default 2 MiB.
+    pub tenant_memory_reserve_bytes: u64,
     /// Bytes one call may return to the host, counted as the host holds
     /// them: every value's own size (32 bytes) plus its text or blob bytes,
     /// every row's and every column name's. Past it the call fails with
@@ -127,6 +134,7 @@ impl Default for InstanceConfig {
             statement_cache: 16,
             max_like_pattern: 2000,
             tenant_memory_limit_bytes: 64 << 20,
+            tenant_memory_reserve_bytes: 2 << 20,
             max_result_bytes: 64 << 20,
             store_timeout: Duration::from_secs(30),
         }
@@ -158,6 +166,11 @@ impl InstanceConfig {
         }
         if self.tenant_memory_limit_bytes < 1 << 20 {
             return refuse("tenant_memory_limit_bytes must be at least 1 MiB".into());
+        }
+        if self.tenant_memory_reserve_bytes > self.tenant_memory_limit_bytes {
+            return refuse(
+                "tenant_memory_reserve_bytes must not exceed tenant_memory_limit_bytes".into(),
+            );
         }
         if self.max_result_bytes == 0 {
             return refuse("max_result_bytes must be positive".into());
@@ -199,6 +212,7 @@ struct Exports {
     memory_used: TypedFunction<(), i64>,
     set_tenant: TypedFunction<(i32, i64), i32>,
     tenant_used: TypedFunction<i32, i64>,
+    release_tenant: TypedFunction<i32, ()>,
     refused: TypedFunction<(), i32>,
 }
 
@@ -291,7 +305,7 @@ impl Instance {
             };
         }
         let initialize: TypedFunction<(), ()> = get!("_initialize");
-        let shim_init: TypedFunction<(i32, i32, i64), i32> = get!("shim_init");
+        let shim_init: TypedFunction<(i32, i32, i64, i64), i32> = get!("shim_init");
         let f = Exports {
             shim_open: get!("shim_open"),
             lockdown: get!("shim_lockdown"),
@@ -319,6 +333,7 @@ impl Instance {
             memory_used: get!("sqlite3_memory_used"),
             set_tenant: get!("shim_set_tenant"),
             tenant_used: get!("shim_tenant_used"),
+            release_tenant: get!("shim_release_tenant"),
             refused: get!("shim_refused"),
         };
         initialize
@@ -329,7 +344,13 @@ impl Instance {
             .lookaside
             .map_or((0, 0), |l| (l.slot_size as i32, l.slots as i32));
         let rc = shim_init
-            .call(&mut store, slot, slots, heap_limit as i64)
+            .call(
+                &mut store,
+                slot,
+                slots,
+                heap_limit as i64,
+                i64::try_from(config.tenant_memory_reserve_bytes).unwrap_or(i64::MAX),
+            )
             .map_err(|e| Error::Instantiate(format!("shim_init trapped: {e}")))?;
         if rc != code::SQLITE_OK {
             return Err(Error::Instantiate(format!(
@@ -535,6 +556,10 @@ impl Instance {
         if self.broken.is_some() {
             return;
         }
+        if let Err(e) = self.f.release_tenant.call(&mut self.store, slot) {
+            self.trap(&e);
+            return;
+        }
         match self.f.tenant_used.call(&mut self.store, slot) {
             Ok(0) => self.free_slots.push(slot),
             Ok(left) => {
@@ -720,12 +745,16 @@ impl Instance {
     /// share, or the instance's memory.
     fn nomem_reason(&mut self, message: String) -> String {
         match self.f.refused.call(&mut self.store) {
-            Ok(0) | Err(_) => message,
-            Ok(_) => format!(
+            Ok(1) => format!(
                 "{message}: this database's memory share of {} bytes \
                  (tenant_memory_limit_bytes) is used up",
                 self.config.tenant_memory_limit_bytes
             ),
+            Ok(2) => format!(
+                "{message}: the instance's free memory is reserved for its other \
+                 databases (tenant_memory_reserve_bytes each)"
+            ),
+            Ok(_) | Err(_) => message,
         }
     }
 

@@ -636,6 +636,43 @@ fn memory_held_between_calls_cannot_starve_a_co_tenant() {
     assert!(inst.database_memory_bytes(small).unwrap() < 4 << 20);
 }
 
+/// Three hogs fill TEMP tables as far as they are let; then a fourth
+/// database asks for 2 MB. Returns what the fourth got.
+fn hogs_then_a_small_tenant(reserve: u64) -> Result<(), Error> {
+    let mut inst = instance_with(InstanceConfig {
+        memory_limit_bytes: 64 << 20,
+        tenant_memory_limit_bytes: 30 << 20,
+        tenant_memory_reserve_bytes: reserve,
+        statement_timeout: Some(Duration::from_secs(30)),
+        ..InstanceConfig::default()
+    });
+    let hogs: Vec<DbId> = (0..3)
+        .map(|i| inst.open(&format!("hog{i}"), memory_kv()).unwrap())
+        .collect();
+    let small = inst.open("small", memory_kv()).unwrap();
+    for &hog in &hogs {
+        inst.exec(hog, "CREATE TEMP TABLE h (b)").unwrap();
+        for _ in 0..40 {
+            if let Err(e) = inst.exec(hog, "INSERT INTO h VALUES (randomblob(1000000))") {
+                assert!(matches!(e, Error::LimitExceeded { .. }), "{e:?}");
+                break;
+            }
+        }
+    }
+    inst.exec(small, "CREATE TEMP TABLE s (b)")?;
+    inst.exec(small, "INSERT INTO s VALUES (randomblob(1000000))")?;
+    inst.exec(small, "INSERT INTO s VALUES (randomblob(1000000))")
+}
+
+#[test]
+fn every_database_keeps_its_reserve_when_shares_overcommit_the_instance() {
+    // Three 30 MiB shares overcommit a 64 MiB instance; without reserves
+    // the hogs leave nothing to the fourth database.
+    let err = hogs_then_a_small_tenant(0).expect_err("no reserve, no memory");
+    assert!(matches!(err, Error::LimitExceeded { .. }), "{err:?}");
+    hogs_then_a_small_tenant(4 << 20).expect("the reserve is kept");
+}
+
 #[test]
 fn a_scratch_attachment_is_charged_to_its_tenant() {
     let mut inst = instance_with(shares());
@@ -851,6 +888,11 @@ fn budgets_beyond_a_day_are_a_configuration_error() {
         },
         InstanceConfig {
             max_result_bytes: 0,
+            ..InstanceConfig::default()
+        },
+        InstanceConfig {
+            tenant_memory_limit_bytes: 4 << 20,
+            tenant_memory_reserve_bytes: 8 << 20,
             ..InstanceConfig::default()
         },
     ] {
