@@ -84,10 +84,10 @@ pub struct InstanceConfig {
     pub max_length: u32,
     /// Prepared statements kept per database for reuse. Default 16.
     pub statement_cache: usize,
-    /// Longest LIKE / GLOB pattern, in bytes. Matching recurses once per
-    /// wildcard on the guest stack: about 2500 levels were measured to fit
-    /// and 20000 overflow it, which traps and breaks the whole instance.
-    /// Default 2000; raise it only for trusted SQL.
+    /// Longest LIKE / GLOB pattern, in bytes (SQLite's
+    /// `SQLITE_LIMIT_LIKE_PATTERN_LENGTH`). Matching takes up to pattern
+    /// length × string length steps; the shim's matcher checks the time
+    /// budget as it goes and never recurses. Default 2000.
     pub max_like_pattern: u32,
     /// Guest heap one database may hold, in bytes (its page cache, schema,
     /// statements, TEMP tables, open transactions and sort buffers). An
@@ -213,6 +213,7 @@ struct Exports {
     set_tenant: TypedFunction<(i32, i64), i32>,
     tenant_used: TypedFunction<i32, i64>,
     release_tenant: TypedFunction<i32, ()>,
+    trap: TypedFunction<(), ()>,
     refused: TypedFunction<(), i32>,
 }
 
@@ -334,6 +335,7 @@ impl Instance {
             set_tenant: get!("shim_set_tenant"),
             tenant_used: get!("shim_tenant_used"),
             release_tenant: get!("shim_release_tenant"),
+            trap: get!("shim_trap"),
             refused: get!("shim_refused"),
         };
         initialize
@@ -509,6 +511,16 @@ impl Instance {
         self.check_usable()?;
         let used = guest!(self.memory_used());
         Ok(u64::try_from(used).unwrap_or(0))
+    }
+
+    /// Makes the guest trap, as a bug in SQLite would: the instance is then
+    /// broken. For tests of what a trap does to the databases around it;
+    /// there is no other use.
+    #[doc(hidden)]
+    pub fn trap_for_test(&mut self) -> Result<()> {
+        self.check_usable()?;
+        guest!(self.trap());
+        Ok(())
     }
 
     /// True once a guest trap made this instance unusable.
