@@ -936,7 +936,8 @@ impl Instance {
         Ok((stmt, consumed))
     }
 
-    /// Runs every statement of `sql` on `handle`, each with its own budget.
+    /// Runs every statement of `sql` on `handle`, all under the budget of the
+    /// call that was entered.
     fn exec_script(&mut self, handle: u32, sql: &str) -> Result<()> {
         let (buf, out) = self.alloc(sql.as_bytes(), 8)?;
         let result = self.exec_in_guest(handle, buf, sql.len() as u32, out);
