@@ -168,6 +168,17 @@ pub enum KvError {
         #[source]
         source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
+    /// The call may or may not have been applied, and the store could not
+    /// find out which before the call's deadline. Whoever caches what the
+    /// store holds (the file layer, SQLite's page cache) can no longer trust
+    /// its cache: the database that made the call is poisoned and must be
+    /// closed and opened again, which reads the store afresh. The store
+    /// itself settles the outcome before its next call.
+    #[error("outcome unknown: {message}")]
+    OutcomeUnknown {
+        /// What was attempted and why its outcome is unknown.
+        message: String,
+    },
     /// Any other backend failure.
     #[error("store backend error: {message}")]
     Backend {
@@ -209,6 +220,12 @@ impl KvError {
         matches!(self, KvError::StorageFull { .. })
     }
 
+    /// True when the store could not tell whether the call was applied
+    /// ([`KvError::OutcomeUnknown`]): cached state must be dropped.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, KvError::OutcomeUnknown { .. })
+    }
+
     /// True when retrying the same call later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, KvError::Unavailable { .. } | KvError::Injected { .. })
@@ -246,6 +263,52 @@ pub trait KvStore: Send + Sync + 'static {
     async fn delete_batch(&self, keys: &[Bytes]) -> Result<(), KvError>;
     /// The limits this store enforces on one batch.
     fn limits(&self) -> KvLimits;
+    /// Whether this store may still serve its data, checked locally without
+    /// any I/O (it must be cheap: it runs before and after every database
+    /// call).
+    ///
+    /// A store whose ownership can be taken over by another host (a lease)
+    /// returns [`KvError::Fenced`] here as soon as its lease may have
+    /// lapsed. The callers check it around every call because SQLite can
+    /// answer a read from its page cache without calling the store at all;
+    /// this is what stops such a read on a host that lost the data.
+    /// The default (stores nobody else can take over) always allows.
+    fn check_owner(&self) -> Result<(), KvError> {
+        Ok(())
+    }
+}
+
+thread_local! {
+    static DEADLINE: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// The deadline of the database call that is polling a store future on this
+/// thread, if the caller set one with [`with_deadline`].
+///
+/// A [`KvStore`] reads it when its call starts (the first poll of its
+/// future runs inside the caller's [`with_deadline`]) and stops retrying at
+/// that instant, so the retries of several store calls made by one SQL
+/// statement add up to at most the statement's own budget.
+pub fn call_deadline() -> Option<std::time::Instant> {
+    DEADLINE.with(std::cell::Cell::get)
+}
+
+/// Runs `body` with [`call_deadline`] returning `deadline` on this thread
+/// (the earlier of it and any deadline already set), then restores the
+/// previous value, even if `body` panics.
+pub fn with_deadline<R>(deadline: std::time::Instant, body: impl FnOnce() -> R) -> R {
+    struct Restore(Option<std::time::Instant>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEADLINE.with(|cell| cell.set(self.0));
+        }
+    }
+    let previous = call_deadline();
+    let _restore = Restore(previous);
+    let effective = previous.map_or(deadline, |p| p.min(deadline));
+    DEADLINE.with(|cell| cell.set(Some(effective)));
+    body()
 }
 
 /// An in-memory store: a `BTreeMap` under a mutex. For tests, benches and
@@ -443,6 +506,10 @@ impl KvStore for FaultyKv {
     fn limits(&self) -> KvLimits {
         self.inner.limits()
     }
+
+    fn check_owner(&self) -> Result<(), KvError> {
+        self.inner.check_owner()
+    }
 }
 
 /// A store wrapper counting round trips per kind of call, so benches and
@@ -527,5 +594,9 @@ impl KvStore for CountingKv {
 
     fn limits(&self) -> KvLimits {
         self.inner.limits()
+    }
+
+    fn check_owner(&self) -> Result<(), KvError> {
+        self.inner.check_owner()
     }
 }

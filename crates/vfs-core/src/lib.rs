@@ -57,5 +57,8 @@ pub use format::{
     MAX_FILE_SIZE, META_FORMAT_VERSION, META_KEY_LEN, META_VALUE_LEN, PAGE_SIZE, SCHEMA_VERSION,
     chunk_key, decode_key, meta_key,
 };
-pub use kv::{CountingKv, FaultyKv, InjectedFault, KvError, KvLimits, KvOp, KvStore, MemoryKv};
+pub use kv::{
+    CountingKv, FaultyKv, InjectedFault, KvError, KvLimits, KvOp, KvStore, MemoryKv, call_deadline,
+    with_deadline,
+};
 pub use registry::{FileRegistry, MAX_NAME_LEN, RegistryError, ResolvedFile};
