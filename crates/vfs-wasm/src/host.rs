@@ -15,7 +15,8 @@
 //! SQLite only the result code. The page logic is async; the guest is not,
 //! so each store call is driven to completion on the thread running the
 //! instance by [`wait::drive`], bounded by the call's deadline and the
-//! store timeout. A store that panics, or does not answer in time, may have
+//! store timeout, and polled inside [`vfs_core::with_deadline`] so the
+//! store can bound its own retries by the same instant. A store that panics, or does not answer in time, may have
 //! left the database's pages half-written: its database is poisoned (every
 //! later file operation of it fails) until it is closed and reopened.
 
@@ -275,16 +276,19 @@ fn stalled(stall: &Stall, io_code: i32) -> VfsError {
     VfsError::new(io_code, stall.to_string())
 }
 
-/// Drives a store future within the store deadline. A stall poisons the
-/// calling database, except for `read_only` operations that time out (a
-/// read that never answered changed nothing).
+/// Drives a store future within the store deadline, which the store sees
+/// as [`vfs_core::call_deadline`] (the future is polled here, on this
+/// thread, inside [`vfs_core::with_deadline`]), so its retries end when
+/// the wait does. A stall poisons the calling database, except for
+/// `read_only` operations that time out (a read that never answered
+/// changed nothing).
 fn settle<T>(
     deadline: Instant,
     io_code: i32,
     read_only: bool,
     future: impl Future<Output = Result<T, VfsError>>,
 ) -> Result<T, Failure> {
-    match wait::drive(future, deadline) {
+    match vfs_core::with_deadline(deadline, || wait::drive(future, deadline)) {
         Ok(result) => Ok(result?),
         Err(stall @ Stall::TimedOut(_)) if read_only => Err(Failure::Vfs(stalled(&stall, io_code))),
         Err(stall) => Err(Failure::Poison(stalled(&stall, io_code))),
