@@ -16,13 +16,15 @@
 //!   growing the file exposes zeros;
 //! - a page below the end without a chunk reads as zeros.
 //!
-//! Garbage chunks past the end can exist after a failed (or interrupted)
-//! truncate, delete or multi-batch write. A handle remembers the page range
-//! it may have left behind and deletes it before growing the file over it
-//! with a gap (a region it does not write). A crash loses that memory; the
-//! leftover chunks stay invisible until the file grows over them, which
-//! SQLite does by writing every page (main file, journal and WAL grow
-//! sequentially), overwriting them.
+//! A truncate leaves no garbage chunks past the end, even when it fails or
+//! the process dies half way: it deletes the pages it cuts before it stores
+//! the smaller size. Garbage can still exist after a failed (or
+//! interrupted) multi-batch write, deletion after a shrinking atomic commit,
+//! or file delete. A handle remembers the page range it may have left
+//! behind and deletes it before growing the file over it with a gap (a
+//! region it does not write). A crash loses that memory: such leftovers
+//! stay invisible until the file grows over them, which SQLite mostly does
+//! by writing every page (main file, journal and WAL grow sequentially).
 
 use std::cmp::{max, min};
 use std::collections::{BTreeMap, HashMap};
@@ -663,13 +665,23 @@ impl KvFile {
 
     /// Sets the file size to `size`.
     ///
-    /// Shrinking writes the metadata first (together with the new last
-    /// page, its tail zeroed when `size` is not on a page boundary), then
-    /// deletes the pages past the end from the highest down, in batches
-    /// within the limits. If a deletion fails the file already has its new
-    /// size and the error (`SQLITE_IOERR_TRUNCATE`) reports the failure; the
-    /// leftover pages are retried later by this handle. Growing writes only
-    /// the metadata. Inside an atomic batch the change is buffered.
+    /// Shrinking first deletes the pages past the new end, from the lowest
+    /// up, in batches within the limits, and only then stores the metadata
+    /// (together with the new last page, its tail zeroed when `size` is not
+    /// on a page boundary). So no chunk past the end outlives a crash in the
+    /// middle, where nobody would remember to delete it before a later
+    /// write grows the file over it with a gap. The price is that a crash
+    /// (or a failed deletion, reported as `SQLITE_IOERR_TRUNCATE`) may leave
+    /// the old size with the region being cut reading zeros from its start.
+    /// Those are pages SQLite was discarding, and it copes with a truncate
+    /// that did not happen atomically (it journals every page a commit
+    /// truncates away). The lowest-first order matters for a rollback
+    /// journal truncated to 0, the commit of `journal_mode=TRUNCATE`: its
+    /// header goes first, so a crash leaves a journal SQLite no longer finds
+    /// hot (the commit stands), never a hot journal missing its last
+    /// records, whose partial playback would corrupt the database.
+    /// Growing writes only the metadata. Inside an atomic batch the change
+    /// is buffered.
     pub async fn truncate(&mut self, size: u64) -> Result<(), VfsError> {
         if size > MAX_FILE_SIZE {
             return Err(VfsError::new(
@@ -726,6 +738,11 @@ impl KvFile {
             )
             .await?;
         }
+        if size < old_size {
+            self.delete_cut(pages_for(size)..pages_for(old_size))
+                .await
+                .map_err(fail)?;
+        }
         let mut entries = Vec::with_capacity(2);
         if let Some(page) = cut {
             let mut image = base
@@ -739,10 +756,27 @@ impl KvFile {
         self.size = size;
         self.meta_stored = true;
         self.trim_stale();
-        if size < old_size {
-            self.add_stale(pages_for(size)..pages_for(old_size));
-            let stale = self.stale.clone().unwrap_or_default();
+        if size < old_size
+            && let Some(stale) = self.stale.clone()
+        {
+            // Garbage an earlier failure left past the old end.
             self.purge_stale(stale, code::SQLITE_IOERR_TRUNCATE).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the stored pages in `pages`, still below the end, from the
+    /// lowest up (see [`truncate`](Self::truncate) for why that order).
+    async fn delete_cut(&self, pages: Range<u64>) -> Result<(), KvError> {
+        let limit = self.limits.max_batch_keys as u64;
+        let mut lo = pages.start;
+        while lo < pages.end {
+            let hi = min(pages.end, lo.saturating_add(limit));
+            let keys: Vec<Bytes> = (lo..hi)
+                .map(|page| chunk_key(self.tag, page_index(page)))
+                .collect();
+            self.store.delete_batch(&keys).await?;
+            lo = hi;
         }
         Ok(())
     }

@@ -242,7 +242,7 @@ fn truncate_mid_page_then_extend_reads_zeros() {
 }
 
 #[test]
-fn truncate_deletes_chunks_past_the_end_meta_first() {
+fn truncate_deletes_chunks_past_the_end_before_storing_the_size() {
     block_on(async {
         let memory = mem(3);
         let store: Arc<dyn KvStore> = memory.clone();
@@ -534,8 +534,12 @@ fn every_kv_failure_has_its_code_and_keeps_the_error() {
     });
 }
 
+/// A shrinking truncate deletes the cut pages, lowest first, before it
+/// stores the smaller size: when a deletion fails the file keeps its old
+/// size, the cut region reads zeros from its start, no chunk is left past
+/// the end, and the truncate SQLite retries finishes the job.
 #[test]
-fn failed_chunk_deletion_is_reported_and_retried_by_sync() {
+fn failed_chunk_deletion_keeps_the_old_size_and_a_retry_finishes() {
     block_on(async {
         let memory = mem(4);
         let faulty = Arc::new(FaultyKv::new(memory.clone()));
@@ -544,11 +548,43 @@ fn failed_chunk_deletion_is_reported_and_retried_by_sync() {
             .await
             .unwrap();
         file.write(&pattern(8 * PAGE_SIZE, 1), 0).await.unwrap();
-        faulty.fail_after(1); // the meta put passes, the deletion fails
+        faulty.fail_after(1); // pages 1..5 are deleted, the deletion of 5..8 fails
         let err = file.truncate(P).await.unwrap_err();
         assert_eq!(err.code(), code::SQLITE_IOERR_TRUNCATE);
         faulty.heal();
-        assert_eq!(file.size(), P, "metadata was written first");
+        assert_eq!(file.size(), 8 * P, "the size is stored last");
+        let mut expected = pattern(8 * PAGE_SIZE, 1);
+        expected[PAGE_SIZE..5 * PAGE_SIZE].fill(0);
+        assert_eq!(read_all(&mut file).await, expected);
+        assert_eq!(reopen_all(&store, FileTag::Main).await, expected);
+        assert_eq!(memory.len(), 1 + 4, "meta, page 0 and pages 5..8");
+
+        file.truncate(P).await.unwrap();
+        assert_eq!(memory.len(), 2);
+        assert_eq!(
+            reopen_all(&store, FileTag::Main).await,
+            pattern(PAGE_SIZE, 1)
+        );
+    });
+}
+
+/// Pages a shrinking atomic commit could not delete after committing are
+/// remembered by the handle and deleted by the next sync.
+#[test]
+fn failed_deletion_after_a_shrinking_commit_is_retried_by_sync() {
+    block_on(async {
+        let memory = mem(8);
+        let faulty = Arc::new(FaultyKv::new(memory.clone()));
+        let store: Arc<dyn KvStore> = faulty.clone();
+        let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
+            .await
+            .unwrap();
+        file.write(&pattern(6 * PAGE_SIZE, 1), 0).await.unwrap();
+        file.begin_atomic().unwrap();
+        file.truncate(P).await.unwrap();
+        faulty.fail_after(1); // the commit passes, the deletion after it fails
+        file.commit_atomic().await.unwrap();
+        faulty.heal();
         assert_eq!(
             reopen_all(&store, FileTag::Main).await,
             pattern(PAGE_SIZE, 1)
