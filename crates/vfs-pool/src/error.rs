@@ -108,18 +108,18 @@ impl Error {
         )
     }
 
-    /// Whether the database is poisoned: its store panicked or did not
-    /// answer during a call, so nothing more is accepted on it. Close it and
-    /// open it again (the store is then read afresh); acknowledged writes
-    /// are all there.
+    /// Whether the database is poisoned: its store panicked, did not
+    /// answer, or could not tell whether a write was applied during a call,
+    /// so nothing more is accepted on it. Close it and open it again (the
+    /// store is then read afresh); acknowledged writes are all there.
     pub fn is_poisoned(&self) -> bool {
-        matches!(self, Error::Engine(vfs_wasm::Error::Poisoned { .. }))
+        matches!(self, Error::Engine(e) if e.is_poisoned())
     }
 
     /// The storage error behind this error, if storage is what failed.
     pub fn kv_error(&self) -> Option<&vfs_core::KvError> {
         match self {
-            Error::Engine(vfs_wasm::Error::Sqlite { kv, .. }) => kv.as_ref(),
+            Error::Engine(e) => e.kv_error(),
             Error::Storage(kv) => Some(kv),
             _ => None,
         }

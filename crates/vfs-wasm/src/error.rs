@@ -10,11 +10,19 @@ use vfs_core::KvError;
 pub enum Error {
     /// SQLite returned an error. For I/O errors `kv` holds the storage error
     /// that caused it (also returned by `source()`).
+    ///
+    /// When a file operation failed, `code` and `message` are those of that
+    /// operation (the first one with a storage error behind it): the message
+    /// names it ("commit of the main file failed (...): injected fault ..."),
+    /// where SQLite would say "disk I/O error" and may report the code of
+    /// its retry through the journal instead.
     #[error("sqlite error {code}: {message}")]
     Sqlite {
-        /// The extended SQLite result code.
+        /// The extended SQLite result code (for a failed file operation, the
+        /// one it returned to SQLite, such as `SQLITE_IOERR_COMMIT_ATOMIC`).
         code: i32,
-        /// SQLite's message.
+        /// SQLite's message, or the failed file operation and its storage
+        /// error.
         message: String,
         /// The storage failure behind an I/O error, if any.
         #[source]
@@ -43,13 +51,18 @@ pub enum Error {
         reason: String,
     },
     /// The database can no longer be trusted until it is reopened: its
-    /// store panicked or did not answer in time during a call, so what the
-    /// store holds may differ from what SQLite believes. Every later call on
-    /// it fails with this error; close it and open it again (the store is
+    /// store panicked, did not answer in time, or could not tell whether a
+    /// write was applied ([`KvError::OutcomeUnknown`]) during a call, so what
+    /// the store holds may differ from what SQLite believes. Every later call
+    /// on it fails with this error; close it and open it again (the store is
     /// then read afresh). The other databases of the instance are unaffected.
+    ///
+    /// The call that met an `OutcomeUnknown` itself fails with
+    /// [`Error::Sqlite`] carrying that store error, so the caller gets it
+    /// intact; [`Error::is_poisoned`] is true for both.
     #[error("database poisoned until it is reopened: {reason}")]
     Poisoned {
-        /// What happened first.
+        /// What happened first, with the store's own message.
         reason: String,
     },
     /// No open database has this id in this instance.
@@ -84,6 +97,28 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+}
+
+impl Error {
+    /// The storage error behind this error, if a store call is what failed.
+    pub fn kv_error(&self) -> Option<&KvError> {
+        match self {
+            Error::Sqlite { kv, .. } => kv.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the database must be closed and opened again before it
+    /// serves anything more: it is [`Error::Poisoned`], or this call
+    /// poisoned it with a store error whose outcome is unknown
+    /// ([`KvError::is_outcome_unknown`]).
+    pub fn is_poisoned(&self) -> bool {
+        match self {
+            Error::Poisoned { .. } => true,
+            Error::Sqlite { kv: Some(kv), .. } => kv.is_outcome_unknown(),
+            _ => false,
+        }
+    }
 }
 
 /// Result with the crate's [`Error`].

@@ -12,13 +12,17 @@
 //! Every failure goes through [`HostState::fail`], which keeps the first
 //! [`VfsError`] with a storage error behind it (with its
 //! [`vfs_core::KvError`]) for the caller of the SQL statement and hands
-//! SQLite only the result code. The page logic is async; the guest is not,
-//! so each store call is driven to completion on the thread running the
-//! instance by [`wait::drive`], bounded by the call's deadline and the
-//! store timeout, and polled inside [`vfs_core::with_deadline`] so the
-//! store can bound its own retries by the same instant. A store that panics, or does not answer in time, may have
-//! left the database's pages half-written: its database is poisoned (every
-//! later file operation of it fails) until it is closed and reopened.
+//! SQLite only the result code; the kept error names the operation that
+//! failed ("commit of the main file failed ..."). The page logic is async;
+//! the guest is not, so each store call is driven to completion on the
+//! thread running the instance by [`wait::drive`], bounded by the call's
+//! deadline and the store timeout, and polled inside
+//! [`vfs_core::with_deadline`] so the store can bound its own retries by the
+//! same instant. A store that panics, does not answer in time, or cannot
+//! tell whether a call was applied ([`KvError::OutcomeUnknown`]) may have
+//! left the database's pages other than SQLite believes: its database is
+//! poisoned (every later file operation of it fails) until it is closed and
+//! reopened.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use vfs_core::{FileRegistry, FileTag, KvFile, ReadOutcome, VfsError, code};
+use vfs_core::{FileRegistry, FileTag, KvError, KvFile, KvStore, ReadOutcome, VfsError, code};
 use wasmer::{Function, FunctionEnv, FunctionEnvMut, Imports, Memory, Store, imports};
 
 use crate::memory::GuestMemory;
@@ -73,7 +77,18 @@ struct OpenFile {
 }
 
 /// A name resolved for the caller: its database, file tag and store.
-type Resolved = (Arc<str>, FileTag, Arc<dyn vfs_core::KvStore>);
+type Resolved = (Arc<str>, FileTag, Arc<dyn KvStore>);
+
+/// Why a database was poisoned.
+#[derive(Debug, Clone)]
+pub(crate) struct Poison {
+    /// What happened first, in words, the store's own message included.
+    pub(crate) reason: String,
+    /// The failure itself when a store error is behind it (an
+    /// [`KvError::OutcomeUnknown`]): the call that met it hands it to its
+    /// caller intact.
+    pub(crate) cause: Option<VfsError>,
+}
 
 /// State shared by all host functions of one instance.
 pub(crate) struct HostState {
@@ -90,9 +105,10 @@ pub(crate) struct HostState {
     pub(crate) deadline: Option<Instant>,
     /// Longest wait for one store call.
     pub(crate) store_timeout: Duration,
-    /// Databases whose store panicked or timed out, with what happened
-    /// first: their files refuse every operation until they are reopened.
-    pub(crate) poisoned: HashMap<Arc<str>, String>,
+    /// Databases whose store panicked, timed out or could not tell whether
+    /// a call was applied, with what happened first: their files refuse
+    /// every operation until they are reopened.
+    pub(crate) poisoned: HashMap<Arc<str>, Poison>,
     /// Set when the progress handler asked SQLite to stop.
     pub(crate) interrupted: bool,
     /// The last VFS failure, kept for the error returned to the caller.
@@ -156,22 +172,27 @@ impl HostState {
         rc
     }
 
-    /// Marks the calling database unusable until it is reopened.
-    fn poison(&mut self, reason: &str) {
+    /// Marks the calling database unusable until it is reopened, because
+    /// of `err`.
+    fn poison(&mut self, err: &VfsError) {
         if let Caller::Db(me) = &self.caller {
+            let reason = describe(err);
             tracing::warn!(database = %me, %reason, "database poisoned");
             self.poisoned
                 .entry(Arc::clone(me))
-                .or_insert_with(|| reason.to_owned());
+                .or_insert_with(|| Poison {
+                    reason,
+                    cause: err.kv_error().is_some().then(|| err.clone()),
+                });
         }
     }
 
     /// Refuses every file operation of a poisoned database.
     fn check_not_poisoned(&self, db: &str) -> Result<(), VfsError> {
         match self.poisoned.get(db) {
-            Some(reason) => Err(VfsError::new(
+            Some(poison) => Err(VfsError::new(
                 code::SQLITE_IOERR,
-                format!("database poisoned until it is reopened: {reason}"),
+                format!("database poisoned until it is reopened: {}", poison.reason),
             )),
             None => Ok(()),
         }
@@ -255,13 +276,73 @@ fn bad_pointer(e: &crate::memory::OutOfBounds) -> VfsError {
     VfsError::new(code::SQLITE_MISUSE, e.to_string())
 }
 
+/// What the caller reads for a failed file operation: what failed, then
+/// the store's own error when there is one.
+pub(crate) fn describe(err: &VfsError) -> String {
+    match err.kv_error() {
+        Some(kv) => format!("{}: {kv}", err.message()),
+        None => err.message().to_owned(),
+    }
+}
+
+/// Puts the SQLite-level operation in front of a failure's own message
+/// (which names the store call, when the page logic made one): "read of
+/// page 7 of the main file failed (read Main file pages)". Code and store
+/// error are kept.
+fn in_context(op: &str, err: VfsError) -> VfsError {
+    let message = format!("{op} failed ({})", err.message());
+    let code = err.code();
+    match err.into_kv_error() {
+        Some(kv) => VfsError::from_kv(code, message, kv),
+        None => VfsError::new(code, message),
+    }
+}
+
+/// A file in words.
+fn file_words(tag: FileTag) -> &'static str {
+    match tag {
+        FileTag::Main => "the main file",
+        FileTag::Journal => "the journal",
+        FileTag::Wal => "the WAL",
+        FileTag::Shm => "the WAL index",
+    }
+}
+
+/// A read or write in words: by page for whole pages of the main file
+/// (SQLite numbers them from 1), by bytes otherwise.
+fn span_words(verb: &str, tag: FileTag, offset: u64, amt: u64) -> String {
+    const PAGE: u64 = vfs_core::PAGE_SIZE as u64;
+    let file = file_words(tag);
+    if tag == FileTag::Main && amt > 0 && offset.is_multiple_of(PAGE) && amt.is_multiple_of(PAGE) {
+        let first = offset / PAGE + 1;
+        let last = first + (amt / PAGE - 1);
+        if first == last {
+            format!("{verb} of page {first} of {file}")
+        } else {
+            format!("{verb} of pages {first} to {last} of {file}")
+        }
+    } else {
+        format!("{verb} of {amt} bytes at offset {offset} of {file}")
+    }
+}
+
 /// How a host function failed.
 enum Failure {
     /// An ordinary failure: SQLite gets its code, the database stays sound.
     Vfs(VfsError),
-    /// The store panicked or did not answer: what it holds is unknown, so
-    /// the calling database is poisoned as well.
+    /// The store panicked, did not answer, or said the outcome is unknown:
+    /// what it holds is unknown, so the calling database is poisoned as
+    /// well.
     Poison(VfsError),
+}
+
+impl Failure {
+    fn map(self, f: impl FnOnce(VfsError) -> VfsError) -> Failure {
+        match self {
+            Failure::Vfs(e) => Failure::Vfs(f(e)),
+            Failure::Poison(e) => Failure::Poison(f(e)),
+        }
+    }
 }
 
 impl From<VfsError> for Failure {
@@ -279,20 +360,28 @@ fn stalled(stall: &Stall, io_code: i32) -> VfsError {
 /// Drives a store future within the store deadline, which the store sees
 /// as [`vfs_core::call_deadline`] (the future is polled here, on this
 /// thread, inside [`vfs_core::with_deadline`]), so its retries end when
-/// the wait does. A stall poisons the calling database, except for
-/// `read_only` operations that time out (a read that never answered
-/// changed nothing).
+/// the wait does.
+///
+/// A stall or a [`KvError::OutcomeUnknown`] poisons the calling database,
+/// except for `read_only` operations that time out (a read that never
+/// answered changed nothing). A failure is named by `op`, the operation in
+/// SQLite's terms, built only when it fails.
 fn settle<T>(
     deadline: Instant,
     io_code: i32,
     read_only: bool,
+    op: impl FnOnce() -> String,
     future: impl Future<Output = Result<T, VfsError>>,
 ) -> Result<T, Failure> {
-    match vfs_core::with_deadline(deadline, || wait::drive(future, deadline)) {
-        Ok(result) => Ok(result?),
-        Err(stall @ Stall::TimedOut(_)) if read_only => Err(Failure::Vfs(stalled(&stall, io_code))),
-        Err(stall) => Err(Failure::Poison(stalled(&stall, io_code))),
-    }
+    let failure = match vfs_core::with_deadline(deadline, || wait::drive(future, deadline)) {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(e)) if e.kv_error().is_some_and(KvError::is_outcome_unknown) => Failure::Poison(e),
+        Ok(Err(e)) => Failure::Vfs(e),
+        Err(stall @ Stall::TimedOut(_)) if read_only => Failure::Vfs(stalled(&stall, io_code)),
+        Err(stall) => Failure::Poison(stalled(&stall, io_code)),
+    };
+    let op = op();
+    Err(failure.map(|e| in_context(&op, e)))
 }
 
 /// Runs `body`; an error becomes its result code through [`HostState::fail`].
@@ -308,7 +397,7 @@ fn guard(
         Ok(Ok(rc)) => rc,
         Ok(Err(Failure::Vfs(e))) => state.fail(e),
         Ok(Err(Failure::Poison(e))) => {
-            state.poison(e.message());
+            state.poison(&e);
             state.fail(e)
         }
         Err(payload) => {
@@ -316,7 +405,7 @@ fn guard(
                 code::SQLITE_IOERR,
                 format!("the host panicked: {}", wait::take_panic(payload)),
             );
-            state.poison(e.message());
+            state.poison(&e);
             state.fail(e)
         }
     }
@@ -347,6 +436,7 @@ fn vfs_open(
                 state.store_deadline(),
                 code::SQLITE_CANTOPEN,
                 false,
+                || format!("open of {}", file_words(tag)),
                 KvFile::open(kv, tag, flags & OPEN_CREATE != 0, seed.as_deref()),
             )?;
             for sidecar in [FileTag::Journal, FileTag::Wal] {
@@ -397,12 +487,16 @@ fn vfs_read(
         let mut data = vec![0u8; amt];
         let deadline = state.store_deadline();
         let outcome = match &mut state.file(id)?.kind {
-            FileKind::Kv(file) => settle(
-                deadline,
-                code::SQLITE_IOERR_READ,
-                true,
-                file.read(&mut data, offset),
-            )?,
+            FileKind::Kv(file) => {
+                let tag = file.tag();
+                settle(
+                    deadline,
+                    code::SQLITE_IOERR_READ,
+                    true,
+                    || span_words("read", tag, offset, amt as u64),
+                    file.read(&mut data, offset),
+                )?
+            }
             FileKind::Scratch(name) => {
                 let name = name.clone();
                 let content = state.scratch.get(&name).map_or(&[][..], Vec::as_slice);
@@ -447,12 +541,16 @@ fn vfs_write(
             .map_err(|e| bad_pointer(&e))?;
         let deadline = state.store_deadline();
         match &mut state.file(id)?.kind {
-            FileKind::Kv(file) => settle(
-                deadline,
-                code::SQLITE_IOERR_WRITE,
-                false,
-                file.write(&data, offset),
-            )?,
+            FileKind::Kv(file) => {
+                let tag = file.tag();
+                settle(
+                    deadline,
+                    code::SQLITE_IOERR_WRITE,
+                    false,
+                    || span_words("write", tag, offset, u64::from(amt)),
+                    file.write(&data, offset),
+                )?;
+            }
             FileKind::Scratch(name) => {
                 let name = name.clone();
                 let content = state.scratch.entry(name).or_default();
@@ -479,12 +577,16 @@ fn vfs_truncate(mut env: FunctionEnvMut<'_, HostState>, id: u32, size: i64) -> i
         };
         let deadline = state.store_deadline();
         match &mut state.file(id)?.kind {
-            FileKind::Kv(file) => settle(
-                deadline,
-                code::SQLITE_IOERR_TRUNCATE,
-                false,
-                file.truncate(size),
-            )?,
+            FileKind::Kv(file) => {
+                let tag = file.tag();
+                settle(
+                    deadline,
+                    code::SQLITE_IOERR_TRUNCATE,
+                    false,
+                    || format!("truncate of {} to {size} bytes", file_words(tag)),
+                    file.truncate(size),
+                )?;
+            }
             FileKind::Scratch(name) => {
                 let name = name.clone();
                 if let Some(content) = state.scratch.get_mut(&name) {
@@ -500,7 +602,14 @@ fn vfs_sync(mut env: FunctionEnvMut<'_, HostState>, id: u32, _flags: i32) -> i32
     guard(&mut env, |state, _| {
         let deadline = state.store_deadline();
         if let FileKind::Kv(file) = &mut state.file(id)?.kind {
-            settle(deadline, code::SQLITE_IOERR_FSYNC, false, file.sync())?;
+            let tag = file.tag();
+            settle(
+                deadline,
+                code::SQLITE_IOERR_FSYNC,
+                false,
+                || format!("sync of {}", file_words(tag)),
+                file.sync(),
+            )?;
         }
         Ok(SQLITE_OK)
     })
@@ -530,12 +639,16 @@ fn vfs_file_control(mut env: FunctionEnvMut<'_, HostState>, id: u32, op: i32) ->
         match &mut state.file(id)?.kind {
             FileKind::Kv(file) => match op {
                 FCNTL_BEGIN_ATOMIC => file.begin_atomic()?,
-                FCNTL_COMMIT_ATOMIC => settle(
-                    deadline,
-                    code::SQLITE_IOERR_COMMIT_ATOMIC,
-                    false,
-                    file.commit_atomic(),
-                )?,
+                FCNTL_COMMIT_ATOMIC => {
+                    let tag = file.tag();
+                    settle(
+                        deadline,
+                        code::SQLITE_IOERR_COMMIT_ATOMIC,
+                        false,
+                        || format!("commit of {}", file_words(tag)),
+                        file.commit_atomic(),
+                    )?;
+                }
                 FCNTL_ROLLBACK_ATOMIC => file.rollback_atomic(),
                 _ => return Ok(code::SQLITE_NOTFOUND),
             },
@@ -585,6 +698,7 @@ fn vfs_delete(
             state.store_deadline(),
             code::SQLITE_IOERR_DELETE,
             false,
+            || format!("delete of {}", file_words(tag)),
             KvFile::delete(&kv, tag),
         );
         match deleted {
@@ -621,6 +735,7 @@ fn vfs_access(
                         state.store_deadline(),
                         code::SQLITE_IOERR_ACCESS,
                         true,
+                        || format!("existence check of {}", file_words(tag)),
                         KvFile::exists(&kv, tag),
                     )?,
                 },

@@ -14,8 +14,9 @@
 //! by SQLite's progress handler, by the shim's slow built-ins and by every
 //! store wait), and each call's result is capped before it is copied out. A
 //! trap in the guest marks the instance broken: each later call returns
-//! [`Error::Broken`] and the process lives on. A store that panics or does
-//! not answer poisons only its own database ([`Error::Poisoned`]).
+//! [`Error::Broken`] and the process lives on. A store that panics, does
+//! not answer or cannot tell whether a write was applied poisons only its
+//! own database ([`Error::Poisoned`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use vfs_core::{KvStore, RegistryError, code};
 use wasmer::{FunctionEnv, Memory, MemoryType, Pages, RuntimeError, Store, TypedFunction};
 
 use crate::error::{Error, Result};
-use crate::host::{self, Caller, HostState};
+use crate::host::{self, Caller, HostState, Poison};
 use crate::memory::{GuestMemory, OutOfBounds};
 use crate::module::SqliteModule;
 use crate::value::{Rows, Value};
@@ -554,9 +555,9 @@ impl Instance {
         self.check_usable()?;
         let entry = self.dbs.get(&db).ok_or(Error::UnknownDatabase)?;
         let found = (Arc::clone(&entry.name), entry.handle, entry.slot);
-        if let Some(reason) = self.state().poisoned.get(&found.0) {
+        if let Some(poison) = self.state().poisoned.get(&found.0) {
             return Err(Error::Poisoned {
-                reason: reason.clone(),
+                reason: poison.reason.clone(),
             });
         }
         Ok(found)
@@ -622,9 +623,13 @@ impl Instance {
     }
 
     /// Ends a call: from now on the VFS serves nobody and allocations are
-    /// charged to the instance. If the call poisoned its database, its
-    /// result becomes [`Error::Poisoned`]: whatever SQLite said, nothing it
-    /// did may be reported as stored.
+    /// charged to the instance.
+    ///
+    /// If the call poisoned its database, its result becomes the poisoning
+    /// failure: whatever SQLite said, nothing it did may be reported as
+    /// stored. A store error whose outcome is unknown reaches the caller
+    /// as [`Error::Sqlite`] with that error; a panic or a stall as
+    /// [`Error::Poisoned`].
     fn leave<T>(&mut self, result: Result<T>) -> Result<T> {
         let state = self.state();
         let poisoned = match &state.caller {
@@ -632,12 +637,13 @@ impl Instance {
             _ => None,
         };
         let result = self.leave_without_poison(result);
-        match poisoned {
-            Some(reason) if !matches!(result, Err(Error::Broken { .. })) => {
-                Err(Error::Poisoned { reason })
-            }
-            _ => result,
+        if matches!(result, Err(Error::Broken { .. })) {
+            return result;
         }
+        if let Some(poison) = poisoned {
+            return Err(poison_error(poison));
+        }
+        result
     }
 
     fn leave_without_poison<T>(&mut self, result: Result<T>) -> Result<T> {
@@ -737,10 +743,15 @@ impl Instance {
                     primary,
                     code::SQLITE_IOERR | code::SQLITE_CANTOPEN | code::SQLITE_FULL
                 );
+                // SQLite's own words for these ("disk I/O error", "unable
+                // to open database file") say less than the failed
+                // operation and the store's error do; its code may be that
+                // of its retry through the journal, not of the failure
+                // named.
                 match vfs.filter(|_| relevant) {
                     Some(vfs) => Error::Sqlite {
-                        code,
-                        message: format!("{message} ({})", vfs.message()),
+                        code: vfs.code(),
+                        message: host::describe(&vfs),
                         kv: vfs.into_kv_error(),
                     },
                     None => Error::Sqlite {
@@ -1296,6 +1307,25 @@ impl Instance {
             self.free(buf)?;
         }
         found
+    }
+}
+
+/// The error of a call that poisoned its database: the store's error when
+/// one is behind it (it reaches the caller intact), else
+/// [`Error::Poisoned`].
+fn poison_error(poison: Poison) -> Error {
+    match poison.cause {
+        Some(cause) => Error::Sqlite {
+            code: cause.code(),
+            message: format!(
+                "{}; the database is poisoned until it is reopened",
+                host::describe(&cause)
+            ),
+            kv: cause.into_kv_error(),
+        },
+        None => Error::Poisoned {
+            reason: poison.reason,
+        },
     }
 }
 

@@ -48,6 +48,17 @@
 //! panic never unwinds through the guest. None of these affects the other
 //! databases of the instance.
 //!
+//! # What a store is told, and what its answers do
+//! Every store call is polled inside [`vfs_core::with_deadline`] with the
+//! instant the host stops waiting for it (the call's budget or the store
+//! timeout, whichever ends first), so a store can bound its own retries by
+//! [`vfs_core::call_deadline`]. A store error whose outcome is unknown
+//! ([`vfs_core::KvError::OutcomeUnknown`]) poisons the database like a
+//! panic does, and reaches the caller intact inside [`Error::Sqlite`]
+//! ([`Error::is_poisoned`] says so). A failed store call is
+//! named in the caller's error by the operation that failed ("commit of
+//! the main file failed (...): ..."), with the store's error as `source()`.
+//!
 //! # Building
 //! `build.rs` compiles the SQLite amalgamation shipped by `libsqlite3-sys`
 //! plus `c/shim.c` with Debian's clang, lld, wasi-libc and the wasm32

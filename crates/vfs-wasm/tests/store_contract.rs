@@ -1,8 +1,15 @@
 //! What the instance owes a `KvStore` beyond the three batch calls, and what
 //! it does with the answers, through the public API:
 //!
+//! - `KvError::OutcomeUnknown` poisons the database: SQLite's page cache and
+//!   the file layer's cached size may disagree with the store, so only a
+//!   reopen (which reads the store afresh) may serve it again, and the
+//!   store's error still reaches the caller.
 //! - Every store call is polled inside `vfs_core::with_deadline`, so a store
 //!   can bound its retries by the call's budget.
+//! - A failed store call is named in the caller's error by the operation
+//!   that failed ("commit of the main file failed ..."), not by SQLite's
+//!   generic "disk I/O error".
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use vfs_core::{KvError, KvLimits, KvStore, MemoryKv};
+use vfs_core::{FaultyKv, KvError, KvLimits, KvStore, MemoryKv};
 use vfs_wasm::{DbId, Error, Instance, InstanceConfig, ModuleConfig, SqliteModule, Value};
 
 fn module() -> SqliteModule {
@@ -26,6 +33,10 @@ fn instance_with(config: InstanceConfig) -> Instance {
     Instance::new(&module(), config).expect("instance")
 }
 
+fn instance() -> Instance {
+    instance_with(InstanceConfig::default())
+}
+
 fn ints(inst: &mut Instance, db: DbId, sql: &str) -> Vec<i64> {
     inst.query(db, sql, &[])
         .unwrap()
@@ -36,6 +47,11 @@ fn ints(inst: &mut Instance, db: DbId, sql: &str) -> Vec<i64> {
             other => panic!("{sql}: unexpected row {other:?}"),
         })
         .collect()
+}
+
+fn assert_integrity(inst: &mut Instance, db: DbId) {
+    let rows = inst.query(db, "PRAGMA integrity_check", &[]).unwrap();
+    assert_eq!(rows.rows, vec![vec![Value::from("ok")]]);
 }
 
 /// The store error behind `err`, found through `source()` as any caller
@@ -61,6 +77,83 @@ fn small_cache() -> InstanceConfig {
         cache_size_kib: 64,
         ..InstanceConfig::default()
     }
+}
+
+// ---- OutcomeUnknown ---------------------------------------------------------
+
+/// A store over memory whose writes, while armed, are applied but answered
+/// with `OutcomeUnknown` (the answer was lost after the write landed).
+struct UnknownKv {
+    inner: MemoryKv,
+    lose_answers: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl KvStore for UnknownKv {
+    async fn get_batch(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, KvError> {
+        self.inner.get_batch(keys).await
+    }
+    async fn put_batch(&self, entries: &[(Bytes, Bytes)]) -> Result<(), KvError> {
+        self.inner.put_batch(entries).await?;
+        if self.lose_answers.load(Ordering::SeqCst) {
+            return Err(KvError::OutcomeUnknown {
+                message: "the answer to the write was lost".into(),
+            });
+        }
+        Ok(())
+    }
+    async fn delete_batch(&self, keys: &[Bytes]) -> Result<(), KvError> {
+        self.inner.delete_batch(keys).await
+    }
+    fn limits(&self) -> KvLimits {
+        self.inner.limits()
+    }
+}
+
+#[test]
+fn an_unknown_commit_outcome_poisons_the_database_until_a_reopen_reads_the_store() {
+    let store = Arc::new(UnknownKv {
+        inner: MemoryKv::new(),
+        lose_answers: AtomicBool::new(false),
+    });
+    let mut inst = instance();
+    let db = inst
+        .open("unknown", Arc::clone(&store) as Arc<dyn KvStore>)
+        .unwrap();
+    let neighbour = inst.open("neighbour", Arc::new(MemoryKv::new())).unwrap();
+    inst.exec(db, "CREATE TABLE t (v); INSERT INTO t VALUES (1)")
+        .unwrap();
+    store.lose_answers.store(true, Ordering::SeqCst);
+    let err = inst
+        .execute(db, "INSERT INTO t VALUES (2)", &[])
+        .expect_err("the commit's outcome is unknown");
+    // The store's own error reaches the caller, named by the operation.
+    assert!(
+        matches!(kv_cause(&err), Some(KvError::OutcomeUnknown { .. })),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("commit of the main file failed"), "{text}");
+    assert!(text.contains("the answer to the write was lost"), "{text}");
+    store.lose_answers.store(false, Ordering::SeqCst);
+    // Nothing more is served from the stale caches, reads included.
+    for sql in ["SELECT v FROM t", "INSERT INTO t VALUES (3)"] {
+        let err = inst.execute(db, sql, &[]).expect_err(sql);
+        assert!(
+            matches!(&err, Error::Poisoned { reason } if reason.contains("the answer to the write was lost")),
+            "{sql}: {err:?}"
+        );
+    }
+    assert_eq!(ints(&mut inst, neighbour, "SELECT 7"), [7]);
+    inst.close(db).unwrap();
+    // The reopened database reads what the store holds: the write landed.
+    let db = inst
+        .open("unknown", Arc::clone(&store) as Arc<dyn KvStore>)
+        .unwrap();
+    assert_eq!(ints(&mut inst, db, "SELECT v FROM t ORDER BY v"), [1, 2]);
+    inst.execute(db, "INSERT INTO t VALUES (3)", &[]).unwrap();
+    assert_eq!(ints(&mut inst, db, "SELECT v FROM t ORDER BY v"), [1, 2, 3]);
+    assert_integrity(&mut inst, db);
 }
 
 // ---- the call's deadline ---------------------------------------------------
@@ -217,4 +310,57 @@ fn a_store_that_retries_until_the_call_deadline_ends_the_statement_within_its_bu
         ints(&mut inst, db, "SELECT sum(length(b)) FROM wide"),
         [600_000]
     );
+}
+
+// ---- naming the failed operation --------------------------------------------
+
+#[test]
+fn a_failed_store_call_is_named_by_its_operation() {
+    let faulty = Arc::new(FaultyKv::new(Arc::new(MemoryKv::new())));
+    let mut inst = instance();
+    let db = inst
+        .open("named", Arc::clone(&faulty) as Arc<dyn KvStore>)
+        .unwrap();
+    inst.exec(db, "CREATE TABLE t (v); INSERT INTO t VALUES (1)")
+        .unwrap();
+    // Every page the insert needs is cached: its commit is the first store
+    // call, and SQLite's retry through its journal fails after it.
+    faulty.fail_after(0);
+    let err = inst
+        .execute(db, "INSERT INTO t VALUES (2)", &[])
+        .expect_err("the store refuses every call");
+    let text = err.to_string();
+    assert!(text.contains("commit of the main file failed"), "{text}");
+    assert!(text.contains("injected fault"), "{text}");
+    assert!(!text.contains("disk I/O error"), "{text}");
+    assert!(!text.contains("open of the journal"), "{text}");
+    // The code is the failed commit's, not that of SQLite's journal retry.
+    assert!(
+        matches!(err, Error::Sqlite { code: c, .. } if c == vfs_core::code::SQLITE_IOERR_COMMIT_ATOMIC),
+        "{err:?}"
+    );
+    assert!(
+        matches!(kv_cause(&err), Some(KvError::Injected { .. })),
+        "{err:?}"
+    );
+    faulty.heal();
+    assert_eq!(ints(&mut inst, db, "SELECT v FROM t"), [1]);
+    inst.close(db).unwrap();
+
+    // A read of a page the cache does not hold.
+    let mut inst = instance_with(small_cache());
+    let db = inst
+        .open("named", Arc::clone(&faulty) as Arc<dyn KvStore>)
+        .unwrap();
+    inst.exec(db, WIDE).unwrap();
+    faulty.fail_after(0);
+    let err = inst
+        .query(db, "SELECT sum(length(b)) FROM wide", &[])
+        .expect_err("the pages are not all cached");
+    let text = err.to_string();
+    assert!(text.contains("read of page"), "{text}");
+    assert!(text.contains("of the main file failed"), "{text}");
+    assert!(text.contains("injected fault"), "{text}");
+    faulty.heal();
+    assert_integrity(&mut inst, db);
 }
