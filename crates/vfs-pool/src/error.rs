@@ -116,7 +116,16 @@ impl Error {
         matches!(self, Error::Engine(e) if e.is_poisoned())
     }
 
-    /// The storage error behind this error, if storage is what failed.
+    /// Whether the actor's store was fenced ([`vfs_core::KvError::Fenced`]):
+    /// another owner took its data over, or this host's lease may have
+    /// lapsed. Nothing is served from this database until its store allows
+    /// again; retrying the same call cannot help.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self.kv_error(), Some(vfs_core::KvError::Fenced { .. }))
+    }
+
+    /// The storage error behind this error, if storage is what failed (a
+    /// store call, or the store's ownership check around every call).
     pub fn kv_error(&self) -> Option<&vfs_core::KvError> {
         match self {
             Error::Engine(e) => e.kv_error(),

@@ -65,6 +65,25 @@ pub enum Error {
         /// What happened first, with the store's own message.
         reason: String,
     },
+    /// The database's store refused the call outside SQLite: its
+    /// [`KvStore::check_owner`](vfs_core::KvStore::check_owner) failed, for
+    /// example with [`KvError::Fenced`] once its lease may have lapsed.
+    ///
+    /// The check runs before every call and after it, because SQLite can
+    /// answer a read from its page cache without asking the store. Refused
+    /// before, nothing ran. Refused after, SQLite did run: its rows are
+    /// withheld, and whether a write it made reached the store is unknown
+    /// (the message says which). The database is not poisoned: once the
+    /// store allows again (a renewed lease: nobody else took the data), the
+    /// same connection carries on.
+    #[error("{message}: {kv}")]
+    Store {
+        /// Which check refused, in words.
+        message: String,
+        /// The store's error.
+        #[source]
+        kv: KvError,
+    },
     /// No open database has this id in this instance.
     #[error("unknown database id")]
     UnknownDatabase,
@@ -100,10 +119,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// The storage error behind this error, if a store call is what failed.
+    /// The storage error behind this error, if a store call (or a store's
+    /// ownership check) is what failed.
     pub fn kv_error(&self) -> Option<&KvError> {
         match self {
             Error::Sqlite { kv, .. } => kv.as_ref(),
+            Error::Store { kv, .. } => Some(kv),
             _ => None,
         }
     }

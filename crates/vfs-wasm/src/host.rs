@@ -198,6 +198,23 @@ impl HostState {
         }
     }
 
+    /// Asks the store of database `name` whether it may still serve it
+    /// ([`KvStore::check_owner`]): no I/O, so it runs around every call. A
+    /// store that panics here refuses, as a failed check would; the panic
+    /// goes no further.
+    pub(crate) fn check_owner(&self, name: &str) -> Result<(), KvError> {
+        let Ok(resolved) = self.registry.resolve(name) else {
+            return Ok(());
+        };
+        match catch_unwind(AssertUnwindSafe(|| resolved.store.check_owner())) {
+            Ok(checked) => checked,
+            Err(payload) => Err(KvError::Backend {
+                message: format!("check_owner panicked: {}", wait::take_panic(payload)),
+                source: None,
+            }),
+        }
+    }
+
     /// When a store call made now must have answered: the call's deadline
     /// or the store timeout, whichever comes first.
     fn store_deadline(&self) -> Instant {

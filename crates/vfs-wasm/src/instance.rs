@@ -17,6 +17,12 @@
 //! [`Error::Broken`] and the process lives on. A store that panics, does
 //! not answer or cannot tell whether a write was applied poisons only its
 //! own database ([`Error::Poisoned`]).
+//!
+//! Every database call also asks the database's store whether it may still
+//! serve it ([`KvStore::check_owner`]), before the call and after it: with
+//! `locking_mode = EXCLUSIVE` SQLite answers reads from its page cache
+//! without calling the store, so a host that lost its lease would
+//! otherwise keep serving rows another host may have changed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -405,7 +411,7 @@ impl Instance {
             self.next_slot - 1
         });
         let opened = self
-            .enter(Caller::Db(Arc::clone(&name)), slot)
+            .enter_db(Arc::clone(&name), slot)
             .and_then(|()| self.open_connection(&name));
         let opened = self.leave(opened);
         match opened {
@@ -441,7 +447,7 @@ impl Instance {
         refuse_nul(sql)?;
         let (name, handle, slot) = self.db(db)?;
         let result = self
-            .enter(Caller::Db(name), slot)
+            .enter_db(name, slot)
             .and_then(|()| self.exec_script(handle, sql));
         self.leave(result)
     }
@@ -622,6 +628,16 @@ impl Instance {
         Ok(())
     }
 
+    /// Starts a call for database `name` (see [`Instance::enter`]) once its
+    /// store says it may still serve it; refused, nothing runs.
+    fn enter_db(&mut self, name: Arc<str>, slot: i32) -> Result<()> {
+        self.state().check_owner(&name).map_err(|kv| Error::Store {
+            message: format!("the store of database {name:?} refused the call before it ran"),
+            kv,
+        })?;
+        self.enter(Caller::Db(name), slot)
+    }
+
     /// Ends a call: from now on the VFS serves nobody and allocations are
     /// charged to the instance.
     ///
@@ -629,12 +645,15 @@ impl Instance {
     /// failure: whatever SQLite said, nothing it did may be reported as
     /// stored. A store error whose outcome is unknown reaches the caller
     /// as [`Error::Sqlite`] with that error; a panic or a stall as
-    /// [`Error::Poisoned`].
+    /// [`Error::Poisoned`]. Otherwise the database's store is asked once
+    /// more whether it may still serve it: refused, the result is withheld
+    /// (rows SQLite read from its cache may be stale by now, and a write it
+    /// made may or may not be stored).
     fn leave<T>(&mut self, result: Result<T>) -> Result<T> {
         let state = self.state();
-        let poisoned = match &state.caller {
-            Caller::Db(me) => state.poisoned.get(me).cloned(),
-            _ => None,
+        let (name, poisoned) = match &state.caller {
+            Caller::Db(me) => (Some(Arc::clone(me)), state.poisoned.get(me).cloned()),
+            _ => (None, None),
         };
         let result = self.leave_without_poison(result);
         if matches!(result, Err(Error::Broken { .. })) {
@@ -642,6 +661,17 @@ impl Instance {
         }
         if let Some(poison) = poisoned {
             return Err(poison_error(poison));
+        }
+        if let Some(name) = name
+            && let Err(kv) = self.state().check_owner(&name)
+        {
+            return Err(Error::Store {
+                message: format!(
+                    "the store of database {name:?} refused the call after it ran: its \
+                     results are withheld, and whether a write it made was stored is unknown"
+                ),
+                kv,
+            });
         }
         result
     }
@@ -1135,7 +1165,7 @@ impl Instance {
         refuse_nul(sql)?;
         let (name, handle, slot) = self.db(db)?;
         let result = self
-            .enter(Caller::Db(name), slot)
+            .enter_db(name, slot)
             .and_then(|()| self.run_cached(db, handle, sql, params, collect));
         self.leave(result)
     }

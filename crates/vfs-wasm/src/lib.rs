@@ -55,7 +55,11 @@
 //! [`vfs_core::call_deadline`]. A store error whose outcome is unknown
 //! ([`vfs_core::KvError::OutcomeUnknown`]) poisons the database like a
 //! panic does, and reaches the caller intact inside [`Error::Sqlite`]
-//! ([`Error::is_poisoned`] says so). A failed store call is
+//! ([`Error::is_poisoned`] says so). Before and after every call the
+//! database's [`vfs_core::KvStore::check_owner`] runs: SQLite answers many
+//! reads from its page cache without calling the store, so this is what
+//! stops a host whose lease lapsed from serving stale rows ([`Error::Store`]
+//! with the store's [`vfs_core::KvError::Fenced`]). A failed store call is
 //! named in the caller's error by the operation that failed ("commit of
 //! the main file failed (...): ..."), with the store's error as `source()`.
 //!

@@ -1,6 +1,10 @@
 //! What the instance owes a `KvStore` beyond the three batch calls, and what
 //! it does with the answers, through the public API:
 //!
+//! - `check_owner` runs before and after every call. With `locking_mode =
+//!   EXCLUSIVE` SQLite answers reads from its page cache without calling the
+//!   store, so a host whose lease lapsed would otherwise keep serving rows
+//!   another host may have changed since.
 //! - `KvError::OutcomeUnknown` poisons the database: SQLite's page cache and
 //!   the file layer's cached size may disagree with the store, so only a
 //!   reopen (which reads the store afresh) may serve it again, and the
@@ -13,7 +17,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -67,6 +71,10 @@ fn kv_cause(err: &Error) -> Option<&KvError> {
     None
 }
 
+fn is_fenced(err: &Error) -> bool {
+    matches!(kv_cause(err), Some(KvError::Fenced { .. }))
+}
+
 /// Fills `t` with enough 3 KB rows that a scan cannot be served from a
 /// 64 KiB page cache.
 const WIDE: &str = "CREATE TABLE wide (b); WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 200)
@@ -77,6 +85,146 @@ fn small_cache() -> InstanceConfig {
         cache_size_kib: 64,
         ..InstanceConfig::default()
     }
+}
+
+// ---- check_owner ----------------------------------------------------------
+
+/// A store over memory with a lease: `check_owner` says fenced once the
+/// lease is gone, or after a number of further checks.
+struct LeasedKv {
+    inner: MemoryKv,
+    /// `None`: the lease holds; `Some(n)`: n more checks pass, then every
+    /// check fails.
+    checks_left: Mutex<Option<u32>>,
+    gets: AtomicU64,
+}
+
+impl LeasedKv {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryKv::new(),
+            checks_left: Mutex::new(None),
+            gets: AtomicU64::new(0),
+        })
+    }
+
+    /// The lease is lost after `n` more checks (0: now).
+    fn lapse_after(&self, n: u32) {
+        *self.checks_left.lock() = Some(n);
+    }
+
+    fn renew(&self) {
+        *self.checks_left.lock() = None;
+    }
+}
+
+#[async_trait::async_trait]
+impl KvStore for LeasedKv {
+    async fn get_batch(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, KvError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_batch(keys).await
+    }
+    async fn put_batch(&self, entries: &[(Bytes, Bytes)]) -> Result<(), KvError> {
+        self.inner.put_batch(entries).await
+    }
+    async fn delete_batch(&self, keys: &[Bytes]) -> Result<(), KvError> {
+        self.inner.delete_batch(keys).await
+    }
+    fn limits(&self) -> KvLimits {
+        self.inner.limits()
+    }
+    fn check_owner(&self) -> Result<(), KvError> {
+        let mut left = self.checks_left.lock();
+        match &mut *left {
+            None => Ok(()),
+            Some(0) => Err(KvError::Fenced {
+                message: "lease lapsed".into(),
+            }),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+        }
+    }
+}
+
+#[test]
+fn a_lapsed_lease_refuses_a_read_the_page_cache_could_answer() {
+    let store = LeasedKv::new();
+    let mut inst = instance();
+    let db = inst
+        .open("leased", Arc::clone(&store) as Arc<dyn KvStore>)
+        .unwrap();
+    inst.exec(
+        db,
+        "CREATE TABLE t (v); INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)",
+    )
+    .unwrap();
+    let sql = "SELECT v FROM t ORDER BY v";
+    assert_eq!(ints(&mut inst, db, sql), [1, 2]);
+    // The rows are in SQLite's page cache: reading them again costs no
+    // store call, so only check_owner can stop a stale read.
+    let gets = store.gets.load(Ordering::SeqCst);
+    assert_eq!(ints(&mut inst, db, sql), [1, 2]);
+    assert_eq!(store.gets.load(Ordering::SeqCst), gets, "served from cache");
+
+    store.lapse_after(0);
+    let err = inst
+        .query(db, sql, &[])
+        .expect_err("a host without its lease serves nothing");
+    assert!(is_fenced(&err), "{err:?}");
+    assert!(err.to_string().contains("lease lapsed"), "{err}");
+    for result in [
+        inst.exec(db, "SELECT 1").map(|()| 0),
+        inst.execute(db, "INSERT INTO t VALUES (3)", &[]),
+    ] {
+        let err = result.expect_err("refused before it runs");
+        assert!(is_fenced(&err), "{err:?}");
+    }
+    // Refused before anything ran: the lease back, the database is as it was.
+    store.renew();
+    assert_eq!(ints(&mut inst, db, sql), [1, 2]);
+    inst.close(db).unwrap();
+
+    // Opening on a fenced store is refused too, and frees the name.
+    store.lapse_after(0);
+    let err = inst
+        .open("leased", Arc::clone(&store) as Arc<dyn KvStore>)
+        .expect_err("no open without the lease");
+    assert!(is_fenced(&err), "{err:?}");
+    store.renew();
+    let db = inst
+        .open("leased", Arc::clone(&store) as Arc<dyn KvStore>)
+        .unwrap();
+    assert_eq!(ints(&mut inst, db, sql), [1, 2]);
+}
+
+#[test]
+fn a_lease_lost_during_a_call_withholds_its_results() {
+    let store = LeasedKv::new();
+    let mut inst = instance();
+    let db = inst
+        .open("leased", Arc::clone(&store) as Arc<dyn KvStore>)
+        .unwrap();
+    inst.exec(db, "CREATE TABLE t (v); INSERT INTO t VALUES (1)")
+        .unwrap();
+    // The check before the call passes, the one after it fails.
+    store.lapse_after(1);
+    let err = inst
+        .query(db, "SELECT v FROM t", &[])
+        .expect_err("the rows may be stale by the time the call ends");
+    assert!(is_fenced(&err), "{err:?}");
+    store.lapse_after(1);
+    let err = inst
+        .execute(db, "INSERT INTO t VALUES (2)", &[])
+        .expect_err("the write's outcome cannot be acknowledged");
+    assert!(is_fenced(&err), "{err:?}");
+    assert!(err.to_string().contains("unknown"), "{err}");
+    // The lease renewed (nobody else took the data), the connection goes on;
+    // the unacknowledged insert did commit here.
+    store.renew();
+    assert_eq!(ints(&mut inst, db, "SELECT v FROM t ORDER BY v"), [1, 2]);
+    assert_integrity(&mut inst, db);
 }
 
 // ---- OutcomeUnknown ---------------------------------------------------------
