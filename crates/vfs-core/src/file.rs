@@ -162,6 +162,10 @@ pub enum ReadOutcome {
 /// Pages read ahead together with the metadata when a file is opened.
 const READ_AHEAD_PAGES: u64 = 8;
 
+/// Most pages a sequential run of reads keeps fetched ahead of the reader:
+/// 64 × 4 KiB = 256 KiB per open file.
+const MAX_RUN_AHEAD: usize = 64;
+
 /// Sidecar files whose existence a main file probes when it opens.
 const SIDECAR_PROBES: [FileTag; 2] = [FileTag::Journal, FileTag::Wal];
 
@@ -232,15 +236,62 @@ struct AtomicBatch {
     dirty: BTreeMap<u64, Box<[u8]>>,
 }
 
+/// Read-ahead for a sequential run of reads.
+///
+/// SQLite reads a large blob by walking its chain of overflow pages, one
+/// page per read, and those pages are mostly consecutive. Fetching one page
+/// per store call makes a 10 MiB blob cost 2,500 round trips, so a read
+/// that continues the previous one fetches, in the same `get_batch`, the
+/// pages that follow it: one at first, twice as many at each further call,
+/// up to [`MAX_RUN_AHEAD`] (and within the store's `max_batch_keys`). A
+/// read anywhere else ends the run and releases the pages, so point reads
+/// fetch nothing extra.
+#[derive(Debug)]
+struct RunAhead {
+    /// Byte offset just past the previous read: a read starting there
+    /// continues the run.
+    next: Option<u64>,
+    /// Pages the next store call of the run fetches beyond what it needs.
+    window: usize,
+    /// Pages fetched and not yet read to their end: the stored image, or
+    /// `None` for a page without a chunk (it reads as zeros). Only pages
+    /// the file holds as stored; anything that changes the file clears it.
+    pages: BTreeMap<u64, Option<Bytes>>,
+}
+
+impl RunAhead {
+    const fn new() -> Self {
+        RunAhead {
+            next: None,
+            window: 1,
+            pages: BTreeMap::new(),
+        }
+    }
+
+    /// Whether a read at `offset`, starting in page `first`, continues the
+    /// run: it starts where the last read ended, or in a page read ahead
+    /// (SQLite skips the pages its own cache holds).
+    fn continues(&self, offset: u64, first: u64) -> bool {
+        self.next == Some(offset) || self.pages.contains_key(&first)
+    }
+
+    /// Keeps only the pages from `page` on.
+    fn drop_before(&mut self, page: u64) {
+        self.pages = self.pages.split_off(&page);
+    }
+}
+
 /// One open file whose pages live in a [`KvStore`].
 ///
 /// Not shareable between tasks by design: SQLite serialises calls on one
 /// file handle. The handle assumes it is the only writer of its file while
 /// open (the registry allows one database per name, and a database has one
-/// connection): it caches the size, the pages read ahead at open and the
+/// connection): it caches the size, the pages read ahead at open, the
 /// last page it wrote (so sequential journal and WAL appends need no
-/// read-modify-write round trip). A VFS that lets another handle change the
-/// file must call [`drop_prefetch`](Self::drop_prefetch) when it may have.
+/// read-modify-write round trip) and up to 64 pages fetched ahead of a
+/// sequential run of reads (see [`read`](Self::read)). A VFS that lets
+/// another handle change the file must call
+/// [`drop_prefetch`](Self::drop_prefetch) when it may have.
 pub struct KvFile {
     store: Arc<dyn KvStore>,
     tag: FileTag,
@@ -252,6 +303,10 @@ pub struct KvFile {
     /// Stored page images known to be current: read ahead at open, or the
     /// last page written. A read to the end of a page consumes it.
     prefetch: HashMap<u64, Bytes>,
+    /// Pages fetched ahead of a sequential run of reads.
+    ahead: RunAhead,
+    /// Most pages `ahead` fetches beyond a read (at most [`MAX_RUN_AHEAD`]).
+    run_ahead_limit: usize,
     /// Pages at or past the end that may still hold garbage chunks.
     stale: Option<Range<u64>>,
     batch: Option<AtomicBatch>,
@@ -348,6 +403,8 @@ impl KvFile {
             limits,
             meta_stored: false,
             prefetch: HashMap::new(),
+            ahead: RunAhead::new(),
+            run_ahead_limit: MAX_RUN_AHEAD,
             stale: None,
             batch: None,
             probed,
@@ -495,12 +552,30 @@ impl KvFile {
         self.batch.is_some()
     }
 
-    /// Forgets the cached page images (read ahead at open, or last
-    /// written). Only needed when another handle may have changed the file
-    /// since (for example when SQLite takes a lock while several
-    /// connections share a file), so no stale page is served.
+    /// Forgets the cached page images (read ahead at open or during a
+    /// sequential run of reads, or last written). Only needed when another
+    /// handle may have changed the file since (for example when SQLite
+    /// takes a lock while several connections share a file), so no stale
+    /// page is served.
     pub fn drop_prefetch(&mut self) {
+        self.forget_pages();
+    }
+
+    /// Caps how many pages a sequential run of reads fetches ahead of the
+    /// reader: at most 64 (the default, 256 KiB), and 0 turns run read-ahead
+    /// off (each read then fetches only the pages it needs). For
+    /// measurements and stores where a larger `get_batch` costs more than
+    /// the round trips it saves.
+    pub fn set_run_ahead_limit(&mut self, pages: usize) {
+        self.run_ahead_limit = min(pages, MAX_RUN_AHEAD);
+        self.ahead = RunAhead::new();
+    }
+
+    /// Forgets every cached page image: the file is about to change (or
+    /// may have been changed by someone else).
+    fn forget_pages(&mut self) {
         self.prefetch.clear();
+        self.ahead = RunAhead::new();
     }
 
     /// Reads `buf.len()` bytes at `offset`.
@@ -512,6 +587,17 @@ impl KvFile {
     /// corruption." So a read past the end zero-fills the rest of `buf` and
     /// returns [`ReadOutcome::Short`]. Inside an atomic batch, reads see the
     /// batch's writes. Store failures are `SQLITE_IOERR_READ`.
+    ///
+    /// A read that starts where the previous one ended (or in a page read
+    /// ahead) continues a sequential run, such as SQLite walking the
+    /// overflow pages of a large blob: when it needs a store call, that
+    /// `get_batch` also fetches the pages that follow, one at first and
+    /// twice as many at each further call of the run, up to 64 pages, and
+    /// the next reads are served from them. Reading `n` consecutive pages
+    /// costs about `log2(min(n, 64)) + n / 64` round trips instead of `n`.
+    /// Any other read ends the run and drops those pages, so a point read
+    /// fetches only its own pages; any write, truncate or batch commit or
+    /// rollback drops them too.
     pub async fn read(&mut self, buf: &mut [u8], offset: u64) -> Result<ReadOutcome, VfsError> {
         if buf.is_empty() {
             return Ok(ReadOutcome::Full);
@@ -525,16 +611,41 @@ impl KvFile {
         }
         let first = offset / PAGE;
         let last = (avail_end - 1) / PAGE;
+        let in_run = self.ahead.continues(offset, first);
+        if in_run {
+            self.ahead.drop_before(first);
+        } else {
+            self.ahead = RunAhead::new();
+        }
         let need: Vec<u64> = (first..=last)
-            .filter(|&page| self.dirty_page(page).is_none() && self.stored_visible(page))
+            .filter(|&page| {
+                self.dirty_page(page).is_none()
+                    && self.stored_visible(page)
+                    && !self.ahead.pages.contains_key(&page)
+            })
             .collect();
-        let fetched = self.fetch(&need, code::SQLITE_IOERR_READ, "read").await?;
+        // Whether the read uses the last page to its end (or to the end of
+        // the file); if not, the run keeps it for the next read.
+        let last_used = avail_end >= min((last + 1) * PAGE, size);
+        let extra = if in_run {
+            self.run_ahead_pages(&need, last, !last_used)
+        } else {
+            0..0
+        };
+        let mut want = need;
+        want.extend(extra.clone());
+        let mut fetched = self.fetch(&want, code::SQLITE_IOERR_READ, "read").await?;
         for page in first..=last {
-            let src: &[u8] = match self.dirty_page(page) {
-                Some(dirty) => dirty,
-                None => fetched
-                    .get(&page)
-                    .map_or(&ZERO_PAGE[..], |value| &value[..]),
+            let src: &[u8] = if let Some(dirty) = self.dirty_page(page) {
+                dirty
+            } else if !self.stored_visible(page) {
+                &ZERO_PAGE
+            } else if let Some(value) = fetched.get(&page) {
+                value
+            } else if let Some(Some(value)) = self.ahead.pages.get(&page) {
+                value
+            } else {
+                &ZERO_PAGE
             };
             let page_start = page * PAGE;
             let lo = max(offset, page_start);
@@ -546,6 +657,20 @@ impl KvFile {
                 self.prefetch.remove(&page);
             }
         }
+        // Keep what the run reads next: the last page unless it was read to
+        // its end, and the pages fetched ahead.
+        self.ahead
+            .drop_before(if last_used { last + 1 } else { last });
+        if !last_used && want.contains(&last) {
+            self.ahead.pages.insert(last, fetched.remove(&last));
+        }
+        if !extra.is_empty() {
+            for page in extra {
+                self.ahead.pages.insert(page, fetched.remove(&page));
+            }
+            self.ahead.window = min(self.ahead.window * 2, MAX_RUN_AHEAD);
+        }
+        self.ahead.next = Some(end);
         buf[(avail_end - offset) as usize..].fill(0);
         Ok(if avail_end < end {
             ReadOutcome::Short
@@ -586,7 +711,7 @@ impl KvFile {
             .filter(|&page| self.dirty_page(page).is_none() && self.stored_visible(page))
             .collect();
         let mut base = self.fetch(&need, code::SQLITE_IOERR_WRITE, "write").await?;
-        self.prefetch.clear();
+        self.forget_pages();
         let first = offset / PAGE;
         let last = (end - 1) / PAGE;
         let page_image = |page: u64, base: &mut HashMap<u64, Bytes>| -> Vec<u8> {
@@ -706,7 +831,7 @@ impl KvFile {
         let mut base = self
             .fetch(&need, code::SQLITE_IOERR_TRUNCATE, "truncate")
             .await?;
-        self.prefetch.clear();
+        self.forget_pages();
         let zero_tail = |image: &mut [u8]| image[(size % PAGE) as usize..].fill(0);
 
         if let Some(batch) = &mut self.batch {
@@ -909,7 +1034,7 @@ impl KvFile {
         self.size = batch.size;
         self.batch = None;
         self.meta_stored = true;
-        self.prefetch.clear();
+        self.forget_pages();
         self.trim_stale();
         if new_pages < before_pages {
             self.add_stale(new_pages..before_pages);
@@ -929,6 +1054,7 @@ impl KvFile {
     /// no-op without a batch.
     pub fn rollback_atomic(&mut self) {
         self.batch = None;
+        self.ahead = RunAhead::new();
     }
 
     /// The buffered image of `page` in the open batch.
@@ -948,6 +1074,40 @@ impl KvFile {
             .as_ref()
             .map_or(self.size, |batch| batch.min_size);
         page * PAGE < limit
+    }
+
+    /// The pages to fetch ahead of a read of a sequential run whose last
+    /// page is `last` (kept for the next read if `keep_last`) and that needs
+    /// `need` from the store: as many as the
+    /// run's window allows, without an extra store call (they fill the last
+    /// `get_batch` the read makes anyway, and none is made when the read
+    /// needs nothing from the store), within [`MAX_RUN_AHEAD`] buffered
+    /// pages and below the end of the file. None inside an atomic batch.
+    fn run_ahead_pages(&self, need: &[u64], last: u64, keep_last: bool) -> Range<u64> {
+        let start = self
+            .ahead
+            .pages
+            .last_key_value()
+            .map_or(last + 1, |(&page, _)| max(page + 1, last + 1));
+        let from_store = need
+            .iter()
+            .filter(|page| !self.prefetch.contains_key(page))
+            .count();
+        if self.batch.is_some() || from_store == 0 {
+            return start..start;
+        }
+        let limit = self.limits.max_batch_keys;
+        let room = (limit - from_store % limit) % limit;
+        // Pages still buffered after the read.
+        let kept = self.ahead.pages.range(last + 1..).count() + usize::from(keep_last);
+        let count = self
+            .ahead
+            .window
+            .min(self.run_ahead_limit)
+            .min(room)
+            .min(MAX_RUN_AHEAD.saturating_sub(kept));
+        let end = min(start + count as u64, pages_for(self.size));
+        start..max(start, end)
     }
 
     /// Loads stored `pages` (prefetched ones without a store call, the rest

@@ -798,3 +798,247 @@ fn a_full_store_is_sqlite_full_with_the_kv_error_kept() {
         );
     });
 }
+
+/// A store counting the keys `get_batch` is asked for, to check how many
+/// pages a read fetches (`CountingKv` counts the calls).
+#[derive(Debug)]
+struct GetKeysKv {
+    inner: Arc<MemoryKv>,
+    keys: std::sync::atomic::AtomicU64,
+}
+
+impl GetKeysKv {
+    fn new(inner: Arc<MemoryKv>) -> Self {
+        GetKeysKv {
+            inner,
+            keys: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn keys(&self) -> u64 {
+        self.keys.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[async_trait::async_trait]
+impl KvStore for GetKeysKv {
+    async fn get_batch(&self, keys: &[bytes::Bytes]) -> Result<Vec<Option<bytes::Bytes>>, KvError> {
+        self.keys
+            .fetch_add(keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.inner.get_batch(keys).await
+    }
+    async fn put_batch(&self, entries: &[(bytes::Bytes, bytes::Bytes)]) -> Result<(), KvError> {
+        self.inner.put_batch(entries).await
+    }
+    async fn delete_batch(&self, keys: &[bytes::Bytes]) -> Result<(), KvError> {
+        self.inner.delete_batch(keys).await
+    }
+    fn limits(&self) -> KvLimits {
+        self.inner.limits()
+    }
+}
+
+/// The content of page `page` in [`counted_file`]: every page differs.
+fn page_image(page: u64) -> Vec<u8> {
+    let mut image = pattern(PAGE_SIZE, page as u8);
+    image[..8].copy_from_slice(&page.to_le_bytes());
+    image
+}
+
+/// A stored file of `pages` pages of [`page_image`] and a fresh handle on
+/// it that counts its store calls (in `CountingKv`) and the keys it reads
+/// (in `GetKeysKv`), with the counters at zero.
+async fn counted_file(pages: u64, keys: usize) -> (KvFile, Arc<CountingKv>, Arc<GetKeysKv>) {
+    let memory = mem(keys);
+    let mut file = KvFile::open(memory.clone(), FileTag::Main, true, None)
+        .await
+        .unwrap();
+    let content: Vec<u8> = (0..pages).flat_map(page_image).collect();
+    file.write(&content, 0).await.unwrap();
+    let get_keys = Arc::new(GetKeysKv::new(memory));
+    let counting = Arc::new(CountingKv::new(get_keys.clone()));
+    let file = KvFile::open(counting.clone(), FileTag::Main, false, None)
+        .await
+        .unwrap();
+    counting.reset();
+    get_keys.keys.store(0, std::sync::atomic::Ordering::Relaxed);
+    (file, counting, get_keys)
+}
+
+/// Reads page `page` whole and checks it against [`page_image`].
+async fn read_page(file: &mut KvFile, page: u64) {
+    let mut buf = vec![0xEE; PAGE_SIZE];
+    assert_eq!(
+        file.read(&mut buf, page * P).await.unwrap(),
+        ReadOutcome::Full
+    );
+    assert!(buf == page_image(page), "page {page} content");
+}
+
+/// SQLite reads a large blob one overflow page at a time: a sequential run
+/// of `n` page reads costs O(log n) `get_batch` calls while the window
+/// doubles, then one call per 64 pages, instead of one call per page.
+#[test]
+fn sequential_reads_fetch_ahead_in_doubling_windows() {
+    block_on(async {
+        for (n, most_calls) in [(2, 2), (10, 4), (64, 7), (127, 8), (1000, 8 + 1000 / 64)] {
+            // Pages 0..8 come with the open; the run starts past them.
+            let (mut file, counting, get_keys) = counted_file(n + 20, 128).await;
+            for page in 10..10 + n {
+                read_page(&mut file, page).await;
+            }
+            let calls = counting.get_calls();
+            assert!(
+                calls <= most_calls,
+                "{n} sequential pages cost {calls} get_batch calls"
+            );
+            assert!(
+                calls <= 2 + u64::from(n.ilog2()) || n > 64,
+                "{n} pages: {calls} calls is not logarithmic"
+            );
+            // Past the run's last page it fetched at most one window more.
+            assert!(
+                get_keys.keys() <= n + 64,
+                "{n} pages: {} keys",
+                get_keys.keys()
+            );
+        }
+    });
+}
+
+/// Point reads never fetch a page they do not need, and a run stops
+/// fetching ahead as soon as a read goes elsewhere.
+#[test]
+fn random_reads_fetch_one_page_each() {
+    block_on(async {
+        let (mut file, counting, get_keys) = counted_file(200, 128).await;
+        let pages: Vec<u64> = (0..40).map(|i| 10 + (i * 37) % 190).collect();
+        for &page in &pages {
+            read_page(&mut file, page).await;
+        }
+        assert_eq!(counting.get_calls(), 40);
+        assert_eq!(get_keys.keys(), 40);
+
+        // A run, then a read elsewhere: the pages read ahead are dropped and
+        // the window starts again from one.
+        counting.reset();
+        for page in 100..110 {
+            read_page(&mut file, page).await;
+        }
+        let run_keys = get_keys.keys();
+        read_page(&mut file, 20).await;
+        read_page(&mut file, 110).await;
+        assert_eq!(get_keys.keys(), run_keys + 2, "nothing fetched ahead");
+        read_page(&mut file, 111).await; // continues 110: one page ahead
+        read_page(&mut file, 112).await; // served from it
+        assert_eq!(get_keys.keys(), run_keys + 4);
+    });
+}
+
+/// Replaying a journal reads records (page number, page, checksum) that
+/// straddle pages: the run keeps the page a read ended in, so every page
+/// is fetched once.
+#[test]
+fn straddling_sequential_reads_fetch_each_page_once() {
+    block_on(async {
+        let (mut file, counting, get_keys) = counted_file(60, 128).await;
+        let content: Vec<u8> = (0..60).flat_map(page_image).collect();
+        let mut offset = 10 * PAGE_SIZE + 28;
+        for len in [4, PAGE_SIZE, 4].into_iter().cycle().take(3 * 45) {
+            let mut buf = vec![0xEE; len];
+            file.read(&mut buf, offset as u64).await.unwrap();
+            assert!(buf == content[offset..offset + len], "at {offset}");
+            offset += len;
+        }
+        assert_eq!(get_keys.keys(), 50, "pages 10..60, each once");
+        assert!(counting.get_calls() <= 7, "{counting:?}");
+    });
+}
+
+/// The pages fetched ahead fit the store's batch limit: they only fill the
+/// `get_batch` the read makes anyway.
+#[test]
+fn read_ahead_stays_within_max_batch_keys() {
+    block_on(async {
+        let (mut file, counting, _) = counted_file(120, 4).await;
+        for page in 10..110 {
+            read_page(&mut file, page).await;
+        }
+        // Three pages ahead at most per call of four keys.
+        assert!(counting.get_calls() <= 100 / 4 + 3, "{counting:?}");
+    });
+}
+
+/// Reads page `page` whole and checks it against `model`.
+async fn check_page(file: &mut KvFile, model: &[u8], page: u64) {
+    let mut buf = vec![0xEE; PAGE_SIZE];
+    file.read(&mut buf, page * P).await.unwrap();
+    let start = (page * P) as usize;
+    let mut expected = model.get(start..).unwrap_or_default().to_vec();
+    expected.resize(PAGE_SIZE, 0);
+    assert!(buf == expected[..PAGE_SIZE], "page {page}");
+}
+
+/// Writes, truncates and atomic batches change pages the run has fetched
+/// ahead; the next reads of the run see the change, never the stored copy.
+#[test]
+fn read_ahead_never_serves_a_changed_page() {
+    block_on(async {
+        let (mut file, _, _) = counted_file(80, 128).await;
+        let mut model: Vec<u8> = (0..80).flat_map(page_image).collect();
+        for page in 10..40 {
+            check_page(&mut file, &model, page).await;
+        }
+        // Pages 40.. are read ahead now. A plain write changes one.
+        file.write(&[0x31; 10], 41 * P + 5).await.unwrap();
+        model[(41 * P + 5) as usize..(41 * P + 15) as usize].fill(0x31);
+        for page in 40..50 {
+            check_page(&mut file, &model, page).await;
+        }
+        // An atomic batch changes one, is read inside, then rolled back.
+        file.begin_atomic().unwrap();
+        file.write(&[0x32; 10], 52 * P).await.unwrap();
+        let mut in_batch = model.clone();
+        in_batch[(52 * P) as usize..(52 * P + 10) as usize].fill(0x32);
+        for page in 50..54 {
+            check_page(&mut file, &in_batch, page).await;
+        }
+        file.rollback_atomic();
+        for page in 54..56 {
+            check_page(&mut file, &model, page).await;
+        }
+        check_page(&mut file, &model, 52).await;
+        // A committed batch.
+        for page in 56..60 {
+            check_page(&mut file, &model, page).await;
+        }
+        file.begin_atomic().unwrap();
+        file.write(&[0x33; 10], 61 * P).await.unwrap();
+        file.commit_atomic().await.unwrap();
+        model[(61 * P) as usize..(61 * P + 10) as usize].fill(0x33);
+        for page in 60..64 {
+            check_page(&mut file, &model, page).await;
+        }
+        // A truncate cuts pages read ahead; growing back over them, by a
+        // truncate or by a write with a gap, shows zeros.
+        for page in 64..67 {
+            check_page(&mut file, &model, page).await;
+        }
+        // Pages 67.. are read ahead now.
+        file.truncate(67 * P + 7).await.unwrap();
+        file.truncate(80 * P).await.unwrap();
+        model[(67 * P + 7) as usize..].fill(0);
+        for page in 67..70 {
+            check_page(&mut file, &model, page).await;
+        }
+        file.truncate(65 * P + 7).await.unwrap();
+        model.truncate((65 * P + 7) as usize);
+        file.write(&[0x34; 10], 75 * P).await.unwrap();
+        model.resize((75 * P) as usize, 0);
+        model.extend_from_slice(&[0x34; 10]);
+        for page in 64..76 {
+            check_page(&mut file, &model, page).await;
+        }
+        assert_eq!(read_all(&mut file).await, model);
+    });
+}

@@ -50,6 +50,62 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A sequential run of reads (SQLite walking a blob's overflow pages, or
+/// replaying a journal), so that reads are served from pages fetched ahead,
+/// with other operations (writes and truncates over those pages, batches,
+/// faults) slipped in between its reads.
+fn read_run() -> impl Strategy<Value = Vec<Op>> {
+    (
+        0_u64..14,
+        2_u64..24,
+        prop_oneof![
+            2 => Just(PAGE_SIZE),
+            1 => Just(100),
+            1 => 1..2 * PAGE_SIZE,
+        ],
+        proptest::collection::vec((0_usize..24, slipped()), 0..6),
+    )
+        .prop_map(|(start, reads, len, slipped)| {
+            let mut ops: Vec<Op> = (0..reads)
+                .map(|i| Op::Read {
+                    offset: start * P + i * len as u64,
+                    len,
+                })
+                .collect();
+            for (at, op) in slipped {
+                ops.insert(at.min(ops.len()), op);
+            }
+            ops
+        })
+}
+
+/// What changes the file under a read run: writes and truncates (a shrink
+/// then a regrowth makes the pages read ahead visible again), batches and
+/// faults.
+fn slipped() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (offset(), len(), any::<u8>()).prop_map(|(offset, len, seed)| Op::Write { offset, len, seed }),
+        3 => offset().prop_map(|size| Op::Truncate { size }),
+        1 => Just(Op::Begin),
+        1 => Just(Op::Commit),
+        1 => Just(Op::Rollback),
+        1 => (1_u32..3).prop_map(Op::FailNext),
+        1 => Just(Op::Heal),
+    ]
+}
+
+/// Single operations and read runs, flattened.
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec(
+        prop_oneof![
+            4 => op().prop_map(|op| vec![op]),
+            1 => read_run(),
+        ],
+        1..40,
+    )
+    .prop_map(|groups| groups.concat())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 1000,
@@ -58,7 +114,7 @@ proptest! {
     })]
 
     #[test]
-    fn kv_file_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
+    fn kv_file_matches_model(ops in ops()) {
         if let Err(divergence) = block_on(check_file_ops(&ops)) {
             return Err(TestCaseError::fail(divergence.to_string()));
         }
