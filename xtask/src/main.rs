@@ -42,6 +42,9 @@ enum Command {
     },
     /// Run the benchmarks, each next to its baseline measured in the same
     /// run. Flags are the bench's own: `cargo xtask bench --help` lists them.
+    /// The `blob_read` scenario (store round trips of reading a 10 MiB blob,
+    /// with and without read-ahead) is vfs-core's `blob_read` example: it
+    /// runs after the others, or alone with `--scenario blob_read`.
     #[command(disable_help_flag = true)]
     Bench {
         /// Arguments passed to the bench.
@@ -62,9 +65,72 @@ fn main() -> Result<()> {
         Command::Ci(args) => ci::run(&root, &args),
         Command::Deps(args) => deps::run(&args),
         Command::Demo { args } => run_example(&root, "driver-fs", "demo", &args),
-        Command::Bench { args } => run_example(&root, "driver-engine", "bench", &args),
+        Command::Bench { args } => bench(&root, &args),
         Command::Fuzz(args) => fuzz::run(&root, &args),
     }
+}
+
+/// Scenarios measured by the vfs-core example of the same name rather than
+/// by driver-engine's bench: they need neither SQLite nor wasmer, so asking
+/// for them alone builds in seconds.
+const CORE_SCENARIOS: &[&str] = &["blob_read"];
+
+/// `cargo xtask bench`: driver-engine's bench for its scenarios, then the
+/// vfs-core examples for theirs (with `--json` passed on). Without
+/// `--scenario`, all of them.
+fn bench(root: &std::path::Path, args: &[String]) -> Result<()> {
+    let (engine_args, core) = split_bench_args(args);
+    if let Some(engine_args) = engine_args {
+        run_example(root, "driver-engine", "bench", &engine_args)?;
+    }
+    let json = args.iter().any(|a| a == "--json");
+    for example in core {
+        let sh = xshell::Shell::new()?;
+        sh.change_dir(root);
+        let flags: &[&str] = if json { &["--json"] } else { &[] };
+        xshell::cmd!(
+            sh,
+            "cargo run --quiet --release --package vfs-core --example {example} -- {flags...}"
+        )
+        .run()?;
+    }
+    Ok(())
+}
+
+/// Splits `cargo xtask bench` arguments: those for driver-engine's bench
+/// (`None` when only vfs-core scenarios were asked for) and the vfs-core
+/// examples to run (none for `--help`).
+fn split_bench_args(args: &[String]) -> (Option<Vec<String>>, Vec<&'static str>) {
+    let mut engine_args = Vec::new();
+    let mut chosen = Vec::new();
+    let mut any_scenario = false;
+    let mut args_iter = args.iter();
+    while let Some(arg) = args_iter.next() {
+        let name = match arg.strip_prefix("--scenario") {
+            Some("") => args_iter.next().map(String::as_str),
+            Some(rest) => rest.strip_prefix('='),
+            None => None,
+        };
+        any_scenario |= name.is_some();
+        match name {
+            Some(name) => match CORE_SCENARIOS.iter().find(|s| **s == name) {
+                Some(core) => chosen.push(*core),
+                None => engine_args.extend(["--scenario".to_owned(), name.to_owned()]),
+            },
+            None => engine_args.push(arg.clone()),
+        }
+    }
+    let help = args.iter().any(|a| a == "--help" || a == "-h");
+    let core = if help {
+        Vec::new()
+    } else if any_scenario {
+        chosen
+    } else {
+        CORE_SCENARIOS.to_vec()
+    };
+    let engine =
+        (!any_scenario || engine_args.iter().any(|a| a == "--scenario")).then_some(engine_args);
+    (engine, core)
 }
 
 /// Builds (in release, like everything else) and runs one of the
@@ -108,3 +174,35 @@ fn project_root() -> PathBuf {
 
 #[cfg(test)]
 mod tidy;
+
+#[cfg(test)]
+mod tests {
+    use super::split_bench_args;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|&a| a.to_owned()).collect()
+    }
+
+    #[test]
+    fn bench_args_go_to_the_bench_that_runs_the_scenario() {
+        let all = split_bench_args(&args(&["--json"]));
+        assert_eq!(all, (Some(args(&["--json"])), vec!["blob_read"]));
+        let core = split_bench_args(&args(&["--scenario", "blob_read", "--json"]));
+        assert_eq!(core, (None, vec!["blob_read"]));
+        let both = split_bench_args(&args(&["--scenario=blob_read", "--scenario=stall"]));
+        assert_eq!(
+            both,
+            (Some(args(&["--scenario", "stall"])), vec!["blob_read"])
+        );
+        let engine = split_bench_args(&args(&["--scenario", "large_txn", "--rows", "5"]));
+        assert_eq!(
+            engine,
+            (
+                Some(args(&["--scenario", "large_txn", "--rows", "5"])),
+                vec![]
+            )
+        );
+        let help = split_bench_args(&args(&["--help"]));
+        assert_eq!(help, (Some(args(&["--help"])), vec![]));
+    }
+}
