@@ -33,6 +33,18 @@ pub struct PgOptions {
     pub retry_initial_backoff: Duration,
     /// Longest wait between two attempts. Default 1 s.
     pub retry_max_backoff: Duration,
+    /// How long an owner may serve an actor without renewing its claim.
+    ///
+    /// The owner renews its lease in the background (every third of this
+    /// period) and refuses every call, reads from SQLite's cache included,
+    /// once the lease may have run out by its own clock (a fifth of the
+    /// period is kept as a margin for clock drift). A host taking an actor
+    /// over waits for the previous owner's lease to run out, unless that
+    /// owner released it by closing the actor. So after a new owner's first
+    /// acknowledged write, no other host returns the actor's data, and a
+    /// takeover from a vanished host takes at most this long plus a few
+    /// seconds. Default 10 s.
+    pub lease_duration: Duration,
 }
 
 impl Default for PgOptions {
@@ -45,6 +57,7 @@ impl Default for PgOptions {
             retry_attempts: 10,
             retry_initial_backoff: Duration::from_millis(25),
             retry_max_backoff: Duration::from_secs(1),
+            lease_duration: Duration::from_secs(10),
         }
     }
 }
@@ -71,7 +84,31 @@ impl PgOptions {
                     .into(),
             ));
         }
+        if self.lease_duration < Duration::from_millis(500) {
+            return Err(Error::InvalidOption(
+                "lease_duration must be at least 500 ms (renewals need a few round trips)".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// How often the owner renews its lease.
+    pub(crate) fn lease_renewal(&self) -> Duration {
+        self.lease_duration / 3
+    }
+
+    /// The part of the lease the owner does not use, so that it stops
+    /// serving before the server's clock says the lease is over.
+    pub(crate) fn lease_margin(&self) -> Duration {
+        self.lease_duration / 5
+    }
+
+    /// How long one statement waits for a row lock before giving up (the
+    /// lock of an actor's row, held by a write, a takeover or a stale
+    /// backend). Bounded so that a lock held by a connection whose client
+    /// vanished cannot hold a call for longer than a lease.
+    pub(crate) fn lock_timeout(&self) -> Duration {
+        (self.lease_duration / 4).max(Duration::from_millis(250))
     }
 
     /// The wait before attempt `attempt + 1` (so `attempt` starts at 1).

@@ -16,6 +16,20 @@
 //!   no foreign key to `vfs_actors`: every write already locks and checks the
 //!   owner row in the same statement, and a per-row foreign-key trigger would
 //!   cost more than the rest of a large batch.
+//!
+//! Migration 2 adds what makes writes exact under partial failure and
+//! ownership time-bounded:
+//! - `seq`: the number of writes applied to the actor. Every write names the
+//!   value it expects and advances it in the same statement, so a write that
+//!   arrives late (after its caller gave up, or after a later write) applies
+//!   nothing, and a caller that lost an answer can read back whether its
+//!   write landed.
+//! - `lease_until`: until when (server clock) the current owner may serve the
+//!   actor without asking; renewed by the owner, `NULL` once released.
+//! - `prior_lease_until`: the previous owner's lease, recorded by the
+//!   takeover that fenced it, which waits for it to run out.
+//! - `owner_token`: a random number per opening, so an open whose answer was
+//!   lost and that is repeated recognises its own first attempt.
 
 use deadpool_postgres::Client;
 
@@ -30,10 +44,11 @@ struct Migration {
 
 /// Every migration this build knows, in order. Append only: an applied
 /// migration never changes.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "actors with ownership generations; pages per actor",
-    sql: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "actors with ownership generations; pages per actor",
+        sql: "
         CREATE TABLE vfs_actors (
             id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             actor_id    TEXT NOT NULL UNIQUE,
@@ -47,10 +62,22 @@ const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (actor, key)
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        description: "per-actor write sequence; ownership leases",
+        sql: "
+        ALTER TABLE vfs_actors
+            ADD COLUMN seq               BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN lease_until       TIMESTAMPTZ,
+            ADD COLUMN prior_lease_until TIMESTAMPTZ,
+            ADD COLUMN owner_token       BIGINT NOT NULL DEFAULT 0;
+    ",
+    },
+];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Key of the advisory lock that serializes migrations across hosts
 /// (the bytes of "vfspool1").

@@ -11,9 +11,11 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{
     Client, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    StatementCache,
 };
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
@@ -79,6 +81,11 @@ pub(crate) struct Shared {
     pub(crate) options: PgOptions,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) counters: Counters,
+    /// The server backend of each pooled connection, learned on its first
+    /// write (keyed by its statement cache, which lives as long as it).
+    pub(crate) backends: parking_lot::Mutex<
+        std::collections::HashMap<usize, (std::sync::Weak<StatementCache>, crate::store::Backend)>,
+    >,
     target: String,
 }
 
@@ -90,25 +97,33 @@ pub(crate) enum Failure {
     Fenced(String),
     /// Anything else, already in its final form.
     Kv(KvError),
-    /// No answer within [`PgOptions::statement_timeout`].
-    TimedOut,
+    /// Nothing was applied and trying again may work (the words say why).
+    Retry(String),
+    /// No answer within this time: [`PgOptions::statement_timeout`], or less
+    /// when the call's deadline came first.
+    TimedOut(Duration),
+}
+
+/// A failed attempt, sorted.
+pub(crate) enum Settled {
+    /// Repeating cannot help: report this.
+    Final(KvError),
+    /// The connection or the server failed; the cause in words.
+    Transient(String),
+}
+
+/// Drops a connection that failed at the connection level instead of
+/// returning it to the pool.
+pub(crate) fn discard(client: Arc<Client>) {
+    if let Some(client) = Arc::into_inner(client) {
+        drop(Object::take(client));
+    }
 }
 
 impl From<tokio_postgres::Error> for Failure {
     fn from(error: tokio_postgres::Error) -> Self {
         Failure::Pg(error)
     }
-}
-
-/// Whether a call may be repeated after its statement was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Repeat {
-    /// Repeating is harmless (a read, or an idempotent administrative
-    /// write): transient failures are retried with backoff.
-    Safe,
-    /// A page write: once sent, a lost connection leaves its outcome
-    /// unknown, which the caller must hear about.
-    ReportUnknown,
 }
 
 impl Shared {
@@ -140,8 +155,26 @@ impl Shared {
         })
     }
 
+    /// The instant a call that starts now must be over by: the deadline of
+    /// the database call that made it ([`vfs_core::call_deadline`], read by
+    /// the caller on its first poll), and never later than the retry budget
+    /// of [`PgOptions`] allows.
+    pub(crate) fn deadline(&self, call: Option<Instant>) -> Instant {
+        let now = Instant::now();
+        let budget = self
+            .options
+            .statement_timeout
+            .saturating_add(self.options.retry_max_backoff)
+            .saturating_mul(self.options.retry_attempts);
+        let cap = now.checked_add(budget).unwrap_or(now);
+        call.map_or(cap, |d| d.min(cap))
+    }
+
     /// Runs `attempt` on a pooled connection, repeating it with backoff while
-    /// the failure is transient and `repeat` allows it.
+    /// the failure is transient, attempts remain and `deadline` is not
+    /// reached. Only for calls that are safe to repeat: each attempt must be
+    /// harmless if it lands late (reads, and writes made conditional on the
+    /// state they expect).
     ///
     /// The attempt gets the connection behind an `Arc`, so that once it has
     /// finished the connection is ours again: one that failed with a
@@ -150,7 +183,7 @@ impl Shared {
     pub(crate) async fn run<T, F, Fut>(
         &self,
         what: &str,
-        repeat: Repeat,
+        deadline: Instant,
         attempt: F,
     ) -> Result<T, KvError>
     where
@@ -162,63 +195,93 @@ impl Shared {
         loop {
             tried += 1;
             let last = tried >= attempts;
-            let client = match self.client().await {
+            let client = match self.client_before(deadline).await {
                 Ok(client) => Arc::new(client),
                 // Nothing was sent: any call may be tried again.
-                Err(e) if e.is_transient() && !last => {
-                    self.backoff(what, tried, &e).await;
+                Err(e) if e.is_transient() && !last && Instant::now() < deadline => {
+                    self.backoff(what, tried, &e, deadline).await;
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            let outcome =
-                tokio::time::timeout(self.options.statement_timeout, attempt(Arc::clone(&client)))
-                    .await
-                    .unwrap_or_else(|_| Err(Failure::TimedOut));
-            let cause = match outcome {
+            let cause = match self
+                .attempt_before(deadline, attempt(Arc::clone(&client)))
+                .await
+            {
                 Ok(value) => return Ok(value),
-                Err(Failure::Kv(e)) => return Err(e),
-                Err(Failure::Fenced(message)) => {
-                    Counters::bump(&self.counters.fenced);
-                    return Err(KvError::Fenced { message });
-                }
-                Err(Failure::TimedOut) => format!(
-                    "no answer within the statement timeout of {:?}",
-                    self.options.statement_timeout
-                ),
-                Err(Failure::Pg(pg)) if !is_transient(&pg) => {
-                    return Err(permanent(format!("{what}: {}", chain(&pg)), pg));
-                }
-                Err(Failure::Pg(pg)) => chain(&pg),
+                Err(failure) => match self.settle_failure(what, failure) {
+                    Settled::Final(e) => return Err(e),
+                    Settled::Transient(cause) => cause,
+                },
             };
-            if let Some(client) = Arc::into_inner(client) {
-                drop(Object::take(client));
-            }
-            if repeat == Repeat::ReportUnknown {
+            discard(client);
+            if last || Instant::now() >= deadline {
                 return Err(KvError::Unavailable {
                     message: format!(
-                        "{what}: PostgreSQL failed mid-call, outcome unknown \
-                         (safe to repeat): {cause}"
-                    ),
-                });
-            }
-            if last {
-                return Err(KvError::Unavailable {
-                    message: format!(
-                        "{what}: PostgreSQL unreachable after {tried} attempts: {cause}"
+                        "{what}: PostgreSQL unreachable after {tried} attempts \
+                         (within the call's deadline): {cause}"
                     ),
                 });
             }
             let error = KvError::Unavailable { message: cause };
-            self.backoff(what, tried, &error).await;
+            self.backoff(what, tried, &error, deadline).await;
+        }
+    }
+
+    /// A pooled connection, waiting at most until `deadline`.
+    pub(crate) async fn client_before(&self, deadline: Instant) -> Result<Client, KvError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(left, self.client())
+            .await
+            .unwrap_or_else(|_| {
+                Err(KvError::Unavailable {
+                    message: format!(
+                        "no PostgreSQL connection to {} before the call's deadline",
+                        self.target
+                    ),
+                })
+            })
+    }
+
+    /// Runs one attempt, giving up after the statement timeout or at
+    /// `deadline`, whichever comes first.
+    pub(crate) async fn attempt_before<T>(
+        &self,
+        deadline: Instant,
+        attempt: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let limit = self.options.statement_timeout.min(left);
+        tokio::time::timeout(limit, attempt)
+            .await
+            .unwrap_or(Err(Failure::TimedOut(limit)))
+    }
+
+    /// Sorts a failed attempt into a final error or a transient cause.
+    pub(crate) fn settle_failure(&self, what: &str, failure: Failure) -> Settled {
+        match failure {
+            Failure::Kv(e) => Settled::Final(e),
+            Failure::Fenced(message) => {
+                Counters::bump(&self.counters.fenced);
+                Settled::Final(KvError::Fenced { message })
+            }
+            Failure::Retry(cause) => Settled::Transient(cause),
+            Failure::TimedOut(limit) => Settled::Transient(format!(
+                "no answer within {limit:?} (the statement timeout or the call's deadline)"
+            )),
+            Failure::Pg(pg) if !is_transient(&pg) => {
+                Settled::Final(permanent(format!("{what}: {}", chain(&pg)), pg))
+            }
+            Failure::Pg(pg) => Settled::Transient(chain(&pg)),
         }
     }
 
     /// Counts a retry and waits before attempt `tried + 1`.
-    async fn backoff(&self, what: &str, tried: u32, error: &KvError) {
+    pub(crate) async fn backoff(&self, what: &str, tried: u32, error: &KvError, deadline: Instant) {
         Counters::bump(&self.counters.retries);
         tracing::debug!(what, attempt = tried, error = %error, "retrying PostgreSQL call");
-        tokio::time::sleep(self.options.backoff(tried)).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(self.options.backoff(tried).min(left)).await;
     }
 
     /// Runs `call` as a task on the runtime that connected, so that it runs
@@ -277,7 +340,7 @@ fn means_storage_full(code: &SqlState, message: &str, hint: Option<&str>) -> boo
 /// Whether a PostgreSQL failure may go away by itself: a lost or refused
 /// connection, a server shutting down or starting up, too many connections,
 /// or a transaction the server aborted for serialization.
-fn is_transient(error: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_transient(error: &tokio_postgres::Error) -> bool {
     if let Some(code) = error.code() {
         let state = code.code();
         return state.starts_with("08")
@@ -286,7 +349,9 @@ fn is_transient(error: &tokio_postgres::Error) -> bool {
             || *code == SqlState::CANNOT_CONNECT_NOW
             || *code == SqlState::TOO_MANY_CONNECTIONS
             || *code == SqlState::T_R_SERIALIZATION_FAILURE
-            || *code == SqlState::T_R_DEADLOCK_DETECTED;
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+            || *code == SqlState::LOCK_NOT_AVAILABLE
+            || *code == SqlState::QUERY_CANCELED;
     }
     if error.is_closed() {
         return true;
@@ -350,6 +415,7 @@ impl PgStorage {
         if config.get_application_name().is_none() {
             config.application_name("driver-engine");
         }
+        harden(&mut config, &options);
         let target = describe(&config);
         let manager = Manager::from_config(
             config,
@@ -385,6 +451,7 @@ impl PgStorage {
                 options,
                 runtime: tokio::runtime::Handle::current(),
                 counters: Counters::default(),
+                backends: parking_lot::Mutex::default(),
                 target,
             }),
         })
@@ -440,6 +507,42 @@ impl ActorStorage for PgStorage {
     async fn close(&self) {
         self.shared.pool.close();
     }
+}
+
+/// Makes both ends of every connection notice a dead peer in seconds, and
+/// bounds how long a statement waits for a lock.
+///
+/// Client side: TCP keepalives and `tcp_user_timeout`. Server side (sent as
+/// startup options, appended to any the URL gives): the same for the
+/// backend's socket, so that a backend whose client vanished mid-statement
+/// (holding an actor's row lock) is ended by the server within seconds, not
+/// after the kernel's default two hours; and `lock_timeout`, so that a
+/// statement queued behind such a lock fails (nothing applied, safe to
+/// repeat) instead of waiting with it.
+fn harden(config: &mut tokio_postgres::Config, options: &PgOptions) {
+    const IDLE: Duration = Duration::from_secs(5);
+    const INTERVAL: Duration = Duration::from_secs(2);
+    const PROBES: u32 = 3;
+    const USER_TIMEOUT: Duration = Duration::from_secs(15);
+    config
+        .keepalives(true)
+        .keepalives_idle(IDLE)
+        .keepalives_interval(INTERVAL)
+        .keepalives_retries(PROBES)
+        .tcp_user_timeout(USER_TIMEOUT);
+    let server = format!(
+        "-c tcp_keepalives_idle={} -c tcp_keepalives_interval={} -c tcp_keepalives_count={PROBES} \
+         -c tcp_user_timeout={} -c lock_timeout={}",
+        IDLE.as_secs(),
+        INTERVAL.as_secs(),
+        USER_TIMEOUT.as_millis(),
+        options.lock_timeout().as_millis(),
+    );
+    let combined = match config.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} {server}"),
+        _ => server,
+    };
+    config.options(combined);
 }
 
 /// "host:port/dbname" for error messages, never the password.

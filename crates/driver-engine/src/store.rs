@@ -1,28 +1,50 @@
-//! One actor's key-value namespace in PostgreSQL, fenced by a generation.
+//! One actor's key-value namespace in PostgreSQL, fenced by a generation,
+//! sequenced writes and an ownership lease.
 //!
 //! Each key-value call is ONE statement, so ONE round trip and (in
 //! autocommit) ONE transaction, whatever the batch size: keys and values
 //! travel as two `bytea[]` parameters and are unnested on the server.
 //!
-//! Fencing. A store is created by bumping its actor's `generation`
-//! ([`OPEN_SQL`]) and carries the generation it got. A write locks the
-//! actor's row `FOR SHARE` and checks the generation in the same statement
-//! before touching a page. A takeover's bump needs an exclusive row lock, so
-//! it waits for writes in flight, and every write that starts after it sees
-//! the new generation and applies nothing: a stale owner's pages never
-//! interleave with the new owner's. Reads check the generation too (without
-//! the lock): a fenced store fails every call with [`KvError::Fenced`], so a
-//! stale host cannot keep serving data that another host is changing.
+//! **Fencing.** A store is created by bumping its actor's `generation`
+//! ([`OPEN_SQL`], conditional on the generation read just before, so an
+//! open that arrives late changes nothing) and carries the generation it
+//! got. Every call checks it in the same statement: a store whose actor was
+//! opened again elsewhere fails every later call with [`KvError::Fenced`],
+//! and never writes a page after the takeover.
+//!
+//! **Sequenced writes.** Every write names the actor's write count (`seq`) it
+//! expects and advances it in the same statement, taking the actor row's
+//! lock. A write that reaches the server late (after its caller gave up, or
+//! after a later write of the same actor) finds another count and applies
+//! nothing. A write whose answer is lost is settled before anything is
+//! reported: the store ends the backend that carried it (so it can never
+//! land afterwards) and reads the count back, which says whether it landed.
+//! So [`KvStore`]'s contract holds exactly: `Ok` means applied, an error
+//! means nothing was applied, and when even the check fails before the
+//! call's deadline the error is [`KvError::OutcomeUnknown`] (whoever cached
+//! the data must drop it) and the store settles it before its next write.
+//!
+//! **Lease.** The owner holds a lease ([`PgOptions::lease_duration`]),
+//! renewed in the background, and [`KvStore::check_owner`] refuses once it
+//! may have run out by the owner's own clock, with a margin for drift. A
+//! takeover waits for the previous owner's lease to run out (or for its
+//! explicit release when that owner closed the actor), and ends a stale
+//! backend that holds the actor's row once that lease is over. So after a
+//! new owner's first acknowledged write, no other host returns data.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deadpool_postgres::Client;
+use tokio_postgres::error::SqlState;
 use vfs_core::{KvError, KvLimits, KvStore};
 
-use crate::storage::{Counters, Failure, Repeat, Shared};
+use crate::PgOptions;
+use crate::error::chain;
+use crate::storage::{Counters, Failure, Settled, Shared, discard, is_transient};
 
 /// Keys per batch. At most 8192 × 64 KiB = 512 MiB of values per statement,
 /// safely under PostgreSQL's 1 GiB limit on one array value and one message.
@@ -32,36 +54,62 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Largest key accepted; keeps index entries far below PostgreSQL's btree
 /// row limit (about 2.7 KB). The storage format's keys are 8 bytes or less.
 pub const MAX_KEY_BYTES: usize = 1024;
-/// Longest actor id accepted (the pool's own limit is 256 bytes).
-pub const MAX_ACTOR_ID_BYTES: usize = 1024;
+/// Longest actor id accepted: the pool's own limit
+/// ([`vfs_pool::MAX_ACTOR_ID_LEN`]), so every actor this storage keeps can
+/// also be opened.
+pub const MAX_ACTOR_ID_BYTES: usize = vfs_pool::MAX_ACTOR_ID_LEN;
 
-/// Takes ownership: creates the actor at generation 1 or bumps it.
+/// Most bytes of an actor id quoted in an error message.
+const QUOTED_ID_BYTES: usize = 64;
+
+/// The actor's current generation (none yet: 0).
+const CURRENT_SQL: &str = "SELECT generation FROM vfs_actors WHERE actor_id = $1";
+
+/// Takes ownership: creates the actor at generation 1 or bumps the
+/// generation read before (`$2`), and takes a lease of `$3` ms. Records the
+/// lease of the owner it fences, unless the owner token (`$4`) says that
+/// owner was an earlier attempt of this same open. Returns the wait, in
+/// seconds, until that previous lease is over.
 pub(crate) const OPEN_SQL: &str = "
-    INSERT INTO vfs_actors (actor_id, generation) VALUES ($1, 1)
-    ON CONFLICT (actor_id) DO UPDATE
-        SET generation = vfs_actors.generation + 1, opened_at = now()
-    RETURNING id, generation";
+    INSERT INTO vfs_actors (actor_id, generation, lease_until, owner_token)
+    VALUES ($1, $2::bigint + 1, clock_timestamp() + $3::bigint * interval '1 millisecond', $4)
+    ON CONFLICT (actor_id) DO UPDATE SET
+        generation = vfs_actors.generation + 1,
+        opened_at = now(),
+        prior_lease_until = CASE WHEN vfs_actors.owner_token = $4
+            THEN vfs_actors.prior_lease_until ELSE vfs_actors.lease_until END,
+        lease_until = clock_timestamp() + $3::bigint * interval '1 millisecond',
+        owner_token = $4
+    WHERE vfs_actors.generation = $2::bigint
+    RETURNING id, generation, seq,
+        EXTRACT(EPOCH FROM GREATEST(interval '0',
+            COALESCE(prior_lease_until - clock_timestamp(), interval '0')))::float8";
 
-/// Fenced multi-row upsert: `owned` is 0 when the generation moved on.
+/// Sequenced, fenced multi-row upsert: `owned` is 0 when the generation
+/// moved on or the write count is not the expected one.
 const PUT_SQL: &str = "
-    WITH owner AS MATERIALIZED (
-        SELECT id FROM vfs_actors WHERE id = $1 AND generation = $2 FOR SHARE
+    WITH owner AS (
+        UPDATE vfs_actors SET seq = seq + 1
+        WHERE id = $1 AND generation = $2 AND seq = $3
+        RETURNING id
     ), written AS (
         INSERT INTO vfs_pages (actor, key, value)
         SELECT owner.id, e.key, e.value
-        FROM owner, UNNEST($3::bytea[], $4::bytea[]) AS e(key, value)
+        FROM owner, UNNEST($4::bytea[], $5::bytea[]) AS e(key, value)
         ON CONFLICT (actor, key) DO UPDATE SET value = EXCLUDED.value
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM owner), (SELECT count(*) FROM written)";
 
-/// Fenced multi-key delete.
+/// Sequenced, fenced multi-key delete.
 const DELETE_SQL: &str = "
-    WITH owner AS MATERIALIZED (
-        SELECT id FROM vfs_actors WHERE id = $1 AND generation = $2 FOR SHARE
+    WITH owner AS (
+        UPDATE vfs_actors SET seq = seq + 1
+        WHERE id = $1 AND generation = $2 AND seq = $3
+        RETURNING id
     ), removed AS (
         DELETE FROM vfs_pages p USING owner
-        WHERE p.actor = owner.id AND p.key = ANY($3::bytea[])
+        WHERE p.actor = owner.id AND p.key = ANY($4::bytea[])
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM owner), (SELECT count(*) FROM removed)";
@@ -76,20 +124,63 @@ const GET_SQL: &str = "
     WHERE a.id = $1 AND a.generation = $2
     ORDER BY k.ord";
 
-/// Deletes every page and fences whoever owns the actor.
+/// Deletes every page and fences whoever owns the actor, if the generation
+/// is still the one read before (`$2`): a delete that arrives late, after
+/// the actor was opened again, changes nothing. The lease is left alone, so
+/// a host that opens the actor next still waits for the old owner's lease.
 const DELETE_ACTOR_SQL: &str = "
     WITH fenced AS (
         UPDATE vfs_actors SET generation = generation + 1
-        WHERE actor_id = $1 RETURNING id
+        WHERE actor_id = $1 AND generation = $2 RETURNING id
+    ), removed AS (
+        DELETE FROM vfs_pages p USING fenced WHERE p.actor = fenced.id
     )
-    DELETE FROM vfs_pages p USING fenced WHERE p.actor = fenced.id";
+    SELECT count(*) FROM fenced";
 
 /// Actors that have at least one page (an index probe per actor).
 const LIST_SQL: &str = "
     SELECT a.actor_id FROM vfs_actors a
     WHERE EXISTS (SELECT 1 FROM vfs_pages p WHERE p.actor = a.id)";
 
-const GENERATION_SQL: &str = "SELECT generation FROM vfs_actors WHERE actor_id = $1";
+/// Extends the owner's lease.
+const RENEW_SQL: &str = "
+    UPDATE vfs_actors SET lease_until = clock_timestamp() + $3::bigint * interval '1 millisecond'
+    WHERE id = $1 AND generation = $2 RETURNING 1";
+
+/// Gives the lease up, so the next owner need not wait for it.
+const RELEASE_SQL: &str =
+    "UPDATE vfs_actors SET lease_until = NULL WHERE id = $1 AND generation = $2";
+
+/// The actor's generation and write count, to settle a write.
+const STATE_SQL: &str = "SELECT generation, seq FROM vfs_actors WHERE id = $1";
+
+/// Moves the write count past a write that may still arrive (used only when
+/// its backend cannot be ended): it then finds another count.
+const SKIP_SQL: &str = "
+    UPDATE vfs_actors SET seq = seq + 2
+    WHERE id = $1 AND generation = $2 AND seq = $3 RETURNING seq";
+
+/// Which backend this connection is, to end it if a write on it is lost.
+const BACKEND_SQL: &str =
+    "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()";
+
+/// Ends backend `$1` if it is still the one that started at `$2`, waiting
+/// up to `$3` ms for it to exit. No row: it is gone already.
+const END_BACKEND_SQL: &str = "
+    SELECT pg_terminate_backend(pid, $3::bigint) FROM pg_stat_activity
+    WHERE pid = $1 AND backend_start::text = $2";
+
+/// The driver backend holding the actor's row lock (a write or takeover in
+/// progress), and whether the lease of the actor's owner is over.
+const HOLDER_SQL: &str = "
+    SELECT l.pid, s.backend_start::text,
+           (a.lease_until IS NULL OR a.lease_until <= clock_timestamp())
+    FROM vfs_actors a
+    JOIN pg_locks l ON l.locktype = 'transactionid' AND l.transactionid = a.xmax
+                   AND l.granted AND l.mode = 'ExclusiveLock'
+    JOIN pg_stat_activity s ON s.pid = l.pid
+    WHERE a.actor_id = $1 AND l.pid <> pg_backend_pid()
+      AND s.application_name = current_setting('application_name')";
 
 /// Prepares the hot statements on a fresh connection (they are cached per
 /// connection and reused by every later call on it).
@@ -100,18 +191,21 @@ pub(crate) async fn prepare(client: &Client) -> Result<(), tokio_postgres::Error
     Ok(())
 }
 
+/// At most [`QUOTED_ID_BYTES`] of an actor id, for error messages.
+pub(crate) fn quoted(actor_id: &str) -> String {
+    if actor_id.len() <= QUOTED_ID_BYTES {
+        return format!("{actor_id:?}");
+    }
+    let mut end = QUOTED_ID_BYTES;
+    while !actor_id.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &actor_id[..end], actor_id.len())
+}
+
 fn check_actor_id(actor_id: &str) -> Result<(), KvError> {
-    let reason = if actor_id.is_empty() {
-        "is empty"
-    } else if actor_id.len() > MAX_ACTOR_ID_BYTES {
-        "is longer than 1024 bytes"
-    } else if actor_id.contains('\0') {
-        "contains a NUL character"
-    } else {
-        return Ok(());
-    };
-    Err(KvError::Backend {
-        message: format!("actor id {actor_id:?} {reason}"),
+    vfs_pool::validate_actor_id(actor_id).map_err(|e| KvError::Backend {
+        message: format!("actor id {}: {e}", quoted(actor_id)),
         source: None,
     })
 }
@@ -131,33 +225,251 @@ fn check_key_sizes<'a>(keys: impl Iterator<Item = &'a Bytes>) -> Result<(), KvEr
     Ok(())
 }
 
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A server error that aborted the statement before anything was applied
+/// and that goes away by itself: a lock wait that timed out, a cancelled
+/// statement, a serialization failure or deadlock.
+fn aborted_transiently(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_some_and(|db| {
+        let code = db.code();
+        *code == SqlState::LOCK_NOT_AVAILABLE
+            || *code == SqlState::QUERY_CANCELED
+            || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+    })
+}
+
+/// A server error that says the statement failed and was rolled back, so
+/// nothing was applied: any error response except the ones that end the
+/// connection (after which the fate of the statement is not known).
+fn definitely_not_applied(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_some_and(|db| {
+        let state = db.code().code();
+        !(state.starts_with("08") || state.starts_with("57P"))
+    })
+}
+
+/// Identity of one server backend (a pid is reused; with its start time it
+/// is not).
+#[derive(Debug, Clone)]
+pub(crate) struct Backend {
+    pid: i32,
+    started: String,
+}
+
+impl Shared {
+    /// The backend of `client`, asked once per connection.
+    async fn backend_of(&self, client: &Client) -> Result<Backend, tokio_postgres::Error> {
+        let key = Arc::as_ptr(&client.statement_cache) as usize;
+        if let Some(known) = self
+            .backends
+            .lock()
+            .get(&key)
+            .and_then(|(cache, backend)| (cache.strong_count() > 0).then(|| backend.clone()))
+        {
+            return Ok(known);
+        }
+        let row = client.query_one(BACKEND_SQL, &[]).await?;
+        let backend = Backend {
+            pid: row.try_get(0)?,
+            started: row.try_get(1)?,
+        };
+        let mut backends = self.backends.lock();
+        backends.retain(|_, (cache, _)| cache.strong_count() > 0);
+        backends.insert(
+            key,
+            (Arc::downgrade(&client.statement_cache), backend.clone()),
+        );
+        Ok(backend)
+    }
+
+    /// Ends `backend` and waits (up to `wait`) until it has exited. `true`
+    /// when it is gone; `false` when it is still there.
+    async fn end_backend(
+        client: &Client,
+        backend: &Backend,
+        wait: Duration,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let rows = client
+            .query(
+                END_BACKEND_SQL,
+                &[&backend.pid, &backend.started, &millis(wait).max(1)],
+            )
+            .await?;
+        Ok(rows.first().is_none_or(|row| row.get::<_, bool>(0)))
+    }
+}
+
 pub(crate) async fn open(shared: Arc<Shared>, actor_id: &str) -> Result<PgActorStore, KvError> {
     check_actor_id(actor_id)?;
     let actor: Arc<str> = Arc::from(actor_id);
     let task_shared = Arc::clone(&shared);
     let task_actor = Arc::clone(&actor);
-    // Repeating is safe: a bump whose answer was lost only skips a number.
-    let (id, generation) = shared
+    let token = owner_token();
+    let deadline = shared.deadline(vfs_core::call_deadline());
+    let store = shared
         .spawn(async move {
-            task_shared
-                .run("open_actor", Repeat::Safe, |client| {
+            let shared = task_shared;
+            let sent = Instant::now();
+            let (id, generation, seq, wait) = shared
+                .run("open_actor", deadline, |client| {
                     let actor = Arc::clone(&task_actor);
-                    async move {
-                        let statement = client.prepare_cached(OPEN_SQL).await?;
-                        let row = client.query_one(&statement, &[&&*actor]).await?;
-                        Ok((row.get::<_, i64>(0), row.get::<_, i64>(1)))
-                    }
+                    let shared = Arc::clone(&shared);
+                    async move { take_over(&shared, &client, &actor, token).await }
                 })
-                .await
+                .await?;
+            let owner = Arc::new(Owner {
+                shared: Arc::clone(&shared),
+                actor: task_actor,
+                id,
+                generation,
+                writes: tokio::sync::Mutex::new(WriteState { seq, pending: None }),
+                lease: LeaseClock::new(sent, &shared.options),
+            });
+            tokio::spawn(renew_lease(Arc::downgrade(&owner)));
+            if !wait.is_zero() {
+                tracing::info!(
+                    actor = %quoted(&owner.actor),
+                    wait_ms = wait.as_millis(),
+                    "waiting for the previous owner's lease to run out"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            Ok(PgActorStore { owner })
         })
         .await?;
-    tracing::debug!(actor = actor_id, generation, "took ownership");
-    Ok(PgActorStore {
-        shared,
-        actor,
-        id,
-        generation,
-    })
+    tracing::debug!(
+        actor = %quoted(actor_id),
+        generation = store.owner.generation,
+        "took ownership"
+    );
+    Ok(store)
+}
+
+/// A random number identifying one opening of an actor.
+fn owner_token() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    i64::from_ne_bytes(hasher.finish().to_ne_bytes())
+}
+
+/// One attempt to take ownership: read the generation, bump it if it is
+/// still that one. A lock wait that times out means a write or a takeover
+/// holds the actor's row; if that is a driver backend and the owner's
+/// lease is over, the backend is stale (its client vanished mid-statement)
+/// and is ended, so the next attempt gets through.
+async fn take_over(
+    shared: &Shared,
+    client: &Client,
+    actor: &str,
+    token: i64,
+) -> Result<(i64, i64, i64, Duration), Failure> {
+    let current: i64 = client
+        .query_opt(CURRENT_SQL, &[&actor])
+        .await?
+        .map_or(Ok(0), |row| row.try_get(0))?;
+    let statement = client.prepare_cached(OPEN_SQL).await?;
+    let lease = millis(shared.options.lease_duration);
+    match client
+        .query_opt(&statement, &[&actor, &current, &lease, &token])
+        .await
+    {
+        Ok(Some(row)) => {
+            let wait: f64 = row.try_get(3)?;
+            let wait = Duration::try_from_secs_f64(wait).unwrap_or(Duration::ZERO);
+            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, wait))
+        }
+        Ok(None) => Err(Failure::Retry(format!(
+            "actor {} was opened elsewhere at the same moment",
+            quoted(actor)
+        ))),
+        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+            let holder = client.query_opt(HOLDER_SQL, &[&actor]).await?;
+            if let Some(row) = holder {
+                let backend = Backend {
+                    pid: row.try_get(0)?,
+                    started: row.try_get(1)?,
+                };
+                let lapsed: bool = row.try_get(2)?;
+                if lapsed {
+                    tracing::warn!(
+                        actor = %quoted(actor),
+                        pid = backend.pid,
+                        "ending a stale backend that holds the actor after its owner's lease ran out"
+                    );
+                    Shared::end_backend(client, &backend, shared.options.lock_timeout()).await?;
+                }
+            }
+            Err(Failure::Retry(format!(
+                "the row of actor {} is held by another session (a write in \
+                 flight, or a stale one ended once the owner's lease is over)",
+                quoted(actor)
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Renews `owner`'s lease every third of its period until the store is
+/// dropped or fenced.
+async fn renew_lease(owner: Weak<Owner>) {
+    let Some(every) = owner.upgrade().map(|o| o.shared.options.lease_renewal()) else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(owner) = owner.upgrade() else {
+            return;
+        };
+        if owner.lease.fenced.load(Ordering::Acquire) {
+            return;
+        }
+        let sent = Instant::now();
+        let renewed = async {
+            let client = owner.shared.client_before(sent + every).await.ok()?;
+            let lease = millis(owner.shared.options.lease_duration);
+            let row = tokio::time::timeout(
+                every,
+                client.query_opt(RENEW_SQL, &[&owner.id, &owner.generation, &lease]),
+            )
+            .await;
+            match row {
+                Ok(Ok(row)) => Some(row.is_some()),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %chain(&e), "lease renewal failed");
+                    if !definitely_not_applied(&e) {
+                        discard(Arc::new(client));
+                    }
+                    None
+                }
+                Err(_) => {
+                    discard(Arc::new(client));
+                    None
+                }
+            }
+        }
+        .await;
+        match renewed {
+            Some(true) => owner.lease.extend(sent, &owner.shared.options),
+            Some(false) => {
+                owner.lease.fenced.store(true, Ordering::Release);
+                return;
+            }
+            None => tracing::warn!(
+                actor = %quoted(&owner.actor),
+                "could not renew the lease; the actor is refused once it runs out"
+            ),
+        }
+    }
 }
 
 pub(crate) async fn generation(
@@ -167,13 +479,14 @@ pub(crate) async fn generation(
     check_actor_id(actor_id)?;
     let task_shared = Arc::clone(shared);
     let actor: Arc<str> = Arc::from(actor_id);
+    let deadline = shared.deadline(vfs_core::call_deadline());
     shared
         .spawn(async move {
             task_shared
-                .run("generation", Repeat::Safe, |client| {
+                .run("generation", deadline, |client| {
                     let actor = Arc::clone(&actor);
                     async move {
-                        let row = client.query_opt(GENERATION_SQL, &[&&*actor]).await?;
+                        let row = client.query_opt(CURRENT_SQL, &[&&*actor]).await?;
                         Ok(row.map(|r| r.get::<_, i64>(0)))
                     }
                 })
@@ -186,15 +499,31 @@ pub(crate) async fn delete_actor(shared: &Arc<Shared>, actor_id: &str) -> Result
     check_actor_id(actor_id)?;
     let task_shared = Arc::clone(shared);
     let actor: Arc<str> = Arc::from(actor_id);
-    // Repeating is safe: deleting twice deletes the same pages.
+    let deadline = shared.deadline(vfs_core::call_deadline());
+    // Repeating is safe: each attempt is conditional on the generation it
+    // read, so a lost attempt that lands late finds a newer one and deletes
+    // nothing, while the repeat deletes the same pages.
     shared
         .spawn(async move {
             task_shared
-                .run("delete_actor", Repeat::Safe, |client| {
+                .run("delete_actor", deadline, |client| {
                     let actor = Arc::clone(&actor);
                     async move {
+                        let Some(row) = client.query_opt(CURRENT_SQL, &[&&*actor]).await? else {
+                            return Ok(());
+                        };
+                        let current: i64 = row.try_get(0)?;
                         let statement = client.prepare_cached(DELETE_ACTOR_SQL).await?;
-                        client.execute(&statement, &[&&*actor]).await?;
+                        let fenced: i64 = client
+                            .query_one(&statement, &[&&*actor, &current])
+                            .await?
+                            .try_get(0)?;
+                        if fenced == 0 {
+                            return Err(Failure::Retry(format!(
+                                "actor {} was opened while it was being deleted",
+                                quoted(&actor)
+                            )));
+                        }
                         Ok(())
                     }
                 })
@@ -205,10 +534,11 @@ pub(crate) async fn delete_actor(shared: &Arc<Shared>, actor_id: &str) -> Result
 
 pub(crate) async fn list_actors(shared: &Arc<Shared>) -> Result<Vec<String>, KvError> {
     let task_shared = Arc::clone(shared);
+    let deadline = shared.deadline(vfs_core::call_deadline());
     let mut actors = shared
         .spawn(async move {
             task_shared
-                .run("list_actors", Repeat::Safe, |client| async move {
+                .run("list_actors", deadline, |client| async move {
                     let rows = client.query(LIST_SQL, &[]).await?;
                     Ok(rows
                         .iter()
@@ -223,24 +553,433 @@ pub(crate) async fn list_actors(shared: &Arc<Shared>) -> Result<Vec<String>, KvE
     Ok(actors)
 }
 
-/// One actor's key-value namespace, owned at one generation.
-///
-/// Returned by [`PgStorage::open_store`](crate::PgStorage::open_store) (and,
-/// as `Arc<dyn KvStore>`, by `ActorStorage::open_actor`). Once another
-/// store of the same actor is opened, on this host or any other, every call
-/// of this one fails with [`KvError::Fenced`].
-pub struct PgActorStore {
+/// The owner's view of its lease, on its own monotonic clock.
+struct LeaseClock {
+    /// Origin of `valid_until`.
+    epoch: Instant,
+    /// Nanoseconds after `epoch` until which the lease surely holds.
+    valid_until: AtomicU64,
+    /// Another owner took the actor over (a renewal found a newer
+    /// generation); nothing brings the lease back.
+    fenced: AtomicBool,
+}
+
+impl LeaseClock {
+    fn new(sent: Instant, options: &PgOptions) -> Self {
+        let clock = Self {
+            epoch: sent,
+            valid_until: AtomicU64::new(0),
+            fenced: AtomicBool::new(false),
+        };
+        clock.extend(sent, options);
+        clock
+    }
+
+    /// The server granted a lease for a request sent at `sent`: it runs at
+    /// least until `sent + lease_duration` by the server's clock, and this
+    /// store uses it until `sent + lease_duration - lease_margin` by its own.
+    fn extend(&self, sent: Instant, options: &PgOptions) {
+        let usable = options
+            .lease_duration
+            .saturating_sub(options.lease_margin());
+        let until = sent.saturating_duration_since(self.epoch) + usable;
+        let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
+        self.valid_until.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    fn holds(&self) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        now < self.valid_until.load(Ordering::Acquire)
+    }
+}
+
+/// The writes of one store: serialized, so each knows the count it expects.
+struct WriteState {
+    /// The actor's write count as this store last left it.
+    seq: i64,
+    /// A write whose outcome could not be settled yet.
+    pending: Option<Pending>,
+}
+
+/// A write whose answer was lost: what it expected, and where it went.
+#[derive(Debug, Clone)]
+struct Pending {
+    seq: i64,
+    backend: Backend,
+}
+
+/// How a lost write was settled.
+enum Settlement {
+    /// It landed: the count moved on by one.
+    Applied,
+    /// It did not land and now never will; the count to use next.
+    NotApplied(i64),
+    /// The actor has a newer owner.
+    Fenced,
+}
+
+/// What a store and its lease renewal share.
+struct Owner {
     shared: Arc<Shared>,
     actor: Arc<str>,
     id: i64,
     generation: i64,
+    writes: tokio::sync::Mutex<WriteState>,
+    lease: LeaseClock,
+}
+
+/// A page write: the entries to upsert or the keys to delete.
+enum WriteOp {
+    Put(Vec<(Bytes, Bytes)>),
+    Delete(Vec<Bytes>),
+}
+
+impl WriteOp {
+    fn name(&self) -> &'static str {
+        match self {
+            WriteOp::Put(_) => "put_batch",
+            WriteOp::Delete(_) => "delete_batch",
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            WriteOp::Put(entries) => entries.len(),
+            WriteOp::Delete(keys) => keys.len(),
+        }
+    }
+
+    /// Sends the write expecting count `seq`; `true` when it was applied.
+    async fn send(
+        &self,
+        client: &Client,
+        counters: &Counters,
+        (id, generation, seq): (i64, i64, i64),
+    ) -> Result<bool, tokio_postgres::Error> {
+        let owned: i64 = match self {
+            WriteOp::Put(entries) => {
+                let statement = client.prepare_cached(PUT_SQL).await?;
+                let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| &k[..]).collect();
+                let values: Vec<&[u8]> = entries.iter().map(|(_, v)| &v[..]).collect();
+                Counters::bump(&counters.put_batches);
+                client
+                    .query_one(&statement, &[&id, &generation, &seq, &keys, &values])
+                    .await?
+                    .try_get(0)?
+            }
+            WriteOp::Delete(keys) => {
+                let statement = client.prepare_cached(DELETE_SQL).await?;
+                let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+                Counters::bump(&counters.delete_batches);
+                client
+                    .query_one(&statement, &[&id, &generation, &seq, &keys])
+                    .await?
+                    .try_get(0)?
+            }
+        };
+        if owned == 1
+            && let WriteOp::Put(entries) = self
+        {
+            let written = entries.len() as u64;
+            counters.put_entries.fetch_add(written, Ordering::Relaxed);
+            counters.largest_put.fetch_max(written, Ordering::Relaxed);
+        }
+        Ok(owned == 1)
+    }
+}
+
+impl Owner {
+    fn fenced_message(&self) -> String {
+        format!(
+            "actor {} was taken over by a newer owner; this store \
+             (generation {}) may no longer read or write it",
+            quoted(&self.actor),
+            self.generation
+        )
+    }
+
+    fn fenced(&self) -> KvError {
+        self.lease.fenced.store(true, Ordering::Release);
+        Counters::bump(&self.shared.counters.fenced);
+        KvError::Fenced {
+            message: self.fenced_message(),
+        }
+    }
+
+    fn check(&self) -> Result<(), KvError> {
+        if self.lease.fenced.load(Ordering::Acquire) {
+            Counters::bump(&self.shared.counters.fenced);
+            return Err(KvError::Fenced {
+                message: self.fenced_message(),
+            });
+        }
+        if !self.lease.holds() {
+            return Err(KvError::Unavailable {
+                message: format!(
+                    "the lease on actor {} could not be renewed in time (PostgreSQL \
+                     unreachable?); its data is refused until the lease is renewed, \
+                     since another host may take the actor over",
+                    quoted(&self.actor)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies `op` exactly once or not at all (see the module docs).
+    async fn write(self: Arc<Self>, op: WriteOp, deadline: Instant) -> Result<(), KvError> {
+        let what = op.name();
+        let shared = Arc::clone(&self.shared);
+        let mut state = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            self.writes.lock(),
+        )
+        .await
+        .map_err(|_| KvError::Unavailable {
+            message: format!(
+                "{what}: an earlier write of actor {} was still being settled at \
+                 the call's deadline; nothing of this call was applied",
+                quoted(&self.actor)
+            ),
+        })?;
+        if let Some(pending) = state.pending.take() {
+            match self.settle(&pending, deadline).await {
+                Ok(Settlement::Applied) => state.seq = pending.seq + 1,
+                Ok(Settlement::NotApplied(seq)) => state.seq = seq,
+                Ok(Settlement::Fenced) => return Err(self.fenced()),
+                Err(cause) => {
+                    state.pending = Some(pending);
+                    return Err(KvError::Unavailable {
+                        message: format!(
+                            "{what}: an earlier write's outcome is still unknown ({cause}); \
+                             nothing of this call was applied"
+                        ),
+                    });
+                }
+            }
+        }
+        let attempts = shared.options.retry_attempts;
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            let may_retry = tried < attempts && Instant::now() < deadline;
+            let client = match shared.client_before(deadline).await {
+                Ok(client) => Arc::new(client),
+                Err(e) if e.is_transient() && may_retry => {
+                    shared.backoff(what, tried, &e, deadline).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // Nothing is sent before the backend is known.
+            let backend = match shared.backend_of(&client).await {
+                Ok(backend) => backend,
+                Err(e) => {
+                    discard(client);
+                    let error = KvError::Unavailable {
+                        message: format!("{what}: {}", chain(&e)),
+                    };
+                    if may_retry && is_transient(&e) {
+                        shared.backoff(what, tried, &error, deadline).await;
+                        continue;
+                    }
+                    return Err(error);
+                }
+            };
+            let seq = state.seq;
+            let sent = shared
+                .attempt_before(deadline, async {
+                    op.send(&client, &shared.counters, (self.id, self.generation, seq))
+                        .await
+                        .map_err(Failure::Pg)
+                })
+                .await;
+            let cause = match sent {
+                Ok(true) => {
+                    state.seq = seq + 1;
+                    return Ok(());
+                }
+                Ok(false) => return Err(self.refused(&mut state, deadline).await),
+                Err(Failure::Pg(e)) if definitely_not_applied(&e) => {
+                    if aborted_transiently(&e) && may_retry {
+                        let error = KvError::Unavailable { message: chain(&e) };
+                        shared.backoff(what, tried, &error, deadline).await;
+                        continue;
+                    }
+                    return Err(match shared.settle_failure(what, Failure::Pg(e)) {
+                        Settled::Final(e) => e,
+                        Settled::Transient(cause) => KvError::Unavailable {
+                            message: format!("{what}: {cause}"),
+                        },
+                    });
+                }
+                Err(failure) => match shared.settle_failure(what, failure) {
+                    Settled::Final(e) => return Err(e),
+                    Settled::Transient(cause) => cause,
+                },
+            };
+            // The statement was sent and its answer is lost: settle it.
+            discard(client);
+            let pending = Pending { seq, backend };
+            // Settling gets a little time of its own past the deadline: it is
+            // what makes the report exact.
+            let grace = Instant::now() + shared.options.lock_timeout();
+            return match self.settle(&pending, deadline.max(grace)).await {
+                Ok(Settlement::Applied) => {
+                    state.seq = seq + 1;
+                    tracing::debug!(what, "a write whose answer was lost had landed");
+                    Ok(())
+                }
+                Ok(Settlement::NotApplied(next)) => {
+                    state.seq = next;
+                    Err(KvError::Unavailable {
+                        message: format!(
+                            "{what} of {} entries: PostgreSQL failed mid-call ({cause}); \
+                             the outcome unknown at first was checked: not applied, \
+                             and it can no longer land (safe to repeat)",
+                            op.len()
+                        ),
+                    })
+                }
+                Ok(Settlement::Fenced) => Err(self.fenced()),
+                Err(check) => {
+                    state.pending = Some(pending);
+                    Err(KvError::OutcomeUnknown {
+                        message: format!(
+                            "{what} of {} entries to actor {}: PostgreSQL failed mid-call \
+                             ({cause}) and whether it was applied could not be checked \
+                             before the deadline ({check}); the store settles it before \
+                             its next write",
+                            op.len(),
+                            quoted(&self.actor)
+                        ),
+                    })
+                }
+            };
+        }
+    }
+
+    /// Why a write found another generation or count.
+    async fn refused(&self, state: &mut WriteState, deadline: Instant) -> KvError {
+        let read = self
+            .shared
+            .run("write check", deadline, |client| async move {
+                let row = client.query_opt(STATE_SQL, &[&self.id]).await?;
+                Ok(row.map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1))))
+            })
+            .await;
+        match read {
+            Ok(Some((generation, seq))) if generation == self.generation => {
+                // Cannot happen while writes are serialized; if it does, the
+                // next write starts from the server's count.
+                let expected = state.seq;
+                state.seq = seq;
+                KvError::Backend {
+                    message: format!(
+                        "the write count of actor {} is {seq}, not the {expected} this \
+                         store expected; nothing was applied",
+                        quoted(&self.actor)
+                    ),
+                    source: None,
+                }
+            }
+            Ok(_) => self.fenced(),
+            Err(e) => e,
+        }
+    }
+
+    /// Settles a write whose answer was lost: ends the backend that carried
+    /// it, so it cannot land later, then reads the count back. When the
+    /// backend cannot be ended (no permission, or it does not exit), moves
+    /// the count past the write instead. `Err` (in words) when neither
+    /// worked before `deadline`.
+    async fn settle(&self, pending: &Pending, deadline: Instant) -> Result<Settlement, String> {
+        let shared = &self.shared;
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            let attempt = async {
+                let client = shared
+                    .client_before(deadline)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let left = deadline.saturating_duration_since(Instant::now());
+                let wait = shared.options.lock_timeout().min(left);
+                let ended = match Shared::end_backend(&client, &pending.backend, wait).await {
+                    Ok(ended) => ended,
+                    Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => false,
+                    Err(e) => return Err(chain(&e)),
+                };
+                if !ended {
+                    let skipped = client
+                        .query_opt(SKIP_SQL, &[&self.id, &self.generation, &pending.seq])
+                        .await
+                        .map_err(|e| chain(&e))?;
+                    if let Some(row) = skipped {
+                        return Ok(Settlement::NotApplied(row.get(0)));
+                    }
+                }
+                let row = client
+                    .query_opt(STATE_SQL, &[&self.id])
+                    .await
+                    .map_err(|e| chain(&e))?;
+                let Some(row) = row else {
+                    return Ok(Settlement::Fenced);
+                };
+                let (generation, seq): (i64, i64) = (row.get(0), row.get(1));
+                if generation != self.generation {
+                    Ok(Settlement::Fenced)
+                } else if seq == pending.seq + 1 {
+                    Ok(Settlement::Applied)
+                } else if seq == pending.seq {
+                    Ok(Settlement::NotApplied(seq))
+                } else {
+                    Err(format!(
+                        "the write count is {seq}, neither {} nor {}",
+                        pending.seq,
+                        pending.seq + 1
+                    ))
+                }
+            };
+            let outcome =
+                tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), attempt)
+                    .await
+                    .unwrap_or_else(|_| Err("no answer before the deadline".into()));
+            match outcome {
+                Ok(settled) => return Ok(settled),
+                Err(cause)
+                    if Instant::now() >= deadline || tried >= shared.options.retry_attempts =>
+                {
+                    return Err(cause);
+                }
+                Err(cause) => {
+                    let error = KvError::Unavailable { message: cause };
+                    shared
+                        .backoff("settling a write", tried, &error, deadline)
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// One actor's key-value namespace, owned at one generation under a lease.
+///
+/// Returned by [`PgStorage::open_store`](crate::PgStorage::open_store) (and,
+/// as `Arc<dyn KvStore>`, by `ActorStorage::open_actor`). Once another
+/// store of the same actor is opened, on this host or any other, every call
+/// of this one fails with [`KvError::Fenced`]; once its lease may have run
+/// out, every call fails until it is renewed. Dropping the store gives the
+/// lease up, so the next owner need not wait for it.
+pub struct PgActorStore {
+    owner: Arc<Owner>,
 }
 
 impl std::fmt::Debug for PgActorStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgActorStore")
-            .field("actor", &self.actor)
-            .field("generation", &self.generation)
+            .field("actor", &self.owner.actor)
+            .field("generation", &self.owner.generation)
             .finish_non_exhaustive()
     }
 }
@@ -248,51 +987,86 @@ impl std::fmt::Debug for PgActorStore {
 impl PgActorStore {
     /// The actor this store belongs to.
     pub fn actor_id(&self) -> &str {
-        &self.actor
+        &self.owner.actor
     }
 
     /// The ownership generation this store writes under.
     pub fn generation(&self) -> i64 {
-        self.generation
+        self.owner.generation
     }
 
-    fn fenced_message(actor: &str, generation: i64) -> String {
-        format!(
-            "actor {actor:?} was taken over by a newer owner; this store \
-             (generation {generation}) may no longer read or write it"
-        )
+    async fn write(&self, op: WriteOp) -> Result<(), KvError> {
+        self.owner.check()?;
+        let deadline = self.owner.shared.deadline(vfs_core::call_deadline());
+        let owner = Arc::clone(&self.owner);
+        self.owner
+            .shared
+            .spawn(async move { owner.write(op, deadline).await })
+            .await
+    }
+}
+
+impl Drop for PgActorStore {
+    /// Gives the lease up once every write of this store is settled.
+    fn drop(&mut self) {
+        let owner = Arc::clone(&self.owner);
+        let runtime = self.owner.shared.runtime.clone();
+        runtime.spawn(async move {
+            let _writes = owner.writes.lock().await;
+            if owner.lease.fenced.load(Ordering::Acquire) {
+                return;
+            }
+            let deadline = Instant::now() + owner.shared.options.statement_timeout;
+            let released = owner
+                .shared
+                .run("release lease", deadline, |client| {
+                    let owner = Arc::clone(&owner);
+                    async move {
+                        client
+                            .execute(RELEASE_SQL, &[&owner.id, &owner.generation])
+                            .await?;
+                        Ok(())
+                    }
+                })
+                .await;
+            if let Err(e) = released {
+                tracing::debug!(error = %e, "could not release the lease; it runs out by itself");
+            }
+            owner.lease.fenced.store(true, Ordering::Release);
+        });
     }
 }
 
 #[async_trait::async_trait]
 impl KvStore for PgActorStore {
     async fn get_batch(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, KvError> {
+        self.owner.check()?;
         self.limits().check_keys(keys.len())?;
         check_key_sizes(keys.iter())?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let shared = Arc::clone(&self.shared);
-        let (actor, id, generation) = (Arc::clone(&self.actor), self.id, self.generation);
+        let deadline = self.owner.shared.deadline(vfs_core::call_deadline());
+        let owner = Arc::clone(&self.owner);
         let keys: Arc<Vec<Bytes>> = Arc::new(keys.to_vec());
-        self.shared
+        self.owner
+            .shared
             .spawn(async move {
-                let counters = &shared.counters;
-                shared
-                    .run("get_batch", Repeat::Safe, |client| {
+                let counters = &owner.shared.counters;
+                let values = owner
+                    .shared
+                    .run("get_batch", deadline, |client| {
                         let keys = Arc::clone(&keys);
-                        let actor = Arc::clone(&actor);
+                        let owner = Arc::clone(&owner);
                         async move {
                             let statement = client.prepare_cached(GET_SQL).await?;
                             let params: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
                             Counters::bump(&counters.get_batches);
                             let rows = client
-                                .query(&statement, &[&id, &generation, &params])
+                                .query(&statement, &[&owner.id, &owner.generation, &params])
                                 .await?;
                             if rows.is_empty() {
-                                return Err(Failure::Fenced(Self::fenced_message(
-                                    &actor, generation,
-                                )));
+                                return Err(Failure::Fenced(owner.fenced_message()));
                             }
                             if rows.len() != keys.len() {
                                 return Err(Failure::Kv(KvError::Backend {
@@ -312,7 +1086,11 @@ impl KvStore for PgActorStore {
                             Ok(values)
                         }
                     })
-                    .await
+                    .await;
+                if matches!(values, Err(KvError::Fenced { .. })) {
+                    owner.lease.fenced.store(true, Ordering::Release);
+                }
+                values
             })
             .await
     }
@@ -324,51 +1102,17 @@ impl KvStore for PgActorStore {
             return Ok(());
         }
         // One upsert cannot touch a row twice: the last value of a key wins,
-        // as if the entries were applied in order. Sorting by key makes
-        // concurrent batches of one actor lock their rows in the same order,
-        // so they cannot deadlock each other.
+        // as if the entries were applied in order. Sorting by key keeps the
+        // page rows locked in one order.
         let mut latest: BTreeMap<&Bytes, &Bytes> = BTreeMap::new();
         for (key, value) in entries {
             latest.insert(key, value);
         }
-        let entries: Arc<Vec<(Bytes, Bytes)>> = Arc::new(
-            latest
-                .into_iter()
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect(),
-        );
-        let shared = Arc::clone(&self.shared);
-        let (actor, id, generation) = (Arc::clone(&self.actor), self.id, self.generation);
-        self.shared
-            .spawn(async move {
-                let counters = &shared.counters;
-                shared
-                    .run("put_batch", Repeat::ReportUnknown, |client| {
-                        let entries = Arc::clone(&entries);
-                        let actor = Arc::clone(&actor);
-                        async move {
-                            let statement = client.prepare_cached(PUT_SQL).await?;
-                            let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| &k[..]).collect();
-                            let values: Vec<&[u8]> = entries.iter().map(|(_, v)| &v[..]).collect();
-                            Counters::bump(&counters.put_batches);
-                            let row = client
-                                .query_one(&statement, &[&id, &generation, &keys, &values])
-                                .await?;
-                            let owned: i64 = row.try_get(0)?;
-                            if owned == 0 {
-                                return Err(Failure::Fenced(Self::fenced_message(
-                                    &actor, generation,
-                                )));
-                            }
-                            let written = entries.len() as u64;
-                            counters.put_entries.fetch_add(written, Ordering::Relaxed);
-                            counters.largest_put.fetch_max(written, Ordering::Relaxed);
-                            Ok(())
-                        }
-                    })
-                    .await
-            })
-            .await
+        let entries = latest
+            .into_iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        self.write(WriteOp::Put(entries)).await
     }
 
     async fn delete_batch(&self, keys: &[Bytes]) -> Result<(), KvError> {
@@ -377,35 +1121,7 @@ impl KvStore for PgActorStore {
         if keys.is_empty() {
             return Ok(());
         }
-        let shared = Arc::clone(&self.shared);
-        let (actor, id, generation) = (Arc::clone(&self.actor), self.id, self.generation);
-        let keys: Arc<Vec<Bytes>> = Arc::new(keys.to_vec());
-        self.shared
-            .spawn(async move {
-                let counters = &shared.counters;
-                shared
-                    .run("delete_batch", Repeat::ReportUnknown, |client| {
-                        let keys = Arc::clone(&keys);
-                        let actor = Arc::clone(&actor);
-                        async move {
-                            let statement = client.prepare_cached(DELETE_SQL).await?;
-                            let params: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-                            Counters::bump(&counters.delete_batches);
-                            let row = client
-                                .query_one(&statement, &[&id, &generation, &params])
-                                .await?;
-                            let owned: i64 = row.try_get(0)?;
-                            if owned == 0 {
-                                return Err(Failure::Fenced(Self::fenced_message(
-                                    &actor, generation,
-                                )));
-                            }
-                            Ok(())
-                        }
-                    })
-                    .await
-            })
-            .await
+        self.write(WriteOp::Delete(keys.to_vec())).await
     }
 
     /// [`MAX_BATCH_KEYS`] keys and [`MAX_VALUE_BYTES`] per value: a commit of
@@ -415,5 +1131,11 @@ impl KvStore for PgActorStore {
             max_batch_keys: MAX_BATCH_KEYS,
             max_value_bytes: MAX_VALUE_BYTES,
         }
+    }
+
+    /// Refuses once the actor was taken over, or once the lease may have
+    /// run out (see [`PgOptions::lease_duration`]).
+    fn check_owner(&self) -> Result<(), KvError> {
+        self.owner.check()
     }
 }

@@ -36,6 +36,9 @@ use parking_lot::Mutex;
 
 use crate::{Error, Result};
 
+mod proxy;
+pub use proxy::FaultProxy;
+
 /// Password of the `postgres` superuser in servers started here.
 pub const PASSWORD: &str = "vfs-test-password";
 

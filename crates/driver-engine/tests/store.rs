@@ -263,7 +263,8 @@ async fn hosts_connecting_at_once_migrate_exactly_once() {
         .await
         .unwrap();
     let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
-    assert_eq!(versions, [driver_engine::SCHEMA_VERSION]);
+    let every: Vec<i32> = (1..=driver_engine::SCHEMA_VERSION).collect();
+    assert_eq!(versions, every);
 
     // A schema from the future is refused, not written to.
     client

@@ -174,6 +174,7 @@ impl<S: ActorStorage> StorageDriver<S> {
 
     /// See [`ActorDriver::delete_actor`].
     pub async fn delete_actor(&self, actor_id: &str) -> Result<()> {
+        crate::validate_actor_id(actor_id)?;
         let _serial = self.stripe(actor_id).lock().await;
         // Even if closing fails the seat is released; the data is deleted
         // anyway, since that is what was asked.

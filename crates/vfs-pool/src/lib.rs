@@ -73,7 +73,7 @@ pub use config::PoolConfig;
 pub use driver::{ActorDriver, ActorStorage, StorageDriver, WrapsStorageDriver};
 pub use error::{Error, Result};
 pub use handle::{Database, PooledHandle};
-pub use pool::{InstanceInfo, MAX_ACTOR_ID_LEN, SqliteVfsPool};
+pub use pool::{InstanceInfo, MAX_ACTOR_ID_LEN, SqliteVfsPool, validate_actor_id};
 
 pub use vfs_core::{CountingKv, FaultyKv, KvError, KvLimits, KvStore, MemoryKv};
 pub use vfs_wasm::{Rows, Value};

@@ -369,7 +369,10 @@ async fn join_workers(workers: Vec<Worker>, bound: std::time::Duration) {
     }
 }
 
-fn validate_actor_id(id: &str) -> Result<()> {
+/// Checks an actor id the way [`SqliteVfsPool::acquire`] does: not empty, at
+/// most [`MAX_ACTOR_ID_LEN`] bytes, no NUL. Storage backends use it too, so
+/// that one limit holds everywhere.
+pub fn validate_actor_id(id: &str) -> Result<()> {
     let reason = if id.is_empty() {
         "it is empty"
     } else if id.len() > MAX_ACTOR_ID_LEN {
