@@ -108,7 +108,7 @@ impl PgOptions {
     /// backend). Bounded so that a lock held by a connection whose client
     /// vanished cannot hold a call for longer than a lease.
     pub(crate) fn lock_timeout(&self) -> Duration {
-        (self.lease_duration / 4).max(Duration::from_millis(250))
+        (self.lease_duration / 4).max(Duration::from_millis(50))
     }
 
     /// The wait before attempt `attempt + 1` (so `attempt` starts at 1).

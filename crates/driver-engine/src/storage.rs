@@ -108,6 +108,9 @@ pub(crate) enum Failure {
 pub(crate) enum Settled {
     /// Repeating cannot help: report this.
     Final(KvError),
+    /// Nothing was applied and the next attempt may work; it does not use
+    /// up an attempt (only the deadline bounds these).
+    Again(String),
     /// The connection or the server failed; the cause in words.
     Transient(String),
 }
@@ -190,6 +193,23 @@ impl Shared {
         F: Fn(Arc<Client>) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
+        self.run_patiently(what, deadline, self.options.statement_timeout, attempt)
+            .await
+    }
+
+    /// [`Shared::run`], giving each attempt up to `patience` (instead of the
+    /// statement timeout) before abandoning it.
+    pub(crate) async fn run_patiently<T, F, Fut>(
+        &self,
+        what: &str,
+        deadline: Instant,
+        patience: Duration,
+        attempt: F,
+    ) -> Result<T, KvError>
+    where
+        F: Fn(Arc<Client>) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
         let attempts = self.options.retry_attempts;
         let mut tried = 0;
         loop {
@@ -205,13 +225,26 @@ impl Shared {
                 Err(e) => return Err(e),
             };
             let cause = match self
-                .attempt_before(deadline, attempt(Arc::clone(&client)))
+                .attempt_within(deadline, patience, attempt(Arc::clone(&client)))
                 .await
             {
                 Ok(value) => return Ok(value),
                 Err(failure) => match self.settle_failure(what, failure) {
                     Settled::Final(e) => return Err(e),
                     Settled::Transient(cause) => cause,
+                    Settled::Again(cause) => {
+                        // The connection is fine; the state was not.
+                        drop(client);
+                        if Instant::now() >= deadline {
+                            return Err(KvError::Unavailable {
+                                message: format!("{what}: {cause}, until the call's deadline"),
+                            });
+                        }
+                        tried -= 1;
+                        let error = KvError::Unavailable { message: cause };
+                        self.backoff(what, 1, &error, deadline).await;
+                        continue;
+                    }
                 },
             };
             discard(client);
@@ -250,8 +283,19 @@ impl Shared {
         deadline: Instant,
         attempt: impl Future<Output = Result<T, Failure>>,
     ) -> Result<T, Failure> {
+        self.attempt_within(deadline, self.options.statement_timeout, attempt)
+            .await
+    }
+
+    /// Runs one attempt, giving up after `patience` or at `deadline`.
+    async fn attempt_within<T>(
+        &self,
+        deadline: Instant,
+        patience: Duration,
+        attempt: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
         let left = deadline.saturating_duration_since(Instant::now());
-        let limit = self.options.statement_timeout.min(left);
+        let limit = patience.min(left);
         tokio::time::timeout(limit, attempt)
             .await
             .unwrap_or(Err(Failure::TimedOut(limit)))
@@ -265,7 +309,7 @@ impl Shared {
                 Counters::bump(&self.counters.fenced);
                 Settled::Final(KvError::Fenced { message })
             }
-            Failure::Retry(cause) => Settled::Transient(cause),
+            Failure::Retry(cause) => Settled::Again(cause),
             Failure::TimedOut(limit) => Settled::Transient(format!(
                 "no answer within {limit:?} (the statement timeout or the call's deadline)"
             )),

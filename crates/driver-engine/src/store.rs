@@ -19,10 +19,13 @@
 //! nothing. A write whose answer is lost is settled before anything is
 //! reported: the store ends the backend that carried it (so it can never
 //! land afterwards) and reads the count back, which says whether it landed.
-//! So [`KvStore`]'s contract holds exactly: `Ok` means applied, an error
-//! means nothing was applied, and when even the check fails before the
-//! call's deadline the error is [`KvError::OutcomeUnknown`] (whoever cached
-//! the data must drop it) and the store settles it before its next write.
+//! So [`KvStore`]'s contract holds: `Ok` means applied, an error means
+//! nothing was applied. The one exception is a check that itself fails
+//! before the call's deadline (PostgreSQL unreachable): the error then says
+//! the outcome is unknown, and the store settles it before any other call,
+//! read or write. If it had landed after all, that next call fails with
+//! [`KvError::OutcomeUnknown`], so whoever cached the data drops it; nothing
+//! is written or read on top of a guess.
 //!
 //! **Lease.** The owner holds a lease ([`PgOptions::lease_duration`]),
 //! renewed in the background, and [`KvStore::check_owner`] refuses once it
@@ -309,13 +312,20 @@ pub(crate) async fn open(shared: Arc<Shared>, actor_id: &str) -> Result<PgActorS
     let task_shared = Arc::clone(&shared);
     let task_actor = Arc::clone(&actor);
     let token = owner_token();
-    let deadline = shared.deadline(vfs_core::call_deadline());
+    // A takeover may wait for the previous owner's lease (and for a stale
+    // backend to be ended once it is over) on top of the usual budget.
+    let lease = shared.options.lease_duration;
+    let deadline = shared
+        .deadline(vfs_core::call_deadline())
+        .max(Instant::now() + lease.saturating_mul(2) + shared.options.statement_timeout);
     let store = shared
         .spawn(async move {
             let shared = task_shared;
-            let sent = Instant::now();
-            let (id, generation, seq, wait) = shared
-                .run("open_actor", deadline, |client| {
+            // An attempt may wait for the row lock (up to the lock timeout)
+            // and then end the backend that held it.
+            let patience = shared.options.statement_timeout + shared.options.lock_timeout() * 2;
+            let (sent, (id, generation, seq, wait)) = shared
+                .run_patiently("open_actor", deadline, patience, |client| {
                     let actor = Arc::clone(&task_actor);
                     let shared = Arc::clone(&shared);
                     async move { take_over(&shared, &client, &actor, token).await }
@@ -363,7 +373,7 @@ fn owner_token() -> i64 {
 }
 
 /// One attempt to take ownership: read the generation, bump it if it is
-/// still that one. A lock wait that times out means a write or a takeover
+/// still that one. Returns when the bump was sent, and what it returned. A lock wait that times out means a write or a takeover
 /// holds the actor's row; if that is a driver backend and the owner's
 /// lease is over, the backend is stale (its client vanished mid-statement)
 /// and is ended, so the next attempt gets through.
@@ -372,13 +382,15 @@ async fn take_over(
     client: &Client,
     actor: &str,
     token: i64,
-) -> Result<(i64, i64, i64, Duration), Failure> {
+) -> Result<(Instant, (i64, i64, i64, Duration)), Failure> {
     let current: i64 = client
         .query_opt(CURRENT_SQL, &[&actor])
         .await?
         .map_or(Ok(0), |row| row.try_get(0))?;
     let statement = client.prepare_cached(OPEN_SQL).await?;
     let lease = millis(shared.options.lease_duration);
+    // The lease runs from the bump, which is after this instant.
+    let sent = Instant::now();
     match client
         .query_opt(&statement, &[&actor, &current, &lease, &token])
         .await
@@ -386,7 +398,10 @@ async fn take_over(
         Ok(Some(row)) => {
             let wait: f64 = row.try_get(3)?;
             let wait = Duration::try_from_secs_f64(wait).unwrap_or(Duration::ZERO);
-            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, wait))
+            Ok((
+                sent,
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, wait),
+            ))
         }
         Ok(None) => Err(Failure::Retry(format!(
             "actor {} was opened elsewhere at the same moment",
@@ -742,22 +757,7 @@ impl Owner {
                 quoted(&self.actor)
             ),
         })?;
-        if let Some(pending) = state.pending.take() {
-            match self.settle(&pending, deadline).await {
-                Ok(Settlement::Applied) => state.seq = pending.seq + 1,
-                Ok(Settlement::NotApplied(seq)) => state.seq = seq,
-                Ok(Settlement::Fenced) => return Err(self.fenced()),
-                Err(cause) => {
-                    state.pending = Some(pending);
-                    return Err(KvError::Unavailable {
-                        message: format!(
-                            "{what}: an earlier write's outcome is still unknown ({cause}); \
-                             nothing of this call was applied"
-                        ),
-                    });
-                }
-            }
-        }
+        self.settle_pending(&mut state, deadline, what).await?;
         let attempts = shared.options.retry_attempts;
         let mut tried = 0;
         loop {
@@ -808,14 +808,14 @@ impl Owner {
                     }
                     return Err(match shared.settle_failure(what, Failure::Pg(e)) {
                         Settled::Final(e) => e,
-                        Settled::Transient(cause) => KvError::Unavailable {
+                        Settled::Transient(cause) | Settled::Again(cause) => KvError::Unavailable {
                             message: format!("{what}: {cause}"),
                         },
                     });
                 }
                 Err(failure) => match shared.settle_failure(what, failure) {
                     Settled::Final(e) => return Err(e),
-                    Settled::Transient(cause) => cause,
+                    Settled::Transient(cause) | Settled::Again(cause) => cause,
                 },
             };
             // The statement was sent and its answer is lost: settle it.
@@ -844,18 +844,63 @@ impl Owner {
                 Ok(Settlement::Fenced) => Err(self.fenced()),
                 Err(check) => {
                     state.pending = Some(pending);
-                    Err(KvError::OutcomeUnknown {
+                    Err(KvError::Unavailable {
                         message: format!(
                             "{what} of {} entries to actor {}: PostgreSQL failed mid-call \
-                             ({cause}) and whether it was applied could not be checked \
-                             before the deadline ({check}); the store settles it before \
-                             its next write",
+                             ({cause}), outcome unknown: it could not be checked before the \
+                             deadline ({check}). The store settles it before its next call; \
+                             if it landed, that call fails as outcome unknown",
                             op.len(),
                             quoted(&self.actor)
                         ),
                     })
                 }
             };
+        }
+    }
+
+    /// Settles the write left unsettled by an earlier call, before any
+    /// other call of this store reads or writes. If it did not land, the
+    /// store carries on as if that call had failed cleanly, which is what
+    /// its caller was told. If it landed, its caller's cached view is now
+    /// wrong (it was told the write failed): this call fails with
+    /// [`KvError::OutcomeUnknown`], which makes the database drop its
+    /// caches (vfs-wasm poisons it until it is reopened).
+    async fn settle_pending(
+        &self,
+        state: &mut WriteState,
+        deadline: Instant,
+        what: &str,
+    ) -> Result<(), KvError> {
+        let Some(pending) = state.pending.take() else {
+            return Ok(());
+        };
+        match self.settle(&pending, deadline).await {
+            Ok(Settlement::Applied) => {
+                state.seq = pending.seq + 1;
+                Err(KvError::OutcomeUnknown {
+                    message: format!(
+                        "a write to actor {} reported as failed with an unknown outcome \
+                         turned out to have landed; what was cached of the actor is stale \
+                         and must be read again",
+                        quoted(&self.actor)
+                    ),
+                })
+            }
+            Ok(Settlement::NotApplied(seq)) => {
+                state.seq = seq;
+                Ok(())
+            }
+            Ok(Settlement::Fenced) => Err(self.fenced()),
+            Err(cause) => {
+                state.pending = Some(pending);
+                Err(KvError::Unavailable {
+                    message: format!(
+                        "{what}: an earlier write's outcome is still unknown ({cause}); \
+                         nothing of this call was done"
+                    ),
+                })
+            }
         }
     }
 
@@ -1052,6 +1097,23 @@ impl KvStore for PgActorStore {
         self.owner
             .shared
             .spawn(async move {
+                {
+                    // A read must not see, or miss, a write whose fate
+                    // its database has not heard yet.
+                    let mut state = tokio::time::timeout(
+                        deadline.saturating_duration_since(Instant::now()),
+                        owner.writes.lock(),
+                    )
+                    .await
+                    .map_err(|_| KvError::Unavailable {
+                        message: "get_batch: a write of this store was still being settled at \
+                                  the call's deadline"
+                            .into(),
+                    })?;
+                    owner
+                        .settle_pending(&mut state, deadline, "get_batch")
+                        .await?;
+                }
                 let counters = &owner.shared.counters;
                 let values = owner
                     .shared

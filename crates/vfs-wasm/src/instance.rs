@@ -662,7 +662,10 @@ impl Instance {
         if let Some(poison) = poisoned {
             return Err(poison_error(poison));
         }
+        // A call that failed returns nothing anyway: its own error says
+        // more (which read or commit failed) than the refusal would.
         if let Some(name) = name
+            && result.is_ok()
             && let Err(kv) = self.state().check_owner(&name)
         {
             return Err(Error::Store {

@@ -8,6 +8,12 @@
 //! connection, refuse new ones, or hold back the `Sync` message of the next
 //! statement, which leaves the server inside an open transaction exactly as
 //! when a client vanishes between sending a statement and its commit.
+//!
+//! Faults can also be aimed at the connections open at one moment only
+//! (the ones a pool holds), leaving later connections healthy: a statement
+//! on an old connection is delayed, or its answer held, while the client's
+//! next connection works. That is how a write "reported failed" can still
+//! reach the server later, or a commit lands while its answer is lost.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,14 +40,25 @@ struct Control {
     epoch: u64,
     /// Close new connections at once.
     refusing: bool,
+    /// `delay` applies only to connections whose serial is below this.
+    delay_below: u64,
+    /// Server-to-client traffic of connections whose serial is below this
+    /// is held (until it is lowered again).
+    replies_held_below: u64,
 }
 
 struct State {
     control: watch::Sender<Control>,
-    /// Armed by `hold_back_next_sync`.
+    /// Armed by `vanish_at_next_sync`.
     hold_sync: AtomicBool,
+    /// Client chunks on delayed connections still let through undelayed.
+    delay_skip: AtomicUsize,
     open: AtomicUsize,
     accepted: AtomicUsize,
+    /// Chunks read and neither forwarded nor dropped yet.
+    in_flight: AtomicUsize,
+    /// Serial of the next connection.
+    next_serial: std::sync::atomic::AtomicU64,
 }
 
 /// A fault-injecting TCP proxy on 127.0.0.1 in front of one server (see the
@@ -76,8 +93,11 @@ impl FaultProxy {
         let state = Arc::new(State {
             control: watch::Sender::new(Control::default()),
             hold_sync: AtomicBool::new(false),
+            delay_skip: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             accepted: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            next_serial: std::sync::atomic::AtomicU64::new(0),
         });
         let target = SocketAddr::from(([127, 0, 0, 1], target_port));
         let acceptor = tokio::spawn(accept(listener, target, Arc::clone(&state)));
@@ -113,9 +133,51 @@ impl FaultProxy {
         )
     }
 
-    /// Delays every chunk, in both directions, by `delay` (zero to stop).
+    /// Delays every chunk, in both directions and on every connection, by
+    /// `delay` (zero to stop).
     pub fn set_delay(&self, delay: Duration) {
-        self.state.control.send_modify(|c| c.delay = delay);
+        self.state.delay_skip.store(0, Ordering::SeqCst);
+        self.state.control.send_modify(|c| {
+            c.delay = delay;
+            c.delay_below = u64::MAX;
+        });
+    }
+
+    /// Delays the chunks of the connections open now (not of later ones)
+    /// by `delay`, after letting `skip` more client-to-server chunks of
+    /// them through on time. A statement sent on such a connection reaches
+    /// the server `delay` late, after its client may have given up on it.
+    pub fn delay_open_connections(&self, delay: Duration, skip: usize) {
+        let below = self.state.next_serial.load(Ordering::SeqCst);
+        self.state.delay_skip.store(skip, Ordering::SeqCst);
+        self.state.control.send_modify(|c| {
+            c.delay = delay;
+            c.delay_below = below;
+        });
+    }
+
+    /// Holds the server's answers on the connections open now: statements
+    /// still reach the server and run, their results never come back.
+    /// Later connections are not affected.
+    pub fn hold_replies_of_open_connections(&self) {
+        let below = self.state.next_serial.load(Ordering::SeqCst);
+        self.state
+            .control
+            .send_modify(|c| c.replies_held_below = below);
+    }
+
+    /// Waits (at most `limit`) until no chunk is held or delayed in the
+    /// proxy: every byte it read was forwarded or dropped with its
+    /// connection. `false` when the limit came first.
+    pub async fn settled(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.state.in_flight.load(Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// Holds all traffic, in both directions, until [`FaultProxy::resume`];
@@ -140,12 +202,13 @@ impl FaultProxy {
         self.state.control.send_modify(|c| c.refusing = refusing);
     }
 
-    /// The next client message batch that ends with a `Sync` is forwarded
-    /// without that `Sync`, and its connection then stalls for good: the
-    /// server has run the statement inside a transaction it never commits,
-    /// and keeps its locks, until the connection is cut or the backend is
-    /// ended.
-    pub fn hold_back_next_sync(&self) {
+    /// The client vanishes mid-statement: the next client message batch
+    /// that ends with a `Sync` is forwarded without that `Sync`, then all
+    /// traffic through the proxy stalls (as [`FaultProxy::stall`]). The
+    /// server has run the statement inside a transaction it never commits
+    /// and keeps its locks, while the TCP connection stays up, until the
+    /// connection is cut or the backend is ended.
+    pub fn vanish_at_next_sync(&self) {
         self.state.hold_sync.store(true, Ordering::SeqCst);
     }
 
@@ -190,10 +253,16 @@ async fn accept(listener: TcpListener, target: SocketAddr, state: Arc<State>) {
             let _ = server.set_nodelay(true);
             state.open.fetch_add(1, Ordering::SeqCst);
             let epoch = state.control.borrow().epoch;
+            let serial = state.next_serial.fetch_add(1, Ordering::SeqCst);
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
-            let up = pump(client_read, server_write, Arc::clone(&state), epoch, true);
-            let down = pump(server_read, client_write, Arc::clone(&state), epoch, false);
+            let link = Link {
+                state: Arc::clone(&state),
+                epoch,
+                serial,
+            };
+            let up = pump(client_read, server_write, link.clone(), true);
+            let down = pump(server_read, client_write, link, false);
             // Either direction ending (a close or a cut) ends the connection.
             tokio::select! {
                 () = up => {}
@@ -209,13 +278,34 @@ async fn cut_of(control: &mut watch::Receiver<Control>, epoch: u64) {
     let _ = control.wait_for(|c| c.epoch != epoch).await;
 }
 
+/// What a pump knows about its connection.
+#[derive(Clone)]
+struct Link {
+    state: Arc<State>,
+    epoch: u64,
+    serial: u64,
+}
+
+/// Counts a chunk as in flight until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    state: Arc<State>,
-    epoch: u64,
+    link: Link,
     client_to_server: bool,
 ) {
+    let Link {
+        state,
+        epoch,
+        serial,
+    } = link;
     let mut control = state.control.subscribe();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -226,15 +316,31 @@ async fn pump(
             },
             () = cut_of(&mut control, epoch) => return,
         };
+        state.in_flight.fetch_add(1, Ordering::SeqCst);
+        let in_flight = InFlight(&state.in_flight);
         let mut chunk = &buf[..n];
-        let delay = control.borrow().delay;
-        if !delay.is_zero() {
+        let (delay, delayed) = {
+            let c = control.borrow();
+            (c.delay, serial < c.delay_below)
+        };
+        let skipped = delayed
+            && client_to_server
+            && state
+                .delay_skip
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if delayed && !skipped && !delay.is_zero() {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = cut_of(&mut control, epoch) => return,
             }
         }
-        let _ = control.wait_for(|c| !c.stalled || c.epoch != epoch).await;
+        let _ = control
+            .wait_for(|c| {
+                c.epoch != epoch
+                    || (!c.stalled && (client_to_server || serial >= c.replies_held_below))
+            })
+            .await;
         if control.borrow().epoch != epoch {
             return;
         }
@@ -248,6 +354,8 @@ async fn pump(
             return;
         }
         if hold {
+            state.control.send_modify(|c| c.stalled = true);
+            drop(in_flight);
             cut_of(&mut control, epoch).await;
             return;
         }

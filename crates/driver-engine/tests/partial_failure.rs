@@ -1,0 +1,508 @@
+//! The PostgreSQL driver under partial failure: statements delayed past
+//! their caller's patience, answers lost after the server applied them,
+//! clients that vanish mid-statement, and a second host taking over. Every
+//! fault is driven by a [`FaultProxy`] that the test controls.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use driver_engine::testing::{FaultProxy, fresh_database_url, shared_server};
+use driver_engine::{EngineDriver, PgOptions, PgStorage};
+use vfs_core::{KvError, KvStore};
+use vfs_pool::{ActorDriver, ActorStorage, Database, PoolConfig, Value};
+
+fn key(i: u32) -> Bytes {
+    Bytes::from(i.to_be_bytes().to_vec())
+}
+
+fn value(text: &str) -> Bytes {
+    Bytes::from(text.as_bytes().to_vec())
+}
+
+/// Short timeouts, so that faults show quickly.
+fn options() -> PgOptions {
+    PgOptions {
+        statement_timeout: Duration::from_millis(500),
+        lease_duration: Duration::from_secs(3),
+        retry_initial_backoff: Duration::from_millis(10),
+        retry_max_backoff: Duration::from_millis(100),
+        ..PgOptions::default()
+    }
+}
+
+/// A fresh database, and a proxy in front of its server.
+async fn setup() -> (String, FaultProxy) {
+    let url = fresh_database_url().await.unwrap();
+    let proxy = FaultProxy::start(shared_server().unwrap().port())
+        .await
+        .unwrap();
+    (url, proxy)
+}
+
+async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+async fn count(db: &Database) -> i64 {
+    match db.query("SELECT count(*) FROM t", &[]).await.unwrap().rows[0][0] {
+        Value::Integer(n) => n,
+        ref other => panic!("count is {other:?}"),
+    }
+}
+
+async fn integrity_ok(db: &Database) {
+    let rows = db.query("PRAGMA integrity_check", &[]).await.unwrap();
+    assert_eq!(rows.rows, vec![vec![Value::Text("ok".into())]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_reported_failed_never_lands_after_a_later_one() {
+    let (url, proxy) = setup().await;
+    let storage = PgStorage::connect_with(&proxy.url(&url), options())
+        .await
+        .unwrap();
+    let store = storage.open_store("late").await.unwrap();
+    store.put_batch(&[(key(1), value("one"))]).await.unwrap();
+
+    // "two" leaves on a connection that delivers it 2 s late.
+    proxy.delay_open_connections(Duration::from_secs(2), 0);
+    let err = store
+        .put_batch(&[(key(1), value("two"))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KvError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("not applied"), "{err}");
+
+    store.put_batch(&[(key(1), value("three"))]).await.unwrap();
+    // Give the late "two" every chance to arrive.
+    assert!(proxy.settled(Duration::from_secs(10)).await);
+    assert_eq!(
+        store.get_batch(&[key(1)]).await.unwrap(),
+        vec![Some(value("three"))]
+    );
+    // And a reader on another host agrees.
+    let other = PgStorage::connect_with(&url, options()).await.unwrap();
+    let fresh = other.open_store("late").await.unwrap();
+    assert_eq!(
+        fresh.get_batch(&[key(1)]).await.unwrap(),
+        vec![Some(value("three"))]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_opens_and_deletes_change_nothing() {
+    let (url, proxy) = setup().await;
+    let options = PgOptions {
+        max_connections: 1,
+        ..options()
+    };
+    let storage = PgStorage::connect_with(&proxy.url(&url), options)
+        .await
+        .unwrap();
+
+    // An open whose bump arrives late: its first statement (reading the
+    // generation) goes through, the bump is delayed past the timeout, the
+    // open is repeated on a new connection, then the late bump lands.
+    drop(storage.open_store("opened").await.unwrap());
+    proxy.delay_open_connections(Duration::from_secs(2), 1);
+    let store = storage.open_store("opened").await.unwrap();
+    let generation = store.generation();
+    assert!(proxy.settled(Duration::from_secs(10)).await);
+    assert_eq!(
+        storage.generation("opened").await.unwrap(),
+        Some(generation),
+        "the late bump must not fence the open that was acknowledged"
+    );
+    store.put_batch(&[(key(1), value("kept"))]).await.unwrap();
+    drop(store);
+
+    // A delete whose statement arrives late, after the actor was opened
+    // again and written.
+    let victim = storage.open_store("victim").await.unwrap();
+    victim.put_batch(&[(key(1), value("old"))]).await.unwrap();
+    drop(victim);
+    proxy.delay_open_connections(Duration::from_secs(2), 1);
+    storage.delete_actor("victim").await.unwrap();
+    let reborn = storage.open_store("victim").await.unwrap();
+    reborn.put_batch(&[(key(2), value("new"))]).await.unwrap();
+    assert!(proxy.settled(Duration::from_secs(10)).await);
+    assert_eq!(
+        reborn.get_batch(&[key(1), key(2)]).await.unwrap(),
+        vec![None, Some(value("new"))],
+        "the late delete must not erase the actor created after it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_settled_not_guessed() {
+    let (url, proxy) = setup().await;
+    let options = PgOptions {
+        max_connections: 2,
+        ..options()
+    };
+    let driver =
+        EngineDriver::connect_with(&proxy.url(&url), PoolConfig::default(), options.clone())
+            .await
+            .unwrap();
+    let db = driver.open_database("answer").await.unwrap();
+    db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    for n in 0..10 {
+        db.execute("INSERT INTO t VALUES (?, 'x')", &[Value::Integer(n)])
+            .await
+            .unwrap();
+    }
+    // The next commit reaches the server and lands; its answer never
+    // comes back.
+    proxy.hold_replies_of_open_connections();
+    let landed = db
+        .execute("INSERT INTO t VALUES (10, 'lost answer')", &[])
+        .await;
+    assert!(
+        landed.is_ok(),
+        "a commit that landed is reported as such: {landed:?}"
+    );
+    for n in 11..20 {
+        db.execute("INSERT INTO t VALUES (?, 'x')", &[Value::Integer(n)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(count(&db).await, 20);
+    integrity_ok(&db).await;
+    driver.shutdown().await;
+
+    let again = EngineDriver::connect_with(&url, PoolConfig::default(), options)
+        .await
+        .unwrap();
+    let db = again.open_database("answer").await.unwrap();
+    assert_eq!(count(&db).await, 20);
+    integrity_ok(&db).await;
+    again.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_host_stops_serving_cached_reads() {
+    let url = fresh_database_url().await.unwrap();
+    let host_a = EngineDriver::connect_with(&url, PoolConfig::default(), options())
+        .await
+        .unwrap();
+    let host_b = EngineDriver::connect_with(&url, PoolConfig::default(), options())
+        .await
+        .unwrap();
+    let on_a = host_a.open_database("stale").await.unwrap();
+    on_a.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'old')")
+        .await
+        .unwrap();
+    // Host A has the row in its page cache.
+    let read = on_a
+        .query("SELECT v FROM t WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(read.rows, vec![vec![Value::Text("old".into())]]);
+
+    // Host B takes over (host A never closes) and writes.
+    let started = Instant::now();
+    let on_b = host_b.open_database("stale").await.unwrap();
+    let takeover = started.elapsed();
+    on_b.exec("UPDATE t SET v = 'new' WHERE id = 1")
+        .await
+        .unwrap();
+    for n in 2..22 {
+        on_b.execute("INSERT INTO t VALUES (?, 'b')", &[Value::Integer(n)])
+            .await
+            .unwrap();
+    }
+    println!("takeover from a live host took {takeover:?}");
+    assert!(
+        takeover < options().lease_duration + Duration::from_secs(5),
+        "took {takeover:?}"
+    );
+
+    // Host A returns no data any more, cached or not.
+    let err = on_a
+        .query("SELECT v FROM t WHERE id = 1", &[])
+        .await
+        .unwrap_err();
+    assert!(err.is_fenced(), "{err}");
+    assert!(on_a.query("SELECT count(*) FROM t", &[]).await.is_err());
+    assert_eq!(count(&on_b).await, 21);
+    host_a.shutdown().await;
+    host_b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_actor_is_taken_over_without_waiting_for_its_lease() {
+    let url = fresh_database_url().await.unwrap();
+    let options = PgOptions {
+        lease_duration: Duration::from_mins(1),
+        ..options()
+    };
+    let storage = PgStorage::connect_with(&url, options).await.unwrap();
+    let first = storage.open_store("handed").await.unwrap();
+    first.put_batch(&[(key(1), value("a"))]).await.unwrap();
+    drop(first);
+    // The release is sent when the store is dropped; once it is in, the
+    // next owner does not wait the minute.
+    let monitor = admin(&url).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let released: bool = monitor
+            .query_one(
+                "SELECT lease_until IS NULL FROM vfs_actors WHERE actor_id = 'handed'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if released {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lease was never released");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let second = storage.open_store("handed").await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        second.get_batch(&[key(1)]).await.unwrap(),
+        vec![Some(value("a"))]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_ends_the_stale_backend_of_a_vanished_host() {
+    let (url, proxy) = setup().await;
+    let options = options();
+    let host_a = PgStorage::connect_with(&proxy.url(&url), options.clone())
+        .await
+        .unwrap();
+    let store_a = Arc::new(host_a.open_store("vanish").await.unwrap());
+    store_a.put_batch(&[(key(1), value("a1"))]).await.unwrap();
+
+    // Host A's next write runs on the server without its commit, then host
+    // A vanishes: the server keeps the transaction, and the actor's row
+    // lock, while the proxy keeps the TCP connection up.
+    proxy.vanish_at_next_sync();
+    let write = {
+        let store = Arc::clone(&store_a);
+        tokio::spawn(async move { store.put_batch(&[(key(2), value("a2"))]).await })
+    };
+    let monitor = admin(&url).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held = monitor
+            .query_opt(
+                "SELECT 1 FROM vfs_actors a
+                 JOIN pg_locks l ON l.locktype = 'transactionid' AND l.transactionid = a.xmax
+                 WHERE a.actor_id = 'vanish' AND l.granted",
+                &[],
+            )
+            .await
+            .unwrap();
+        if held.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the write never took the row lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let host_b = PgStorage::connect_with(&url, options.clone())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let store_b = host_b.open_store("vanish").await.unwrap();
+    let takeover = started.elapsed();
+    println!("takeover from a vanished host took {takeover:?}");
+    assert!(
+        takeover < options.lease_duration + Duration::from_secs(8),
+        "took {takeover:?}"
+    );
+    store_b.put_batch(&[(key(3), value("b"))]).await.unwrap();
+    assert_eq!(
+        store_b.get_batch(&[key(1), key(2), key(3)]).await.unwrap(),
+        vec![Some(value("a1")), None, Some(value("b"))]
+    );
+    // Host A's write was never acknowledged, and host A is refused.
+    assert!(write.await.unwrap().is_err());
+    proxy.resume();
+    proxy.cut();
+    let err = store_a.get_batch(&[key(1)]).await.unwrap_err();
+    assert!(
+        matches!(err, KvError::Fenced { .. } | KvError::Unavailable { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_network_fails_a_statement_within_its_budget() {
+    let (url, proxy) = setup().await;
+    let budget = Duration::from_secs(2);
+    let config = PoolConfig {
+        statement_timeout: Some(budget),
+        ..PoolConfig::default()
+    };
+    // Long store timeouts and lease: the call's budget is what must end it.
+    let patient = PgOptions {
+        statement_timeout: Duration::from_secs(30),
+        lease_duration: Duration::from_secs(30),
+        ..options()
+    };
+    let driver = EngineDriver::connect_with(&proxy.url(&url), config, patient)
+        .await
+        .unwrap();
+    let db = driver.open_database("stalled").await.unwrap();
+    db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+        .await
+        .unwrap();
+    db.exec(
+        "WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 200) \
+         INSERT INTO t SELECT x, randomblob(3000) FROM s",
+    )
+    .await
+    .unwrap();
+    proxy.stall();
+    let started = Instant::now();
+    let write = db
+        .execute("INSERT INTO t VALUES (1000, 'x')", &[])
+        .await
+        .unwrap_err();
+    let write_took = started.elapsed();
+    println!("a write under a stalled network failed after {write_took:?}: {write}");
+    assert!(
+        write_took < budget + Duration::from_secs(4),
+        "{write_took:?}"
+    );
+    assert!(
+        ["commit", "read of page"]
+            .iter()
+            .any(|op| write.to_string().contains(op)),
+        "{write}"
+    );
+    driver.shutdown().await;
+    proxy.resume();
+    proxy.cut();
+
+    // A read of pages not in the cache, on a fresh host.
+    let driver = EngineDriver::connect_with(
+        &proxy.url(&url),
+        PoolConfig {
+            statement_timeout: Some(budget),
+            ..PoolConfig::default()
+        },
+        PgOptions {
+            statement_timeout: Duration::from_secs(30),
+            lease_duration: Duration::from_secs(30),
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    let db = driver.open_database("stalled").await.unwrap();
+    proxy.stall();
+    let started = Instant::now();
+    let read = db
+        .query("SELECT sum(length(v)) FROM t", &[])
+        .await
+        .unwrap_err();
+    let read_took = started.elapsed();
+    println!("a read under a stalled network failed after {read_took:?}: {read}");
+    assert!(read_took < budget + Duration::from_secs(4), "{read_took:?}");
+    assert!(read.to_string().contains("read"), "{read}");
+    proxy.resume();
+    driver.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actor_ids_have_one_limit_and_short_errors() {
+    let url = fresh_database_url().await.unwrap();
+    let driver = EngineDriver::connect_with(&url, PoolConfig::default(), options())
+        .await
+        .unwrap();
+    let longest = "a".repeat(vfs_pool::MAX_ACTOR_ID_LEN);
+    let db = driver.open_database(&longest).await.unwrap();
+    db.exec("CREATE TABLE t (x)").await.unwrap();
+    driver.close_actor(&longest).await.unwrap();
+    assert_eq!(driver.list_actors().await.unwrap(), vec![longest.clone()]);
+
+    let huge = "b".repeat(100_000);
+    let Err(err) = driver.storage().open_actor(&huge).await else {
+        panic!("a 100,000-byte id was accepted");
+    };
+    assert!(
+        err.to_string().len() < 300,
+        "{} bytes",
+        err.to_string().len()
+    );
+    let err = driver.open_database(&huge).await.unwrap_err();
+    assert!(
+        err.to_string().len() < 300,
+        "{} bytes",
+        err.to_string().len()
+    );
+    let err = driver.delete_actor(&huge).await.unwrap_err();
+    assert!(
+        matches!(err, vfs_pool::Error::InvalidActorId { .. }),
+        "{err}"
+    );
+    let err = driver.delete_actor("").await.unwrap_err();
+    assert!(
+        matches!(err, vfs_pool::Error::InvalidActorId { .. }),
+        "{err}"
+    );
+    driver.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsettled_write_is_settled_before_the_next_call() {
+    let (url, proxy) = setup().await;
+    let storage = PgStorage::connect_with(&proxy.url(&url), options())
+        .await
+        .unwrap();
+    let store = storage.open_store("unsettled").await.unwrap();
+    store.put_batch(&[(key(1), value("one"))]).await.unwrap();
+
+    // The write lands, its answer is lost, and the server cannot be reached
+    // again to check: the caller hears that the outcome is unknown.
+    proxy.hold_replies_of_open_connections();
+    proxy.refuse(true);
+    let err = store
+        .put_batch(&[(key(1), value("two"))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KvError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("outcome unknown"), "{err}");
+
+    // Until it is settled, nothing is read or written on top of a guess.
+    let err = store.get_batch(&[key(1)]).await.unwrap_err();
+    assert!(err.to_string().contains("still unknown"), "{err}");
+
+    // Back online: the next call settles it. It had landed, which the
+    // caller was not told, so that call says cached state is stale.
+    proxy.refuse(false);
+    proxy.cut();
+    let err = store.get_batch(&[key(1)]).await.unwrap_err();
+    assert!(err.is_outcome_unknown(), "{err}");
+    // Settled: the store goes on, and the value is the one that landed.
+    assert_eq!(
+        store.get_batch(&[key(1)]).await.unwrap(),
+        vec![Some(value("two"))]
+    );
+    store.put_batch(&[(key(1), value("three"))]).await.unwrap();
+    assert_eq!(
+        store.get_batch(&[key(1)]).await.unwrap(),
+        vec![Some(value("three"))]
+    );
+}
