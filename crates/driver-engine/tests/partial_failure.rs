@@ -506,3 +506,63 @@ async fn an_unsettled_write_is_settled_before_the_next_call() {
         vec![Some(value("three"))]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_commit_never_overwrites_acknowledged_rows() {
+    let (url, proxy) = setup().await;
+    let driver = EngineDriver::connect_with(&proxy.url(&url), PoolConfig::default(), options())
+        .await
+        .unwrap();
+    let db = driver.open_database("late-sql").await.unwrap();
+    db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    let mut acknowledged = Vec::new();
+    for n in 0..10 {
+        db.execute("INSERT INTO t VALUES (?, 'x')", &[Value::Integer(n)])
+            .await
+            .unwrap();
+        acknowledged.push(n);
+    }
+    // Every connection open now delivers 2 s late: the next commit leaves
+    // on one of them, times out, and SQLite commits again (through its
+    // journal) on fresh connections. The original then arrives.
+    proxy.delay_open_connections(Duration::from_secs(2), 0);
+    for n in 10..40 {
+        if db
+            .execute("INSERT INTO t VALUES (?, 'y')", &[Value::Integer(n)])
+            .await
+            .is_ok()
+        {
+            acknowledged.push(n);
+        }
+    }
+    // Nothing rewrites those pages afterwards: whatever lands late stays.
+    assert!(proxy.settled(Duration::from_secs(20)).await);
+    assert!(acknowledged.len() > 10, "no commit got through: {acknowledged:?}");
+    driver.shutdown().await;
+
+    let again = EngineDriver::connect_with(&url, PoolConfig::default(), options())
+        .await
+        .unwrap();
+    let db = again.open_database("late-sql").await.unwrap();
+    let stored: Vec<i64> = db
+        .query("SELECT id FROM t ORDER BY id", &[])
+        .await
+        .unwrap()
+        .rows
+        .iter()
+        .map(|row| match row[0] {
+            Value::Integer(id) => id,
+            ref other => panic!("id {other:?}"),
+        })
+        .collect();
+    for n in &acknowledged {
+        assert!(
+            stored.contains(n),
+            "acknowledged row {n} is gone: {stored:?}"
+        );
+    }
+    integrity_ok(&db).await;
+    again.shutdown().await;
+}
