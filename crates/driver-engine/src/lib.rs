@@ -11,20 +11,39 @@
 //!   as `bytea[]` arrays), so a SQLite commit of thousands of pages is one
 //!   transaction and one round trip. Statements are prepared once per pooled
 //!   connection.
-//! - **Fencing.** Opening an actor bumps its generation; the store carries
-//!   that generation and every call checks it in the same statement (writes
-//!   under a shared lock of the actor's row that a takeover must wait for).
-//!   A store whose actor was opened again elsewhere fails every later call,
-//!   reads included, with [`vfs_core::KvError::Fenced`], and never writes a
-//!   page after the takeover.
-//! - **Transient failures.** Calls that are safe to repeat (reads, opening,
-//!   listing and deleting actors, and writes that could not even get a
-//!   connection) are retried with exponential backoff, within
-//!   [`PgOptions::retry_attempts`]. A write whose connection broke after it
-//!   was sent has an unknown outcome and fails with
-//!   [`vfs_core::KvError::Unavailable`]; repeating it is safe. The pool drops
-//!   broken connections and opens new ones, so the storage recovers by
-//!   itself when the server is back.
+//! - **Fencing.** Opening an actor bumps its generation (conditionally on
+//!   the one it read, so an open that arrives late changes nothing); the
+//!   store carries that generation and every call checks it in the same
+//!   statement. A store whose actor was opened again elsewhere fails every
+//!   later call, reads included, with [`vfs_core::KvError::Fenced`], and
+//!   never writes a page after the takeover.
+//! - **Leases.** The owner holds a lease of [`PgOptions::lease_duration`],
+//!   renewed in the background, and refuses every call once it may have run
+//!   out ([`vfs_core::KvStore::check_owner`], which vfs-wasm runs around
+//!   every database call, so reads served from SQLite's page cache stop
+//!   too). A takeover waits for the previous owner's lease to run out, or
+//!   not at all when that owner closed the actor. After a new owner's first
+//!   acknowledged write, no other host returns data.
+//! - **Exact writes.** Every write names the actor's write count it expects
+//!   and advances it in the same statement, so a write that arrives late
+//!   applies nothing. A write whose answer is lost is settled before it is
+//!   reported: its backend is ended and the count read back, so `Ok` means
+//!   applied and an error means not applied. Only when even that check
+//!   cannot reach the server does the error say the outcome is unknown; the
+//!   store then settles it before its next call, and if it had landed that
+//!   call fails with [`vfs_core::KvError::OutcomeUnknown`].
+//! - **Takeovers in bounded time.** A backend whose client vanished while
+//!   holding the actor's row is ended by the next owner once the lease is
+//!   over (the role needs the right to end its own sessions, which the
+//!   owner of the backends has). Server-side keepalives, `tcp_user_timeout`
+//!   and a `lock_timeout` are set on every connection.
+//! - **Transient failures.** Reads, opens, listing and deleting actors are
+//!   retried with exponential backoff, within [`PgOptions::retry_attempts`]
+//!   and the deadline of the database call that made them
+//!   ([`vfs_core::call_deadline`]): the statement's budget bounds the sum of
+//!   its store waits, retries included. The pool drops broken connections
+//!   and opens new ones, so the storage recovers by itself when the server
+//!   is back.
 //! - **Full disk.** A server out of disk space (SQLSTATE 53100 `disk_full`,
 //!   or 53000 when its message speaks of space) fails the call with
 //!   [`vfs_core::KvError::StorageFull`], which SQLite sees as `SQLITE_FULL`.

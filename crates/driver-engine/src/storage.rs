@@ -506,6 +506,9 @@ impl PgStorage {
     /// Ownership is a generation number bumped in the actor's row: the store
     /// carries the new generation and every later call checks it, so the
     /// store that owned the actor before (on any host) is fenced from now on.
+    /// When that owner still held a lease (it did not close the actor), this
+    /// waits until the lease is over, at most [`PgOptions::lease_duration`],
+    /// so that it has stopped serving the actor before this store does.
     pub async fn open_store(&self, actor_id: &str) -> Result<PgActorStore, KvError> {
         store::open(Arc::clone(&self.shared), actor_id).await
     }
