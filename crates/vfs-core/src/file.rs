@@ -18,13 +18,15 @@
 //!
 //! A truncate leaves no garbage chunks past the end, even when it fails or
 //! the process dies half way: it deletes the pages it cuts before it stores
-//! the smaller size. Garbage can still exist after a failed (or
-//! interrupted) multi-batch write, deletion after a shrinking atomic commit,
-//! or file delete. A handle remembers the page range it may have left
-//! behind and deletes it before growing the file over it with a gap (a
-//! region it does not write). A crash loses that memory: such leftovers
-//! stay invisible until the file grows over them, which SQLite mostly does
-//! by writing every page (main file, journal and WAL grow sequentially).
+//! the smaller size. A file delete likewise removes the pages, lowest first,
+//! before the metadata, so it leaves no chunks without a file. Garbage can
+//! still exist after a failed (or interrupted) multi-batch write, or
+//! deletion after a shrinking atomic commit. A handle remembers the page
+//! range it may have left behind and deletes it before growing the file
+//! over it with a gap (a region it does not write). A crash loses that
+//! memory: such leftovers stay invisible until the file grows over them,
+//! which SQLite mostly does by writing every page (main file, journal and
+//! WAL grow sequentially).
 
 use std::cmp::{max, min};
 use std::collections::{BTreeMap, HashMap};
@@ -222,6 +224,44 @@ fn copy_into_page(page: u64, buf: &mut [u8], data: &[u8], offset: u64) {
     let hi = min(end, page_start + PAGE);
     buf[(lo - page_start) as usize..(hi - page_start) as usize]
         .copy_from_slice(&data[(lo - offset) as usize..(hi - offset) as usize]);
+}
+
+/// Deletes the chunks of `pages` of file `tag` from the lowest up, in
+/// batches within `limits`, then (with `and_meta`) the file's metadata, in
+/// the last batch if it has room. Each batch is atomic, so a crash leaves
+/// the region deleted from its start, and the metadata until the very end.
+async fn delete_upward(
+    store: &dyn KvStore,
+    tag: FileTag,
+    limits: KvLimits,
+    pages: Range<u64>,
+    and_meta: bool,
+) -> Result<(), KvError> {
+    let limit = limits.max_batch_keys.max(1);
+    let mut lo = pages.start;
+    let mut meta_pending = and_meta;
+    loop {
+        let hi = min(pages.end, lo.saturating_add(limit as u64));
+        let mut keys: Vec<Bytes> = (lo..hi)
+            .map(|page| chunk_key(tag, page_index(page)))
+            .collect();
+        let last = hi >= pages.end;
+        if last && meta_pending && keys.len() < limit {
+            keys.push(meta_key(tag));
+            meta_pending = false;
+        }
+        if !keys.is_empty() {
+            store.delete_batch(&keys).await?;
+        }
+        if last {
+            break;
+        }
+        lo = hi;
+    }
+    if meta_pending {
+        store.delete_batch(&[meta_key(tag)]).await?;
+    }
+    Ok(())
 }
 
 /// State of an open atomic write batch (`SQLITE_FCNTL_BEGIN_ATOMIC_WRITE`).
@@ -441,7 +481,10 @@ impl KvFile {
                 format!("{tag:?} file does not exist"),
             ));
         }
-        // Chunks without metadata are leftovers of an interrupted delete.
+        // Chunks without metadata are leftovers of a created file's first
+        // write that failed after some of its batches, or of a delete
+        // interrupted by a crash in an earlier version (it removed the
+        // metadata first).
         if let Some(found) = (0..read_ahead)
             .zip(values)
             .filter_map(|(page, value)| value.map(|_| page))
@@ -490,11 +533,23 @@ impl KvFile {
         Ok(matches!(values.first(), Some(Some(_))))
     }
 
-    /// Deletes file `tag` from `store`: metadata first (with the last
-    /// pages, in one batch), then the remaining pages from the highest down,
-    /// in batches within the limits. Deleting a missing file is an error
+    /// Deletes file `tag` from `store`: its pages from the lowest up, in
+    /// batches within the limits, and the metadata last (in the batch of the
+    /// highest pages when there is room). Deleting a missing file is an error
     /// with `SQLITE_IOERR_DELETE_NOENT`, what SQLite's `xDelete` expects;
     /// store failures are `SQLITE_IOERR_DELETE`.
+    ///
+    /// The order is the one of a shrinking [`truncate`](Self::truncate), for
+    /// the same reasons. A crash (or failure) in the middle leaves the file
+    /// with its old size and its pages reading zeros from the start, never
+    /// chunks without a file: a new file of the same tag would not know
+    /// about those, and growing it with a gap would serve them. And a
+    /// rollback journal, whose deletion is the commit of
+    /// `journal_mode=DELETE`, loses its header in the first batch: a crash
+    /// leaves either the whole journal (SQLite finds it hot and rolls the
+    /// transaction back) or one whose first byte is zero (not hot: the
+    /// commit stands), never a hot journal missing records. Retrying the
+    /// delete finishes it.
     pub async fn delete(store: &Arc<dyn KvStore>, tag: FileTag) -> Result<(), VfsError> {
         let fail =
             |e| VfsError::from_kv(code::SQLITE_IOERR_DELETE, format!("delete {tag:?} file"), e);
@@ -513,17 +568,15 @@ impl KvFile {
                 )
             })?
             .size;
-        let limit = store.limits().max_batch_keys.max(1);
-        let mut keys = vec![meta_key(tag)];
-        keys.extend(
-            (0..pages_for(size))
-                .rev()
-                .map(|page| chunk_key(tag, page_index(page))),
-        );
-        for group in keys.chunks(limit) {
-            store.delete_batch(group).await.map_err(fail)?;
-        }
-        Ok(())
+        delete_upward(
+            store.as_ref(),
+            tag,
+            store.limits(),
+            0..pages_for(size),
+            true,
+        )
+        .await
+        .map_err(fail)
     }
 
     /// Which file of the database this is.
@@ -893,17 +946,7 @@ impl KvFile {
     /// Deletes the stored pages in `pages`, still below the end, from the
     /// lowest up (see [`truncate`](Self::truncate) for why that order).
     async fn delete_cut(&self, pages: Range<u64>) -> Result<(), KvError> {
-        let limit = self.limits.max_batch_keys as u64;
-        let mut lo = pages.start;
-        while lo < pages.end {
-            let hi = min(pages.end, lo.saturating_add(limit));
-            let keys: Vec<Bytes> = (lo..hi)
-                .map(|page| chunk_key(self.tag, page_index(page)))
-                .collect();
-            self.store.delete_batch(&keys).await?;
-            lo = hi;
-        }
-        Ok(())
+        delete_upward(self.store.as_ref(), self.tag, self.limits, pages, false).await
     }
 
     /// Makes the file durable. Every acknowledged store call already is, so

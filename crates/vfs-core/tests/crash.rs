@@ -4,7 +4,9 @@
 //! last acknowledged commit or truncate — never a mix of two states — with
 //! one allowance: a crash inside a shrinking truncate may leave the old size
 //! with the region being cut reading zeros from its start (its chunks are
-//! deleted, lowest first, before the smaller size is stored).
+//! deleted, lowest first, before the smaller size is stored). A crash
+//! inside a file delete likewise leaves the whole file, or the file with its
+//! pages reading zeros from its start, and never chunks without a file.
 
 use std::sync::Arc;
 
@@ -246,6 +248,103 @@ fn crash_inside_truncate_never_resurrects_cut_pages() {
 
                 if calls <= u64::from(crash_at) {
                     // The truncate made all its calls: every crash point is covered.
+                    break;
+                }
+            }
+        }
+    });
+}
+
+/// Regression: deleting a file removed its metadata first and then its
+/// pages from the highest down, so a crash in the middle left chunks without
+/// a file. A new file of the same tag (SQLite creates and deletes its
+/// rollback journal on every transaction in `journal_mode=DELETE`) only
+/// spots such leftovers among the pages it reads ahead at open, and growing
+/// it with a gap served the older pages instead of zeros.
+///
+/// At every crash point of the delete of a journal larger than that
+/// read-ahead, the store must hold either the whole journal (the delete did
+/// not start: SQLite finds it hot and rolls the transaction back entirely)
+/// or a journal whose first page reads zeros (SQLite does not find it hot:
+/// deleting the journal is the commit, and it stands), never a journal with
+/// its header but not all of its records. Opening the journal again (as
+/// SQLite does for its next transaction) and writing only a page past a gap
+/// must read zeros in the gap, and a retried delete must leave nothing.
+#[test]
+fn crash_inside_delete_leaves_no_hot_partial_journal_nor_old_pages() {
+    const GAP_PAGE: u64 = 30;
+    block_on(async {
+        let limits = KvLimits {
+            max_batch_keys: 4,
+            max_value_bytes: PAGE_SIZE,
+        };
+        for size in [20 * P, 20 * P + 100] {
+            let journal: Vec<u8> = (0..size).map(|i| (i / P) as u8 | 0x80).collect();
+            for crash_at in 0.. {
+                let memory = Arc::new(MemoryKv::with_limits(limits));
+                let inner: Arc<dyn KvStore> = memory.clone();
+                let faulty = Arc::new(FaultyKv::new(Arc::clone(&inner)));
+                let store: Arc<dyn KvStore> = faulty.clone();
+                let mut file = KvFile::open(Arc::clone(&store), FileTag::Journal, true, None)
+                    .await
+                    .unwrap();
+                file.write(&journal, 0).await.unwrap();
+                drop(file);
+                let before = faulty.calls();
+                faulty.fail_after(crash_at);
+                let finished = KvFile::delete(&store, FileTag::Journal).await.is_ok();
+                let calls = faulty.calls() - before;
+
+                // What SQLite's hasHotJournal sees after the restart: the
+                // journal exists and its first byte is not zero.
+                let exists = KvFile::exists(&inner, FileTag::Journal).await.unwrap();
+                assert!(!finished || !exists, "an acknowledged delete is durable");
+                let mut file = KvFile::open(Arc::clone(&inner), FileTag::Journal, true, None)
+                    .await
+                    .unwrap();
+                let left = file.size();
+                let mut got = vec![0xAA; left as usize];
+                file.read(&mut got, 0).await.unwrap();
+                let hot = got.first().is_some_and(|&b| b != 0);
+                assert!(
+                    !hot || got == journal,
+                    "crash at {crash_at} (size {size}): a hot journal lost records"
+                );
+                if exists {
+                    // The delete started: the journal reads zeros from its
+                    // start, the rest unchanged.
+                    assert_eq!(left, size, "crash at {crash_at}");
+                    let zeroed = got
+                        .chunks(PAGE_SIZE)
+                        .take_while(|page| page.iter().all(|&b| b == 0))
+                        .count();
+                    assert!(
+                        got[zeroed * PAGE_SIZE..] == journal[zeroed * PAGE_SIZE..],
+                        "crash at {crash_at} (size {size}): not zeroed from its start"
+                    );
+                } else {
+                    assert_eq!(left, 0, "crash at {crash_at}");
+                }
+
+                // Grow the journal by writing only a page past a gap.
+                file.write(&[0x22; PAGE_SIZE], GAP_PAGE * P).await.unwrap();
+                let mut grown = vec![0xAA; ((GAP_PAGE + 1) * P) as usize];
+                file.read(&mut grown, 0).await.unwrap();
+                assert_eq!(grown[..left as usize], got[..]);
+                assert!(
+                    grown[left as usize..(GAP_PAGE * P) as usize]
+                        .iter()
+                        .all(|&b| b == 0),
+                    "crash at {crash_at} (size {size}): the gap shows old journal pages"
+                );
+                drop(file);
+
+                // The delete SQLite retries (or its next one) leaves nothing.
+                KvFile::delete(&inner, FileTag::Journal).await.unwrap();
+                assert_eq!(memory.len(), 0, "crash at {crash_at}: keys left behind");
+
+                if calls <= u64::from(crash_at) {
+                    // The delete made all its calls: every crash point is covered.
                     break;
                 }
             }
