@@ -44,6 +44,11 @@ pub struct PgStats {
     pub retries: u64,
     /// Calls refused because their store was fenced.
     pub fenced: u64,
+    /// Lease renewal statements sent (each renews up to 10,000 stores).
+    pub lease_renewals: u64,
+    /// Writes whose answer was lost and that were settled by ending their
+    /// backend or reading the write count back.
+    pub settled_writes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +60,8 @@ pub(crate) struct Counters {
     pub(crate) largest_put: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) fenced: AtomicU64,
+    pub(crate) lease_renewals: AtomicU64,
+    pub(crate) settled_writes: AtomicU64,
 }
 
 impl Counters {
@@ -71,6 +78,8 @@ impl Counters {
             largest_put: self.largest_put.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             fenced: self.fenced.load(Ordering::Relaxed),
+            lease_renewals: self.lease_renewals.load(Ordering::Relaxed),
+            settled_writes: self.settled_writes.load(Ordering::Relaxed),
         }
     }
 }
@@ -86,6 +95,11 @@ pub(crate) struct Shared {
     pub(crate) backends: parking_lot::Mutex<
         std::collections::HashMap<usize, (std::sync::Weak<StatementCache>, crate::store::Backend)>,
     >,
+    /// The stores whose leases the renewal task keeps alive, by actor row.
+    pub(crate) leases:
+        parking_lot::Mutex<std::collections::HashMap<i64, std::sync::Weak<crate::store::Owner>>>,
+    /// Whether the renewal task runs (started by the first open).
+    pub(crate) renewing: std::sync::atomic::AtomicBool,
     target: String,
 }
 
@@ -496,6 +510,8 @@ impl PgStorage {
                 runtime: tokio::runtime::Handle::current(),
                 counters: Counters::default(),
                 backends: parking_lot::Mutex::default(),
+                leases: parking_lot::Mutex::default(),
+                renewing: std::sync::atomic::AtomicBool::new(false),
                 target,
             }),
         })

@@ -145,10 +145,26 @@ const LIST_SQL: &str = "
     SELECT a.actor_id FROM vfs_actors a
     WHERE EXISTS (SELECT 1 FROM vfs_pages p WHERE p.actor = a.id)";
 
-/// Extends the owner's lease.
+/// Extends the leases of the owners `($1[i], $2[i])` by `$3` ms, skipping
+/// rows another transaction holds. One row per owner: its id, whether it
+/// was renewed, and whether it still owns the actor.
 const RENEW_SQL: &str = "
-    UPDATE vfs_actors SET lease_until = clock_timestamp() + $3::bigint * interval '1 millisecond'
-    WHERE id = $1 AND generation = $2 RETURNING 1";
+    WITH mine AS (
+        SELECT a.id FROM vfs_actors a
+        JOIN UNNEST($1::bigint[], $2::bigint[]) AS o(id, generation)
+          ON a.id = o.id AND a.generation = o.generation
+        FOR UPDATE OF a SKIP LOCKED
+    ), renewed AS (
+        UPDATE vfs_actors a
+        SET lease_until = clock_timestamp() + $3::bigint * interval '1 millisecond'
+        FROM mine WHERE a.id = mine.id
+        RETURNING a.id
+    )
+    SELECT o.id,
+           o.id IN (SELECT id FROM renewed),
+           COALESCE(a.generation = o.generation, false)
+    FROM UNNEST($1::bigint[], $2::bigint[]) AS o(id, generation)
+    LEFT JOIN vfs_actors a ON a.id = o.id";
 
 /// Gives the lease up, so the next owner need not wait for it.
 const RELEASE_SQL: &str =
@@ -339,7 +355,26 @@ pub(crate) async fn open(shared: Arc<Shared>, actor_id: &str) -> Result<PgActorS
                 writes: tokio::sync::Mutex::new(WriteState { seq, pending: None }),
                 lease: LeaseClock::new(sent, &shared.options),
             });
-            tokio::spawn(renew_lease(Arc::downgrade(&owner)));
+            {
+                // An older store of the same actor on this storage was just
+                // fenced by this open.
+                let mut leases = shared.leases.lock();
+                let other = leases.get(&id).and_then(Weak::upgrade);
+                match other {
+                    Some(other) if other.generation > generation => {
+                        owner.lease.fenced.store(true, Ordering::Release);
+                    }
+                    other => {
+                        if let Some(older) = other {
+                            older.lease.fenced.store(true, Ordering::Release);
+                        }
+                        leases.insert(id, Arc::downgrade(&owner));
+                    }
+                }
+            }
+            if !shared.renewing.swap(true, Ordering::AcqRel) {
+                tokio::spawn(renew_leases(Arc::downgrade(&shared)));
+            }
             if !wait.is_zero() {
                 tracing::info!(
                     actor = %quoted(&owner.actor),
@@ -434,55 +469,95 @@ async fn take_over(
     }
 }
 
-/// Renews `owner`'s lease every third of its period until the store is
-/// dropped or fenced.
-async fn renew_lease(owner: Weak<Owner>) {
-    let Some(every) = owner.upgrade().map(|o| o.shared.options.lease_renewal()) else {
+/// Renews the leases of every store of one storage, every third of the
+/// lease period, in one statement per [`RENEWALS_PER_STATEMENT`] stores,
+/// until the storage is dropped. A store that was fenced learns it here;
+/// one whose row is busy (a write or a takeover holds it) is skipped this
+/// round instead of holding up the others.
+pub(crate) async fn renew_leases(shared: Weak<Shared>) {
+    let Some(every) = shared.upgrade().map(|s| s.options.lease_renewal()) else {
         return;
     };
     loop {
         tokio::time::sleep(every).await;
-        let Some(owner) = owner.upgrade() else {
+        let Some(shared) = shared.upgrade() else {
             return;
         };
-        if owner.lease.fenced.load(Ordering::Acquire) {
+        if shared.pool.is_closed() {
             return;
         }
-        let sent = Instant::now();
-        let renewed = async {
-            let client = owner.shared.client_before(sent + every).await.ok()?;
-            let lease = millis(owner.shared.options.lease_duration);
-            let row = tokio::time::timeout(
-                every,
-                client.query_opt(RENEW_SQL, &[&owner.id, &owner.generation, &lease]),
-            )
-            .await;
-            match row {
-                Ok(Ok(row)) => Some(row.is_some()),
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %chain(&e), "lease renewal failed");
-                    if !definitely_not_applied(&e) {
-                        discard(Arc::new(client));
-                    }
-                    None
-                }
-                Err(_) => {
+        let owners: Vec<Arc<Owner>> = {
+            let mut leases = shared.leases.lock();
+            leases.retain(|_, owner| owner.strong_count() > 0);
+            leases
+                .values()
+                .filter_map(Weak::upgrade)
+                .filter(|owner| !owner.lease.fenced.load(Ordering::Acquire))
+                .collect()
+        };
+        for chunk in owners.chunks(RENEWALS_PER_STATEMENT) {
+            renew_chunk(&shared, chunk, every).await;
+        }
+    }
+}
+
+/// Most leases renewed by one statement.
+const RENEWALS_PER_STATEMENT: usize = 10_000;
+
+async fn renew_chunk(shared: &Shared, owners: &[Arc<Owner>], within: Duration) {
+    let sent = Instant::now();
+    let ids: Vec<i64> = owners.iter().map(|o| o.id).collect();
+    let generations: Vec<i64> = owners.iter().map(|o| o.generation).collect();
+    let lease = millis(shared.options.lease_duration);
+    let answer = async {
+        let client = shared
+            .client_before(sent + within)
+            .await
+            .map_err(|e| e.to_string())?;
+        Counters::bump(&shared.counters.lease_renewals);
+        match tokio::time::timeout(
+            within,
+            client.query(RENEW_SQL, &[&ids, &generations, &lease]),
+        )
+        .await
+        {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => {
+                if !definitely_not_applied(&e) {
                     discard(Arc::new(client));
-                    None
                 }
+                Err(chain(&e))
+            }
+            Err(_) => {
+                discard(Arc::new(client));
+                Err("no answer in time".to_owned())
             }
         }
-        .await;
-        match renewed {
-            Some(true) => owner.lease.extend(sent, &owner.shared.options),
-            Some(false) => {
-                owner.lease.fenced.store(true, Ordering::Release);
-                return;
+    }
+    .await;
+    let rows = match answer {
+        Ok(rows) => rows,
+        Err(cause) => {
+            tracing::warn!(
+                stores = owners.len(),
+                error = %cause,
+                "could not renew leases; their actors are refused once the leases run out"
+            );
+            return;
+        }
+    };
+    let mut outcome = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let (id, renewed, owned): (i64, bool, bool) = (row.get(0), row.get(1), row.get(2));
+        outcome.insert(id, (renewed, owned));
+    }
+    for owner in owners {
+        match outcome.get(&owner.id) {
+            Some((true, _)) => owner.lease.extend(sent, &shared.options),
+            Some((false, true)) => {
+                tracing::debug!(actor = %quoted(&owner.actor), "row busy; lease renewed next round");
             }
-            None => tracing::warn!(
-                actor = %quoted(&owner.actor),
-                "could not renew the lease; the actor is refused once it runs out"
-            ),
+            _ => owner.lease.fenced.store(true, Ordering::Release),
         }
     }
 }
@@ -633,8 +708,8 @@ enum Settlement {
     Fenced,
 }
 
-/// What a store and its lease renewal share.
-struct Owner {
+/// What a store, its lease renewal and its settling tasks share.
+pub(crate) struct Owner {
     shared: Arc<Shared>,
     actor: Arc<str>,
     id: i64,
@@ -824,7 +899,11 @@ impl Owner {
             // Settling gets a little time of its own past the deadline: it is
             // what makes the report exact.
             let grace = Instant::now() + shared.options.lock_timeout();
-            return match self.settle(&pending, deadline.max(grace)).await {
+            let settled = self.settle(&pending, deadline.max(grace)).await;
+            if settled.is_ok() {
+                Counters::bump(&shared.counters.settled_writes);
+            }
+            return match settled {
                 Ok(Settlement::Applied) => {
                     state.seq = seq + 1;
                     tracing::debug!(what, "a write whose answer was lost had landed");
@@ -875,7 +954,11 @@ impl Owner {
         let Some(pending) = state.pending.take() else {
             return Ok(());
         };
-        match self.settle(&pending, deadline).await {
+        let settled = self.settle(&pending, deadline).await;
+        if settled.is_ok() {
+            Counters::bump(&self.shared.counters.settled_writes);
+        }
+        match settled {
             Ok(Settlement::Applied) => {
                 state.seq = pending.seq + 1;
                 Err(KvError::OutcomeUnknown {

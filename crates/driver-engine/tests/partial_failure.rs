@@ -539,7 +539,10 @@ async fn a_late_commit_never_overwrites_acknowledged_rows() {
     }
     // Nothing rewrites those pages afterwards: whatever lands late stays.
     assert!(proxy.settled(Duration::from_secs(20)).await);
-    assert!(acknowledged.len() > 10, "no commit got through: {acknowledged:?}");
+    assert!(
+        acknowledged.len() > 10,
+        "no commit got through: {acknowledged:?}"
+    );
     driver.shutdown().await;
 
     let again = EngineDriver::connect_with(&url, PoolConfig::default(), options())
@@ -565,4 +568,51 @@ async fn a_late_commit_never_overwrites_acknowledged_rows() {
     }
     integrity_ok(&db).await;
     again.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_of_many_stores_renew_in_one_statement_and_a_busy_row_holds_none_up() {
+    let url = fresh_database_url().await.unwrap();
+    let options = PgOptions {
+        lease_duration: Duration::from_secs(1),
+        ..options()
+    };
+    let storage = PgStorage::connect_with(&url, options).await.unwrap();
+    let mut stores = Vec::new();
+    for n in 0..50 {
+        let store = storage.open_store(&format!("idle-{n}")).await.unwrap();
+        store.put_batch(&[(key(1), value("v"))]).await.unwrap();
+        stores.push(store);
+    }
+    // One actor's row is held by another session for three lease periods.
+    let holder = admin(&url).await;
+    holder
+        .batch_execute("BEGIN; SELECT 1 FROM vfs_actors WHERE actor_id = 'idle-0' FOR UPDATE")
+        .await
+        .unwrap();
+    let before = storage.stats().lease_renewals;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rounds = storage.stats().lease_renewals - before;
+    assert!(
+        (4..=12).contains(&rounds),
+        "{rounds} renewal statements for 50 stores in 3 s"
+    );
+    // Every other store kept its lease.
+    for store in &stores[1..] {
+        store.check_owner().unwrap();
+        assert_eq!(
+            store.get_batch(&[key(1)]).await.unwrap(),
+            vec![Some(value("v"))]
+        );
+    }
+    // The held one could not renew and is refused until it can.
+    let err = stores[0].check_owner().unwrap_err();
+    assert!(err.to_string().contains("lease"), "{err}");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stores[0].check_owner().is_err() {
+        assert!(Instant::now() < deadline, "the lease never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stores[0].put_batch(&[(key(2), value("w"))]).await.unwrap();
 }
