@@ -21,12 +21,16 @@
 //! the smaller size. A file delete likewise removes the pages, lowest first,
 //! before the metadata, so it leaves no chunks without a file. Garbage can
 //! still exist after a failed (or interrupted) multi-batch write, or
-//! deletion after a shrinking atomic commit. A handle remembers the page
-//! range it may have left behind and deletes it before growing the file
-//! over it with a gap (a region it does not write). A crash loses that
-//! memory: such leftovers stay invisible until the file grows over them,
-//! which SQLite mostly does by writing every page (main file, journal and
-//! WAL grow sequentially).
+//! deletion after a shrinking atomic commit (the cut pages belong to the old
+//! state until the commit, so they cannot go first). SQLite makes neither:
+//! it never truncates inside a batch (it shrinks the database with a plain
+//! truncate once the transaction is committed), and its writes touch at
+//! most two pages, one batch unless `max_batch_keys` is below 3. A handle
+//! remembers the page range it may have left behind and deletes it before
+//! growing the file over it with a gap (a region it does not write). A
+//! crash loses that memory: such leftovers stay invisible until the file
+//! grows over them, which SQLite mostly does by writing every page (main
+//! file, journal and WAL grow sequentially).
 
 use std::cmp::{max, min};
 use std::collections::{BTreeMap, HashMap};
