@@ -30,6 +30,8 @@
 //!   takeover that fenced it, which waits for it to run out.
 //! - `owner_token`: a random number per opening, so an open whose answer was
 //!   lost and that is repeated recognises its own first attempt.
+//! - `opened_seq`: the write count when the current generation took over,
+//!   so a fenced owner can still tell whether its last write landed.
 
 use deadpool_postgres::Client;
 
@@ -71,7 +73,8 @@ const MIGRATIONS: &[Migration] = &[
             ADD COLUMN seq               BIGINT NOT NULL DEFAULT 0,
             ADD COLUMN lease_until       TIMESTAMPTZ,
             ADD COLUMN prior_lease_until TIMESTAMPTZ,
-            ADD COLUMN owner_token       BIGINT NOT NULL DEFAULT 0;
+            ADD COLUMN owner_token       BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN opened_seq        BIGINT NOT NULL DEFAULT 0;
     ",
     },
 ];

@@ -68,17 +68,23 @@ const QUOTED_ID_BYTES: usize = 64;
 /// The actor's current generation (none yet: 0).
 const CURRENT_SQL: &str = "SELECT generation FROM vfs_actors WHERE actor_id = $1";
 
+/// Every statement that locks an actor's row starts with this comment, which
+/// `pg_stat_activity.query` shows: a takeover recognises a stale backend of
+/// this driver by it, whatever the hosts' `application_name`s.
+const MARKER: &str = "/* driver-engine */";
+
 /// Takes ownership: creates the actor at generation 1 or bumps the
 /// generation read before (`$2`), and takes a lease of `$3` ms. Records the
 /// lease of the owner it fences, unless the owner token (`$4`) says that
 /// owner was an earlier attempt of this same open. Returns the wait, in
 /// seconds, until that previous lease is over.
-pub(crate) const OPEN_SQL: &str = "
+pub(crate) const OPEN_SQL: &str = "/* driver-engine */
     INSERT INTO vfs_actors (actor_id, generation, lease_until, owner_token)
     VALUES ($1, $2::bigint + 1, clock_timestamp() + $3::bigint * interval '1 millisecond', $4)
     ON CONFLICT (actor_id) DO UPDATE SET
         generation = vfs_actors.generation + 1,
         opened_at = now(),
+        opened_seq = vfs_actors.seq,
         prior_lease_until = CASE WHEN vfs_actors.owner_token = $4
             THEN vfs_actors.prior_lease_until ELSE vfs_actors.lease_until END,
         lease_until = clock_timestamp() + $3::bigint * interval '1 millisecond',
@@ -89,10 +95,14 @@ pub(crate) const OPEN_SQL: &str = "
             COALESCE(prior_lease_until - clock_timestamp(), interval '0')))::float8";
 
 /// Sequenced, fenced multi-row upsert: `owned` is 0 when the generation
-/// moved on or the write count is not the expected one.
-const PUT_SQL: &str = "
+/// moved on or the write count is not the expected one. Extends the lease
+/// by `$6` ms too: a busy owner's row is often locked by its own writes,
+/// which the renewal round skips.
+const PUT_SQL: &str = "/* driver-engine */
     WITH owner AS (
-        UPDATE vfs_actors SET seq = seq + 1
+        UPDATE vfs_actors SET seq = seq + 1,
+            lease_until = GREATEST(lease_until,
+                clock_timestamp() + $6::bigint * interval '1 millisecond')
         WHERE id = $1 AND generation = $2 AND seq = $3
         RETURNING id
     ), written AS (
@@ -105,9 +115,11 @@ const PUT_SQL: &str = "
     SELECT (SELECT count(*) FROM owner), (SELECT count(*) FROM written)";
 
 /// Sequenced, fenced multi-key delete.
-const DELETE_SQL: &str = "
+const DELETE_SQL: &str = "/* driver-engine */
     WITH owner AS (
-        UPDATE vfs_actors SET seq = seq + 1
+        UPDATE vfs_actors SET seq = seq + 1,
+            lease_until = GREATEST(lease_until,
+                clock_timestamp() + $5::bigint * interval '1 millisecond')
         WHERE id = $1 AND generation = $2 AND seq = $3
         RETURNING id
     ), removed AS (
@@ -131,7 +143,7 @@ const GET_SQL: &str = "
 /// is still the one read before (`$2`): a delete that arrives late, after
 /// the actor was opened again, changes nothing. The lease is left alone, so
 /// a host that opens the actor next still waits for the old owner's lease.
-const DELETE_ACTOR_SQL: &str = "
+const DELETE_ACTOR_SQL: &str = "/* driver-engine */
     WITH fenced AS (
         UPDATE vfs_actors SET generation = generation + 1
         WHERE actor_id = $1 AND generation = $2 RETURNING id
@@ -146,13 +158,15 @@ const LIST_SQL: &str = "
     WHERE EXISTS (SELECT 1 FROM vfs_pages p WHERE p.actor = a.id)";
 
 /// Extends the leases of the owners `($1[i], $2[i])` by `$3` ms, skipping
-/// rows another transaction holds. One row per owner: its id, whether it
-/// was renewed, and whether it still owns the actor.
-const RENEW_SQL: &str = "
+/// rows another transaction holds and leases already released (a renewal
+/// racing a release must not bring the lease back). One row per owner: its
+/// id, whether it was renewed, and whether it still owns the actor.
+const RENEW_SQL: &str = "/* driver-engine */
     WITH mine AS (
         SELECT a.id FROM vfs_actors a
         JOIN UNNEST($1::bigint[], $2::bigint[]) AS o(id, generation)
           ON a.id = o.id AND a.generation = o.generation
+        WHERE a.lease_until IS NOT NULL
         FOR UPDATE OF a SKIP LOCKED
     ), renewed AS (
         UPDATE vfs_actors a
@@ -167,15 +181,15 @@ const RENEW_SQL: &str = "
     LEFT JOIN vfs_actors a ON a.id = o.id";
 
 /// Gives the lease up, so the next owner need not wait for it.
-const RELEASE_SQL: &str =
-    "UPDATE vfs_actors SET lease_until = NULL WHERE id = $1 AND generation = $2";
+const RELEASE_SQL: &str = "/* driver-engine */ UPDATE vfs_actors SET lease_until = NULL WHERE id = $1 AND generation = $2";
 
-/// The actor's generation and write count, to settle a write.
-const STATE_SQL: &str = "SELECT generation, seq FROM vfs_actors WHERE id = $1";
+/// The actor's generation, write count, and the count when the current
+/// generation took over, to settle a write.
+const STATE_SQL: &str = "SELECT generation, seq, opened_seq FROM vfs_actors WHERE id = $1";
 
 /// Moves the write count past a write that may still arrive (used only when
 /// its backend cannot be ended): it then finds another count.
-const SKIP_SQL: &str = "
+const SKIP_SQL: &str = "/* driver-engine */
     UPDATE vfs_actors SET seq = seq + 2
     WHERE id = $1 AND generation = $2 AND seq = $3 RETURNING seq";
 
@@ -190,7 +204,8 @@ const END_BACKEND_SQL: &str = "
     WHERE pid = $1 AND backend_start::text = $2";
 
 /// The driver backend holding the actor's row lock (a write or takeover in
-/// progress), and whether the lease of the actor's owner is over.
+/// progress, recognised by [`MARKER`] at the start of its statement), and
+/// whether the lease of the actor's owner is over.
 const HOLDER_SQL: &str = "
     SELECT l.pid, s.backend_start::text,
            (a.lease_until IS NULL OR a.lease_until <= clock_timestamp())
@@ -199,7 +214,7 @@ const HOLDER_SQL: &str = "
                    AND l.granted AND l.mode = 'ExclusiveLock'
     JOIN pg_stat_activity s ON s.pid = l.pid
     WHERE a.actor_id = $1 AND l.pid <> pg_backend_pid()
-      AND s.application_name = current_setting('application_name')";
+      AND starts_with(s.query, $2)";
 
 /// Prepares the hot statements on a fresh connection (they are cached per
 /// connection and reused by every later call on it).
@@ -443,7 +458,7 @@ async fn take_over(
             quoted(actor)
         ))),
         Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-            let holder = client.query_opt(HOLDER_SQL, &[&actor]).await?;
+            let holder = client.query_opt(HOLDER_SQL, &[&actor, &MARKER]).await?;
             if let Some(row) = holder {
                 let backend = Backend {
                     pid: row.try_get(0)?,
@@ -456,7 +471,22 @@ async fn take_over(
                         pid = backend.pid,
                         "ending a stale backend that holds the actor after its owner's lease ran out"
                     );
-                    Shared::end_backend(client, &backend, shared.options.lock_timeout()).await?;
+                    match Shared::end_backend(client, &backend, shared.options.lock_timeout()).await
+                    {
+                        Ok(_) => {}
+                        Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+                            return Err(Failure::Retry(format!(
+                                "the row of actor {} is held by a stale backend (pid {}) \
+                                 that this role may not end ({}); grant it \
+                                 pg_signal_backend, or wait for the server to drop the \
+                                 connection",
+                                quoted(actor),
+                                backend.pid,
+                                chain(&e)
+                            )));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
             Err(Failure::Retry(format!(
@@ -704,8 +734,9 @@ enum Settlement {
     Applied,
     /// It did not land and now never will; the count to use next.
     NotApplied(i64),
-    /// The actor has a newer owner.
-    Fenced,
+    /// The actor has a newer owner. `landed` says whether the write landed
+    /// before the takeover, when the actor's row can still tell.
+    Fenced { landed: Option<bool> },
 }
 
 /// What a store, its lease renewal and its settling tasks share.
@@ -744,7 +775,7 @@ impl WriteOp {
         &self,
         client: &Client,
         counters: &Counters,
-        (id, generation, seq): (i64, i64, i64),
+        (id, generation, seq, lease): (i64, i64, i64, i64),
     ) -> Result<bool, tokio_postgres::Error> {
         let owned: i64 = match self {
             WriteOp::Put(entries) => {
@@ -753,7 +784,10 @@ impl WriteOp {
                 let values: Vec<&[u8]> = entries.iter().map(|(_, v)| &v[..]).collect();
                 Counters::bump(&counters.put_batches);
                 client
-                    .query_one(&statement, &[&id, &generation, &seq, &keys, &values])
+                    .query_one(
+                        &statement,
+                        &[&id, &generation, &seq, &keys, &values, &lease],
+                    )
                     .await?
                     .try_get(0)?
             }
@@ -762,7 +796,7 @@ impl WriteOp {
                 let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
                 Counters::bump(&counters.delete_batches);
                 client
-                    .query_one(&statement, &[&id, &generation, &seq, &keys])
+                    .query_one(&statement, &[&id, &generation, &seq, &keys, &lease])
                     .await?
                     .try_get(0)?
             }
@@ -862,16 +896,23 @@ impl Owner {
                 }
             };
             let seq = state.seq;
+            let lease = millis(shared.options.lease_duration);
+            let sent_at = Instant::now();
             let sent = shared
                 .attempt_before(deadline, async {
-                    op.send(&client, &shared.counters, (self.id, self.generation, seq))
-                        .await
-                        .map_err(Failure::Pg)
+                    op.send(
+                        &client,
+                        &shared.counters,
+                        (self.id, self.generation, seq, lease),
+                    )
+                    .await
+                    .map_err(Failure::Pg)
                 })
                 .await;
             let cause = match sent {
                 Ok(true) => {
                     state.seq = seq + 1;
+                    self.lease.extend(sent_at, &shared.options);
                     return Ok(());
                 }
                 Ok(false) => return Err(self.refused(&mut state, deadline).await),
@@ -896,9 +937,14 @@ impl Owner {
             // The statement was sent and its answer is lost: settle it.
             discard(client);
             let pending = Pending { seq, backend };
-            // Settling gets a little time of its own past the deadline: it is
-            // what makes the report exact.
-            let grace = Instant::now() + shared.options.lock_timeout();
+            // Settling gets a little time of its own past the deadline (at
+            // most a second): it is what makes the report exact.
+            let grace = Instant::now()
+                + shared
+                    .options
+                    .lock_timeout()
+                    .min(shared.options.statement_timeout)
+                    .min(Duration::from_secs(1));
             let settled = self.settle(&pending, deadline.max(grace)).await;
             if settled.is_ok() {
                 Counters::bump(&shared.counters.settled_writes);
@@ -920,7 +966,26 @@ impl Owner {
                         ),
                     })
                 }
-                Ok(Settlement::Fenced) => Err(self.fenced()),
+                Ok(Settlement::Fenced { landed: Some(true) }) => {
+                    // It landed before the takeover: that is what happened,
+                    // and the new owner has it. Later calls are refused.
+                    let _ = self.fenced();
+                    Ok(())
+                }
+                Ok(Settlement::Fenced {
+                    landed: Some(false),
+                }) => Err(self.fenced()),
+                Ok(Settlement::Fenced { landed: None }) => {
+                    let _ = self.fenced();
+                    Err(KvError::OutcomeUnknown {
+                        message: format!(
+                            "{what} to actor {}: its answer was lost and the actor was \
+                             taken over by a newer owner before it could be checked; \
+                             whether it landed is unknown",
+                            quoted(&self.actor)
+                        ),
+                    })
+                }
                 Err(check) => {
                     state.pending = Some(pending);
                     Err(KvError::Unavailable {
@@ -974,7 +1039,8 @@ impl Owner {
                 state.seq = seq;
                 Ok(())
             }
-            Ok(Settlement::Fenced) => Err(self.fenced()),
+            // Whatever became of it, every later call is refused.
+            Ok(Settlement::Fenced { .. }) => Err(self.fenced()),
             Err(cause) => {
                 state.pending = Some(pending);
                 Err(KvError::Unavailable {
@@ -1052,11 +1118,21 @@ impl Owner {
                     .await
                     .map_err(|e| chain(&e))?;
                 let Some(row) = row else {
-                    return Ok(Settlement::Fenced);
+                    return Ok(Settlement::Fenced { landed: None });
                 };
-                let (generation, seq): (i64, i64) = (row.get(0), row.get(1));
+                let (generation, seq, opened_seq): (i64, i64, i64) =
+                    (row.get(0), row.get(1), row.get(2));
                 if generation != self.generation {
-                    Ok(Settlement::Fenced)
+                    // Opens do not move the count, and the takeover right
+                    // after this store's generation recorded it.
+                    let landed = if generation == self.generation + 1 {
+                        (opened_seq == pending.seq + 1)
+                            .then_some(true)
+                            .or((opened_seq == pending.seq).then_some(false))
+                    } else {
+                        (seq == pending.seq).then_some(false)
+                    };
+                    Ok(Settlement::Fenced { landed })
                 } else if seq == pending.seq + 1 {
                     Ok(Settlement::Applied)
                 } else if seq == pending.seq {
@@ -1069,10 +1145,12 @@ impl Owner {
                     ))
                 }
             };
-            let outcome =
-                tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), attempt)
-                    .await
-                    .unwrap_or_else(|_| Err("no answer before the deadline".into()));
+            let patience = deadline
+                .saturating_duration_since(Instant::now())
+                .min(shared.options.statement_timeout);
+            let outcome = tokio::time::timeout(patience, attempt)
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {patience:?}")));
             match outcome {
                 Ok(settled) => return Ok(settled),
                 Err(cause)
@@ -1141,7 +1219,8 @@ impl Drop for PgActorStore {
         let runtime = self.owner.shared.runtime.clone();
         runtime.spawn(async move {
             let _writes = owner.writes.lock().await;
-            if owner.lease.fenced.load(Ordering::Acquire) {
+            // Marked first, so the renewal round leaves the lease alone.
+            if owner.lease.fenced.swap(true, Ordering::AcqRel) {
                 return;
             }
             let deadline = Instant::now() + owner.shared.options.statement_timeout;
@@ -1160,7 +1239,6 @@ impl Drop for PgActorStore {
             if let Err(e) = released {
                 tracing::debug!(error = %e, "could not release the lease; it runs out by itself");
             }
-            owner.lease.fenced.store(true, Ordering::Release);
         });
     }
 }

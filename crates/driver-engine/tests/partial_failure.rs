@@ -3,7 +3,10 @@
 //! clients that vanish mid-statement, and a second host taking over. Every
 //! fault is driven by a [`FaultProxy`] that the test controls.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -615,4 +618,217 @@ async fn leases_of_many_stores_renew_in_one_statement_and_a_busy_row_holds_none_
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stores[0].put_batch(&[(key(2), value("w"))]).await.unwrap();
+}
+
+// Attacks found by a second engineer trying to break the guarantees above.
+
+/// Polls `future` with `vfs_core::call_deadline` returning `deadline`, as a
+/// database call with a statement budget does.
+struct WithDeadline<F> {
+    deadline: Instant,
+    inner: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for WithDeadline<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let deadline = self.deadline;
+        let inner = self.inner.as_mut();
+        vfs_core::with_deadline(deadline, || inner.poll(cx))
+    }
+}
+
+fn with_deadline<F: Future>(deadline: Instant, future: F) -> WithDeadline<F> {
+    WithDeadline {
+        deadline,
+        inner: Box::pin(future),
+    }
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what}: never happened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An owner that writes all the time, on a healthy server, keeps its lease:
+/// its own writes hold the actor row most of the time, and a renewal that
+/// finds the row held must not make the owner lose the actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_writer_keeps_its_lease_on_a_healthy_server() {
+    let url = fresh_database_url().await.unwrap();
+    let options = PgOptions {
+        lease_duration: Duration::from_secs(1),
+        statement_timeout: Duration::from_secs(5),
+        ..options()
+    };
+    let storage = PgStorage::connect_with(&url, options).await.unwrap();
+    let store = storage.open_store("busy").await.unwrap();
+    let entries: Vec<(Bytes, Bytes)> = (0..512)
+        .map(|i| (key(i), Bytes::from(vec![i as u8; 8192])))
+        .collect();
+    let started = Instant::now();
+    let mut writes = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        if let Err(e) = store.put_batch(&entries).await {
+            panic!(
+                "write {writes} of a busy owner refused after {:?} on a healthy server: {e}",
+                started.elapsed()
+            );
+        }
+        writes += 1;
+    }
+    println!("{writes} writes, {:?}", storage.stats());
+}
+
+/// Hosts commonly name themselves with `application_name`. A takeover from
+/// a vanished host whose backend holds the actor's row must still end that
+/// backend and complete within the lease plus a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_ends_a_stale_backend_of_a_host_with_another_application_name() {
+    let (url, proxy) = setup().await;
+    let options = options();
+    let host_a = PgStorage::connect_with(
+        &format!("{}?application_name=host-a", proxy.url(&url)),
+        options.clone(),
+    )
+    .await
+    .unwrap();
+    let store_a = Arc::new(host_a.open_store("vanish").await.unwrap());
+    store_a.put_batch(&[(key(1), value("a1"))]).await.unwrap();
+
+    proxy.vanish_at_next_sync();
+    let write = {
+        let store = Arc::clone(&store_a);
+        tokio::spawn(async move { store.put_batch(&[(key(2), value("a2"))]).await })
+    };
+    let monitor = admin(&url).await;
+    wait_until(
+        "the write takes the row lock",
+        Duration::from_secs(30),
+        async || {
+            monitor
+                .query_opt(
+                    "SELECT 1 FROM vfs_actors a
+                 JOIN pg_locks l ON l.locktype = 'transactionid' AND l.transactionid = a.xmax
+                 WHERE a.actor_id = 'vanish' AND l.granted",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .is_some()
+        },
+    )
+    .await;
+
+    let host_b =
+        PgStorage::connect_with(&format!("{url}?application_name=host-b"), options.clone())
+            .await
+            .unwrap();
+    let started = Instant::now();
+    let opened = host_b.open_store("vanish").await;
+    let took = started.elapsed();
+    proxy.resume();
+    proxy.cut();
+    let _ = write.await;
+    let store_b = opened.unwrap_or_else(|e| {
+        panic!("the takeover from a vanished host-a failed after {took:?}: {e}")
+    });
+    assert!(
+        took < options.lease_duration + Duration::from_secs(8),
+        "took {took:?}"
+    );
+    store_b.put_batch(&[(key(3), value("b"))]).await.unwrap();
+}
+
+/// `Ok` means applied and an error means nothing was applied (unless the
+/// error says the outcome is unknown). A write that landed, whose answer was
+/// lost, and whose actor was then taken over before it was settled, must not
+/// be reported as a plain failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_landed_before_a_takeover_is_not_reported_as_not_applied() {
+    let (url, proxy) = setup().await;
+    let options_a = PgOptions {
+        max_connections: 1,
+        statement_timeout: Duration::from_secs(2),
+        ..options()
+    };
+    let host_a = PgStorage::connect_with(&proxy.url(&url), options_a)
+        .await
+        .unwrap();
+    let host_b = PgStorage::connect_with(&url, options()).await.unwrap();
+    let store_a = Arc::new(host_a.open_store("landed").await.unwrap());
+    store_a.put_batch(&[(key(1), value("one"))]).await.unwrap();
+
+    // The write reaches the server and lands; its answer is held.
+    proxy.hold_replies_of_open_connections();
+    let write = {
+        let store = Arc::clone(&store_a);
+        tokio::spawn(async move { store.put_batch(&[(key(1), value("two"))]).await })
+    };
+    let monitor = admin(&url).await;
+    wait_until("the write lands", Duration::from_secs(10), async || {
+        let row = monitor
+            .query_one(
+                "SELECT p.value FROM vfs_pages p JOIN vfs_actors a ON a.id = p.actor
+                 WHERE a.actor_id = 'landed' AND p.key = $1",
+                &[&&key(1)[..]],
+            )
+            .await
+            .unwrap();
+        row.get::<_, Vec<u8>>(0) == b"two"
+    })
+    .await;
+    // Host B takes the actor over before A has settled its write.
+    let generation = host_a.generation("landed").await.unwrap();
+    let open_b = {
+        let host_b = host_b.clone();
+        tokio::spawn(async move { host_b.open_store("landed").await })
+    };
+    wait_until(
+        "host B bumps the generation",
+        Duration::from_secs(10),
+        async || host_b.generation("landed").await.unwrap() != generation,
+    )
+    .await;
+
+    let outcome = write.await.unwrap();
+    let store_b = open_b.await.unwrap().unwrap();
+    let stored = store_b.get_batch(&[key(1)]).await.unwrap();
+    assert_eq!(stored, vec![Some(value("two"))], "the write did land");
+    match outcome {
+        Ok(()) => {}
+        Err(e) if e.is_outcome_unknown() || e.to_string().contains("outcome unknown") => {}
+        Err(e) => panic!("a write that landed is reported as failed: {e:?}"),
+    }
+}
+
+/// The call's deadline (the SQL statement's budget) bounds a store write,
+/// settling included, whatever the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_under_a_stalled_network_ends_by_its_call_deadline() {
+    let (url, proxy) = setup().await;
+    let options = PgOptions {
+        statement_timeout: Duration::from_secs(30),
+        lease_duration: Duration::from_mins(1),
+        ..options()
+    };
+    let storage = PgStorage::connect_with(&proxy.url(&url), options)
+        .await
+        .unwrap();
+    let store = storage.open_store("budget").await.unwrap();
+    store.put_batch(&[(key(1), value("one"))]).await.unwrap();
+    proxy.stall();
+    let budget = Duration::from_secs(2);
+    let started = Instant::now();
+    let result = with_deadline(started + budget, store.put_batch(&[(key(1), value("two"))])).await;
+    let took = started.elapsed();
+    proxy.resume();
+    assert!(result.is_err());
+    assert!(
+        took < budget + Duration::from_secs(4),
+        "a write with a {budget:?} budget took {took:?}: {result:?}"
+    );
 }
