@@ -34,9 +34,13 @@
 //!   call fails with [`vfs_core::KvError::OutcomeUnknown`].
 //! - **Takeovers in bounded time.** A backend whose client vanished while
 //!   holding the actor's row is ended by the next owner once the lease is
-//!   over (the role needs the right to end its own sessions, which the
-//!   owner of the backends has). Server-side keepalives, `tcp_user_timeout`
-//!   and a `lock_timeout` are set on every connection.
+//!   over. Driver backends are recognised by a marker comment that starts
+//!   every statement locking an actor's row, whatever `application_name` the
+//!   hosts use; ending one needs the same role or `pg_signal_backend`, and
+//!   without it the takeover waits for the server to drop the connection.
+//!   Server-side keepalives, `tcp_user_timeout` and a `lock_timeout` are set
+//!   on every connection. Writes extend the lease too, so a busy owner keeps
+//!   it while its own writes hold its row.
 //! - **Transient failures.** Reads, opens, listing and deleting actors are
 //!   retried with exponential backoff, within [`PgOptions::retry_attempts`]
 //!   and the deadline of the database call that made them
