@@ -3,26 +3,18 @@
 //! hosts with fencing, large transactions as one batch, reopen cost, many
 //! actors at once, and actor ids.
 
+mod common;
+
 use driver_engine::EngineDriver;
 use driver_engine::testing::fresh_database_url;
 use vfs_pool::{ActorDriver, Database, KvError, PoolConfig, Value};
+
+use common::{count, integrity_ok};
 
 fn config() -> PoolConfig {
     PoolConfig {
         actors_per_instance: 4,
         ..PoolConfig::default()
-    }
-}
-
-async fn integrity_ok(db: &Database) {
-    let rows = db.query("PRAGMA integrity_check", &[]).await.unwrap();
-    assert_eq!(rows.rows, vec![vec![Value::from("ok")]]);
-}
-
-async fn count(db: &Database) -> i64 {
-    match &db.query("SELECT count(*) FROM t", &[]).await.unwrap().rows[0][0] {
-        Value::Integer(n) => *n,
-        other => panic!("count(*) returned {other:?}"),
     }
 }
 

@@ -3,6 +3,8 @@
 //! clients that vanish mid-statement, and a second host taking over. Every
 //! fault is driven by a [`FaultProxy`] that the test controls.
 
+mod common;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,11 +15,9 @@ use bytes::Bytes;
 use driver_engine::testing::{FaultProxy, fresh_database_url, shared_server};
 use driver_engine::{EngineDriver, PgOptions, PgStorage};
 use vfs_core::{KvError, KvStore};
-use vfs_pool::{ActorDriver, ActorStorage, Database, PoolConfig, Value};
+use vfs_pool::{ActorDriver, ActorStorage, PoolConfig, Value};
 
-fn key(i: u32) -> Bytes {
-    Bytes::from(i.to_be_bytes().to_vec())
-}
+use common::{admin, count, integrity_ok, key, wait_until};
 
 fn value(text: &str) -> Bytes {
     Bytes::from(text.as_bytes().to_vec())
@@ -41,26 +41,6 @@ async fn setup() -> (String, FaultProxy) {
         .await
         .unwrap();
     (url, proxy)
-}
-
-async fn admin(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
-
-async fn count(db: &Database) -> i64 {
-    match db.query("SELECT count(*) FROM t", &[]).await.unwrap().rows[0][0] {
-        Value::Integer(n) => n,
-        ref other => panic!("count is {other:?}"),
-    }
-}
-
-async fn integrity_ok(db: &Database) {
-    let rows = db.query("PRAGMA integrity_check", &[]).await.unwrap();
-    assert_eq!(rows.rows, vec![vec![Value::Text("ok".into())]]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -654,14 +634,6 @@ fn with_deadline<F: Future>(deadline: Instant, future: F) -> WithDeadline<F> {
     WithDeadline {
         deadline,
         inner: Box::pin(future),
-    }
-}
-
-async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done().await {
-        assert!(Instant::now() < deadline, "{what}: never happened");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

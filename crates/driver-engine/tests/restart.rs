@@ -6,6 +6,8 @@
 //! This test runs its own server (it has to stop it), so it lives in a test
 //! binary of its own.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -16,6 +18,8 @@ use driver_engine::{EngineDriver, PgOptions};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use vfs_pool::{ActorDriver, Database, PoolConfig, Value};
+
+use common::integrity_ok;
 
 const ACTORS: [&str; 3] = ["r-1", "r-2", "r-3"];
 const RUNNING: u8 = 0;
@@ -63,11 +67,6 @@ async fn rows(db: &Database) -> BTreeSet<i64> {
             ref other => panic!("id {other:?}"),
         })
         .collect()
-}
-
-async fn integrity_ok(db: &Database) {
-    let rows = db.query("PRAGMA integrity_check", &[]).await.unwrap();
-    assert_eq!(rows.rows, vec![vec![Value::from("ok")]]);
 }
 
 async fn write_until_stopped(

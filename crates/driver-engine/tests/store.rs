@@ -2,6 +2,8 @@
 //! batch shape and limits, one statement per batch, fencing, actor
 //! bookkeeping, migrations and connect errors.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -11,9 +13,7 @@ use driver_engine::{Error, MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES, PgOpt
 use vfs_core::{KvError, KvStore};
 use vfs_pool::ActorStorage;
 
-fn key(i: u32) -> Bytes {
-    Bytes::from(i.to_be_bytes().to_vec())
-}
+use common::{admin, key};
 
 fn page(i: u32, fill: u8) -> Bytes {
     let mut value = vec![fill; 4096];
@@ -356,14 +356,6 @@ async fn data_outlives_the_storage_that_wrote_it() {
             .zip(model.values())
             .all(|(g, v)| g.as_ref() == Some(v))
     );
-}
-
-async fn admin(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
 }
 
 /// Polls (bounded) for the backend of a statement waiting on a lock.
