@@ -386,6 +386,8 @@ struct FaultState {
     /// `Some(n)`: n more calls succeed, then every call fails.
     fail_after: Option<u32>,
     latency: Duration,
+    lose_answers: bool,
+    fenced: bool,
 }
 
 /// A store wrapper that injects failures and latency, for testing the error
@@ -393,8 +395,10 @@ struct FaultState {
 ///
 /// An injected failure is decided when the call starts and applies nothing
 /// to the inner store, as the [`KvStore`] contract requires of any failed
-/// call. The controls take `&self`, so a test can flip them through an `Arc`
-/// while the store is in use.
+/// call. The one exception is [`lose_answers`](Self::lose_answers), whose
+/// whole point is a write that landed but answered
+/// [`KvError::OutcomeUnknown`]. The controls take `&self`, so a test can flip
+/// them through an `Arc` while the store is in use.
 pub struct FaultyKv {
     inner: Arc<dyn KvStore>,
     state: Mutex<FaultState>,
@@ -436,7 +440,23 @@ impl FaultyKv {
         self.state.lock().latency = latency;
     }
 
-    /// Clears every fault and the latency.
+    /// While `on`, every `put_batch` and `delete_batch` is applied to the
+    /// inner store and then answered with [`KvError::OutcomeUnknown`], as if
+    /// the answer was lost after the write landed. A call the inner store
+    /// refuses still returns its own error; reads are not affected.
+    pub fn lose_answers(&self, on: bool) {
+        self.state.lock().lose_answers = on;
+    }
+
+    /// While `on`, [`check_owner`](KvStore::check_owner) returns
+    /// [`KvError::Fenced`], as a store whose lease lapsed does; otherwise it
+    /// asks the inner store. The batch calls are not affected.
+    pub fn set_fenced(&self, on: bool) {
+        self.state.lock().fenced = on;
+    }
+
+    /// Clears every fault (including [`lose_answers`](Self::lose_answers)
+    /// and [`set_fenced`](Self::set_fenced)) and the latency.
     pub fn heal(&self) {
         *self.state.lock() = FaultState::default();
     }
@@ -452,7 +472,8 @@ impl FaultyKv {
     }
 
     /// Counts the call and decides its fate; returns the latency to wait.
-    fn admit(&self, op: KvOp) -> (Duration, Result<(), KvError>) {
+    /// An `Ok` outcome carries whether the answer to a write is to be lost.
+    fn admit(&self, op: KvOp) -> (Duration, Result<bool, KvError>) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock();
         let outcome = if state.fail_next > 0 {
@@ -474,10 +495,13 @@ impl FaultyKv {
                 None => Ok(()),
             }
         };
-        (state.latency, outcome)
+        let lose_answer = state.lose_answers && op != KvOp::Get;
+        (state.latency, outcome.map(|()| lose_answer))
     }
 
-    async fn gate(&self, op: KvOp) -> Result<(), KvError> {
+    /// Waits the latency and returns the call's fate: `Ok(true)` when the
+    /// call is a write whose answer is to be lost.
+    async fn gate(&self, op: KvOp) -> Result<bool, KvError> {
         let (latency, outcome) = self.admit(op);
         if !latency.is_zero() {
             futures_timer::Delay::new(latency).await;
@@ -494,13 +518,15 @@ impl KvStore for FaultyKv {
     }
 
     async fn put_batch(&self, entries: &[(Bytes, Bytes)]) -> Result<(), KvError> {
-        self.gate(KvOp::Put).await?;
-        self.inner.put_batch(entries).await
+        let lose_answer = self.gate(KvOp::Put).await?;
+        self.inner.put_batch(entries).await?;
+        lost_answer(lose_answer, KvOp::Put)
     }
 
     async fn delete_batch(&self, keys: &[Bytes]) -> Result<(), KvError> {
-        self.gate(KvOp::Delete).await?;
-        self.inner.delete_batch(keys).await
+        let lose_answer = self.gate(KvOp::Delete).await?;
+        self.inner.delete_batch(keys).await?;
+        lost_answer(lose_answer, KvOp::Delete)
     }
 
     fn limits(&self) -> KvLimits {
@@ -508,8 +534,27 @@ impl KvStore for FaultyKv {
     }
 
     fn check_owner(&self) -> Result<(), KvError> {
+        if self.state.lock().fenced {
+            return Err(KvError::Fenced {
+                message: "lease lapsed (injected by FaultyKv::set_fenced)".into(),
+            });
+        }
         self.inner.check_owner()
     }
+}
+
+/// The answer of a [`FaultyKv`] write that the inner store applied: lost
+/// when [`FaultyKv::lose_answers`] was on as the call started.
+fn lost_answer(lose: bool, op: KvOp) -> Result<(), KvError> {
+    if lose {
+        return Err(KvError::OutcomeUnknown {
+            message: format!(
+                "the answer to the write was lost after {op} landed \
+                 (injected by FaultyKv::lose_answers)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A store wrapper counting round trips per kind of call, so benches and

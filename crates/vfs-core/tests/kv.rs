@@ -168,6 +168,65 @@ fn latency_delays_every_call_until_healed() {
 }
 
 #[test]
+fn lose_answers_applies_writes_but_answers_outcome_unknown_until_healed() {
+    block_on(async {
+        let (mem, kv) = faulty();
+        kv.lose_answers(true);
+        let err = kv.put_batch(&[entry("a", "1")]).await.unwrap_err();
+        assert!(err.is_outcome_unknown(), "{err}");
+        assert!(err.to_string().contains("put_batch"), "{err}");
+        assert_eq!(mem.snapshot().get(&b("a")), Some(&b("1")), "the put landed");
+        assert_eq!(kv.get_batch(&[b("a")]).await.unwrap(), vec![Some(b("1"))]);
+        let err = kv.delete_batch(&[b("a")]).await.unwrap_err();
+        assert!(err.is_outcome_unknown(), "{err}");
+        assert!(err.to_string().contains("delete_batch"), "{err}");
+        assert!(mem.is_empty(), "the delete landed");
+        // A call the inner store refuses keeps its own error.
+        let too_many: Vec<_> = (0..=KvLimits::DEFAULT.max_batch_keys)
+            .map(|i| entry(&i.to_string(), "v"))
+            .collect();
+        let err = kv.put_batch(&too_many).await.unwrap_err();
+        assert!(matches!(err, KvError::BatchTooLarge { .. }), "{err}");
+        assert!(mem.is_empty());
+        kv.lose_answers(false);
+        kv.put_batch(&[entry("a", "1")]).await.unwrap();
+        kv.lose_answers(true);
+        kv.heal();
+        kv.delete_batch(&[b("a")]).await.unwrap();
+        assert!(mem.is_empty());
+        assert_eq!(kv.calls(), 6);
+    });
+}
+
+#[test]
+fn set_fenced_refuses_check_owner_and_otherwise_asks_the_inner_store() {
+    block_on(async {
+        let (mem, kv) = faulty();
+        kv.check_owner().unwrap();
+        kv.set_fenced(true);
+        let err = kv.check_owner().unwrap_err();
+        assert!(matches!(err, KvError::Fenced { .. }), "{err}");
+        // Only check_owner is refused; calls are not counted by it.
+        kv.put_batch(&[entry("a", "1")]).await.unwrap();
+        assert_eq!(mem.len(), 1);
+        assert_eq!(kv.calls(), 1);
+        kv.set_fenced(false);
+        kv.check_owner().unwrap();
+        kv.set_fenced(true);
+        kv.heal();
+        kv.check_owner().unwrap();
+
+        // Not fenced itself, it passes on the inner store's answer.
+        let inner = Arc::new(FaultyKv::new(Arc::new(MemoryKv::new())));
+        let outer = FaultyKv::new(inner.clone());
+        inner.set_fenced(true);
+        assert!(matches!(outer.check_owner(), Err(KvError::Fenced { .. })));
+        inner.set_fenced(false);
+        outer.check_owner().unwrap();
+    });
+}
+
+#[test]
 fn faulty_passes_limits_through() {
     let limits = KvLimits {
         max_batch_keys: 5,
