@@ -7,52 +7,26 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
 use common::config;
-use vfs_pool::{KvError, KvLimits, KvStore, MemoryKv, SqliteVfsPool, Value};
+use vfs_pool::{
+    Database, FaultyKv, KvError, KvStore, MemoryKv, PooledHandle, SqliteVfsPool, Value,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// A store over memory whose `check_owner` refuses while `fenced` is set
-/// and whose writes, while `lose_answers` is set, land but are answered
-/// with `OutcomeUnknown`.
-#[derive(Default)]
-struct LeaseKv {
-    inner: MemoryKv,
-    fenced: AtomicBool,
-    lose_answers: AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl KvStore for LeaseKv {
-    async fn get_batch(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, KvError> {
-        self.inner.get_batch(keys).await
-    }
-    async fn put_batch(&self, entries: &[(Bytes, Bytes)]) -> Result<(), KvError> {
-        self.inner.put_batch(entries).await?;
-        if self.lose_answers.load(Ordering::SeqCst) {
-            return Err(KvError::OutcomeUnknown {
-                message: "the answer to the write was lost".into(),
-            });
-        }
-        Ok(())
-    }
-    async fn delete_batch(&self, keys: &[Bytes]) -> Result<(), KvError> {
-        self.inner.delete_batch(keys).await
-    }
-    fn limits(&self) -> KvLimits {
-        self.inner.limits()
-    }
-    fn check_owner(&self) -> Result<(), KvError> {
-        if self.fenced.load(Ordering::SeqCst) {
-            return Err(KvError::Fenced {
-                message: "lease lapsed".into(),
-            });
-        }
-        Ok(())
-    }
+/// A pool with actor "a" open on a `FaultyKv` over memory (its
+/// `set_fenced` and `lose_answers` play the lease and the lost answer),
+/// holding a table `t` with one row, 1.
+async fn open_with_table()
+-> Result<(SqliteVfsPool, PooledHandle, Database, Arc<FaultyKv>), Box<dyn std::error::Error>> {
+    let pool = SqliteVfsPool::new(config(4))?;
+    let store = Arc::new(FaultyKv::new(Arc::new(MemoryKv::new())));
+    let handle = pool.acquire("a").await?;
+    let db = handle.open(Arc::clone(&store) as Arc<dyn KvStore>).await?;
+    db.exec("CREATE TABLE t (v); INSERT INTO t VALUES (1)")
+        .await?;
+    Ok((pool, handle, db, store))
 }
 
 fn values(rows: &vfs_pool::Rows) -> Vec<i64> {
@@ -67,15 +41,10 @@ fn values(rows: &vfs_pool::Rows) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_store_is_is_fenced_even_for_a_cached_read() -> TestResult {
-    let pool = SqliteVfsPool::new(config(4))?;
-    let store = Arc::new(LeaseKv::default());
-    let handle = pool.acquire("a").await?;
-    let db = handle.open(Arc::clone(&store) as Arc<dyn KvStore>).await?;
-    db.exec("CREATE TABLE t (v); INSERT INTO t VALUES (1)")
-        .await?;
+    let (pool, _handle, db, store) = open_with_table().await?;
     let sql = "SELECT v FROM t";
     assert_eq!(values(&db.query(sql, &[]).await?), [1]);
-    store.fenced.store(true, Ordering::SeqCst);
+    store.set_fenced(true);
     let err = db.query(sql, &[]).await.expect_err("fenced");
     assert!(err.is_fenced(), "{err:?}");
     assert!(
@@ -83,7 +52,7 @@ async fn a_fenced_store_is_is_fenced_even_for_a_cached_read() -> TestResult {
         "{err:?}"
     );
     assert!(!err.is_poisoned(), "{err:?}");
-    store.fenced.store(false, Ordering::SeqCst);
+    store.set_fenced(false);
     assert_eq!(values(&db.query(sql, &[]).await?), [1]);
     pool.shutdown().await;
     Ok(())
@@ -91,13 +60,8 @@ async fn a_fenced_store_is_is_fenced_even_for_a_cached_read() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_write_outcome_is_is_poisoned_with_the_store_error() -> TestResult {
-    let pool = SqliteVfsPool::new(config(4))?;
-    let store = Arc::new(LeaseKv::default());
-    let handle = pool.acquire("a").await?;
-    let db = handle.open(Arc::clone(&store) as Arc<dyn KvStore>).await?;
-    db.exec("CREATE TABLE t (v); INSERT INTO t VALUES (1)")
-        .await?;
-    store.lose_answers.store(true, Ordering::SeqCst);
+    let (pool, handle, db, store) = open_with_table().await?;
+    store.lose_answers(true);
     let err = db
         .execute("INSERT INTO t VALUES (2)", &[])
         .await
@@ -108,7 +72,7 @@ async fn an_unknown_write_outcome_is_is_poisoned_with_the_store_error() -> TestR
         "{err:?}"
     );
     assert!(!err.is_fenced(), "{err:?}");
-    store.lose_answers.store(false, Ordering::SeqCst);
+    store.lose_answers(false);
     let err = db
         .query("SELECT v FROM t", &[])
         .await

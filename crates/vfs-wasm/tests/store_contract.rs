@@ -17,12 +17,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use vfs_core::{FaultyKv, KvError, KvLimits, KvStore, MemoryKv};
+use vfs_core::{CountingKv, FaultyKv, KvError, KvLimits, KvStore, MemoryKv};
 use vfs_wasm::{DbId, Error, Instance, InstanceConfig, ModuleConfig, SqliteModule, Value};
 
 fn module() -> SqliteModule {
@@ -89,14 +89,14 @@ fn small_cache() -> InstanceConfig {
 
 // ---- check_owner ----------------------------------------------------------
 
-/// A store over memory with a lease: `check_owner` says fenced once the
-/// lease is gone, or after a number of further checks.
+/// A store over memory with a lease that is lost after a number of further
+/// checks, so a test can let the check before a call pass and fail the one
+/// after it ([`FaultyKv::set_fenced`] fences every check at once).
 struct LeasedKv {
     inner: MemoryKv,
     /// `None`: the lease holds; `Some(n)`: n more checks pass, then every
     /// check fails.
     checks_left: Mutex<Option<u32>>,
-    gets: AtomicU64,
 }
 
 impl LeasedKv {
@@ -104,7 +104,6 @@ impl LeasedKv {
         Arc::new(Self {
             inner: MemoryKv::new(),
             checks_left: Mutex::new(None),
-            gets: AtomicU64::new(0),
         })
     }
 
@@ -121,7 +120,6 @@ impl LeasedKv {
 #[async_trait::async_trait]
 impl KvStore for LeasedKv {
     async fn get_batch(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, KvError> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get_batch(keys).await
     }
     async fn put_batch(&self, entries: &[(Bytes, Bytes)]) -> Result<(), KvError> {
@@ -150,7 +148,8 @@ impl KvStore for LeasedKv {
 
 #[test]
 fn a_lapsed_lease_refuses_a_read_the_page_cache_could_answer() {
-    let store = LeasedKv::new();
+    let counting = Arc::new(CountingKv::new(Arc::new(MemoryKv::new())));
+    let store = Arc::new(FaultyKv::new(Arc::clone(&counting) as Arc<dyn KvStore>));
     let mut inst = instance();
     let db = inst
         .open("leased", Arc::clone(&store) as Arc<dyn KvStore>)
@@ -164,11 +163,11 @@ fn a_lapsed_lease_refuses_a_read_the_page_cache_could_answer() {
     assert_eq!(ints(&mut inst, db, sql), [1, 2]);
     // The rows are in SQLite's page cache: reading them again costs no
     // store call, so only check_owner can stop a stale read.
-    let gets = store.gets.load(Ordering::SeqCst);
+    let gets = counting.get_calls();
     assert_eq!(ints(&mut inst, db, sql), [1, 2]);
-    assert_eq!(store.gets.load(Ordering::SeqCst), gets, "served from cache");
+    assert_eq!(counting.get_calls(), gets, "served from cache");
 
-    store.lapse_after(0);
+    store.set_fenced(true);
     let err = inst
         .query(db, sql, &[])
         .expect_err("a host without its lease serves nothing");
@@ -182,17 +181,17 @@ fn a_lapsed_lease_refuses_a_read_the_page_cache_could_answer() {
         assert!(is_fenced(&err), "{err:?}");
     }
     // Refused before anything ran: the lease back, the database is as it was.
-    store.renew();
+    store.set_fenced(false);
     assert_eq!(ints(&mut inst, db, sql), [1, 2]);
     inst.close(db).unwrap();
 
     // Opening on a fenced store is refused too, and frees the name.
-    store.lapse_after(0);
+    store.set_fenced(true);
     let err = inst
         .open("leased", Arc::clone(&store) as Arc<dyn KvStore>)
         .expect_err("no open without the lease");
     assert!(is_fenced(&err), "{err:?}");
-    store.renew();
+    store.set_fenced(false);
     let db = inst
         .open("leased", Arc::clone(&store) as Arc<dyn KvStore>)
         .unwrap();
@@ -229,41 +228,10 @@ fn a_lease_lost_during_a_call_withholds_its_results() {
 
 // ---- OutcomeUnknown ---------------------------------------------------------
 
-/// A store over memory whose writes, while armed, are applied but answered
-/// with `OutcomeUnknown` (the answer was lost after the write landed).
-struct UnknownKv {
-    inner: MemoryKv,
-    lose_answers: AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl KvStore for UnknownKv {
-    async fn get_batch(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, KvError> {
-        self.inner.get_batch(keys).await
-    }
-    async fn put_batch(&self, entries: &[(Bytes, Bytes)]) -> Result<(), KvError> {
-        self.inner.put_batch(entries).await?;
-        if self.lose_answers.load(Ordering::SeqCst) {
-            return Err(KvError::OutcomeUnknown {
-                message: "the answer to the write was lost".into(),
-            });
-        }
-        Ok(())
-    }
-    async fn delete_batch(&self, keys: &[Bytes]) -> Result<(), KvError> {
-        self.inner.delete_batch(keys).await
-    }
-    fn limits(&self) -> KvLimits {
-        self.inner.limits()
-    }
-}
-
 #[test]
 fn an_unknown_commit_outcome_poisons_the_database_until_a_reopen_reads_the_store() {
-    let store = Arc::new(UnknownKv {
-        inner: MemoryKv::new(),
-        lose_answers: AtomicBool::new(false),
-    });
+    // While `lose_answers` is on, writes land but answer `OutcomeUnknown`.
+    let store = Arc::new(FaultyKv::new(Arc::new(MemoryKv::new())));
     let mut inst = instance();
     let db = inst
         .open("unknown", Arc::clone(&store) as Arc<dyn KvStore>)
@@ -271,7 +239,7 @@ fn an_unknown_commit_outcome_poisons_the_database_until_a_reopen_reads_the_store
     let neighbour = inst.open("neighbour", Arc::new(MemoryKv::new())).unwrap();
     inst.exec(db, "CREATE TABLE t (v); INSERT INTO t VALUES (1)")
         .unwrap();
-    store.lose_answers.store(true, Ordering::SeqCst);
+    store.lose_answers(true);
     let err = inst
         .execute(db, "INSERT INTO t VALUES (2)", &[])
         .expect_err("the commit's outcome is unknown");
@@ -283,7 +251,7 @@ fn an_unknown_commit_outcome_poisons_the_database_until_a_reopen_reads_the_store
     let text = err.to_string();
     assert!(text.contains("commit of the main file failed"), "{text}");
     assert!(text.contains("the answer to the write was lost"), "{text}");
-    store.lose_answers.store(false, Ordering::SeqCst);
+    store.lose_answers(false);
     // Nothing more is served from the stale caches, reads included.
     for sql in ["SELECT v FROM t", "INSERT INTO t VALUES (3)"] {
         let err = inst.execute(db, sql, &[]).expect_err(sql);
