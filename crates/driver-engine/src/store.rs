@@ -881,14 +881,24 @@ impl Owner {
                 Err(e) => return Err(e),
             };
             // Nothing is sent before the backend is known.
-            let backend = match shared.backend_of(&client).await {
+            let asked = shared
+                .attempt_before(deadline, async {
+                    shared.backend_of(&client).await.map_err(Failure::Pg)
+                })
+                .await;
+            let backend = match asked {
                 Ok(backend) => backend,
-                Err(e) => {
+                Err(failure) => {
                     discard(client);
-                    let error = KvError::Unavailable {
-                        message: format!("{what}: {}", chain(&e)),
+                    let (cause, transient) = match failure {
+                        Failure::Pg(e) => (chain(&e), is_transient(&e)),
+                        Failure::TimedOut(limit) => (format!("no answer within {limit:?}"), true),
+                        _ => ("asking the connection's backend failed".to_owned(), false),
                     };
-                    if may_retry && is_transient(&e) {
+                    let error = KvError::Unavailable {
+                        message: format!("{what}: {cause}"),
+                    };
+                    if may_retry && transient {
                         shared.backoff(what, tried, &error, deadline).await;
                         continue;
                     }
