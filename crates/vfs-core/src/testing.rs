@@ -229,8 +229,10 @@ fn pagewise_old_or_new(got: &[u8], old: &[u8], new: &[u8]) -> bool {
 }
 
 /// Whether `got` is `old` with the first pages of the region a truncate to
-/// `new_size` cuts reading zeros, and the rest of it unchanged.
-fn cut_started(got: &[u8], old: &[u8], new_size: u64) -> bool {
+/// `new_size` cuts reading zeros, and the rest of it unchanged: what a
+/// truncate that stopped (a crash, a failed call) before storing the new
+/// size leaves, since it deletes the cut pages lowest first.
+pub fn cut_started(got: &[u8], old: &[u8], new_size: u64) -> bool {
     let from = (new_size as usize).next_multiple_of(PAGE_SIZE);
     if got.len() != old.len() || from > old.len() || got[..from] != old[..from] {
         return false;

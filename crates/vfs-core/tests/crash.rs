@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use futures::executor::block_on;
+use vfs_core::testing::cut_started;
 use vfs_core::{FaultyKv, FileTag, KvFile, KvLimits, KvStore, MemoryKv, PAGE_SIZE, VfsError, code};
 
 const P: u64 = PAGE_SIZE as u64;
@@ -75,24 +76,6 @@ async fn run_step(file: &mut KvFile, step: &Step) -> Result<(), VfsError> {
         }
         Step::Truncate(size) => file.truncate(*size).await,
     }
-}
-
-/// Whether `got` is `old` with the first pages of the region a truncate to
-/// `new_size` cuts reading zeros: a truncate that crashed before storing
-/// its size.
-fn cut_started(got: &[u8], old: &[u8], new_size: u64) -> bool {
-    let from = new_size.next_multiple_of(P) as usize;
-    if got.len() != old.len() || from > old.len() || got[..from] != old[..from] {
-        return false;
-    }
-    let pages = got[from..]
-        .chunks(PAGE_SIZE)
-        .zip(old[from..].chunks(PAGE_SIZE));
-    let zeroed = pages
-        .clone()
-        .take_while(|(page, _)| page.iter().all(|&b| b == 0))
-        .count();
-    pages.skip(zeroed).all(|(page, before)| page == before)
 }
 
 async fn stored(inner: &Arc<dyn KvStore>) -> Option<Vec<u8>> {
