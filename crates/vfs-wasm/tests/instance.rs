@@ -3,36 +3,15 @@
 //! limits, all through the public API. Every scenario ends with
 //! `PRAGMA integrity_check`.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vfs_core::{CountingKv, FaultyKv, KvError, KvLimits, KvStore, MemoryKv};
-use vfs_wasm::{DbId, Error, Instance, InstanceConfig, ModuleConfig, Rows, SqliteModule, Value};
+use vfs_wasm::{DbId, Error, Instance, InstanceConfig, Rows, Value};
 
-/// The module, compiled once per test binary (or loaded from the cache).
-fn module() -> SqliteModule {
-    let cache_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vfs-wasm-module-cache");
-    SqliteModule::shared(&ModuleConfig {
-        cache_dir: Some(cache_dir),
-    })
-    .expect("module loads")
-}
-
-fn instance() -> Instance {
-    Instance::new(&module(), InstanceConfig::default()).expect("instance")
-}
-
-fn memory_kv() -> Arc<dyn KvStore> {
-    Arc::new(MemoryKv::new())
-}
-
-fn assert_integrity(inst: &mut Instance, db: DbId) {
-    let rows = inst
-        .query(db, "PRAGMA integrity_check", &[])
-        .expect("integrity_check runs");
-    assert_eq!(rows.rows, vec![vec![Value::from("ok")]]);
-}
+use common::{assert_integrity, instance, memory_kv, module};
 
 fn count(inst: &mut Instance, db: DbId, table: &str) -> i64 {
     let rows = inst

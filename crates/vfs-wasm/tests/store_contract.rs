@@ -15,7 +15,8 @@
 //!   that failed ("commit of the main file failed ..."), not by SQLite's
 //!   generic "disk I/O error".
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,40 +24,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use vfs_core::{CountingKv, FaultyKv, KvError, KvLimits, KvStore, MemoryKv};
-use vfs_wasm::{DbId, Error, Instance, InstanceConfig, ModuleConfig, SqliteModule, Value};
+use vfs_wasm::{Error, InstanceConfig};
 
-fn module() -> SqliteModule {
-    let cache_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vfs-wasm-module-cache");
-    SqliteModule::shared(&ModuleConfig {
-        cache_dir: Some(cache_dir),
-    })
-    .expect("module loads")
-}
-
-fn instance_with(config: InstanceConfig) -> Instance {
-    Instance::new(&module(), config).expect("instance")
-}
-
-fn instance() -> Instance {
-    instance_with(InstanceConfig::default())
-}
-
-fn ints(inst: &mut Instance, db: DbId, sql: &str) -> Vec<i64> {
-    inst.query(db, sql, &[])
-        .unwrap()
-        .rows
-        .into_iter()
-        .map(|row| match row.as_slice() {
-            [Value::Integer(n)] => *n,
-            other => panic!("{sql}: unexpected row {other:?}"),
-        })
-        .collect()
-}
-
-fn assert_integrity(inst: &mut Instance, db: DbId) {
-    let rows = inst.query(db, "PRAGMA integrity_check", &[]).unwrap();
-    assert_eq!(rows.rows, vec![vec![Value::from("ok")]]);
-}
+use common::{assert_integrity, instance, instance_with, ints};
 
 /// The store error behind `err`, found through `source()` as any caller
 /// would find it.
