@@ -1,7 +1,7 @@
 //! The pool's one error type.
 //!
-//! Engine errors (SQLite codes, storage failures, interruptions, limits) pass
-//! through unchanged inside [`Error::Engine`], so a caller can always reach the
+//! Errors of SQLite and the store under it (SQLite codes, storage failures, interruptions, limits) pass
+//! through unchanged inside [`Error::Sqlite`], so a caller can always reach the
 //! SQLite code and the original storage error; the other variants are the
 //! pool's own lifecycle errors.
 
@@ -90,13 +90,13 @@ pub enum Error {
     /// An error from SQLite or the storage under it: SQLite code and message,
     /// the storage error, an interruption or a resource limit.
     #[error(transparent)]
-    Engine(#[from] vfs_wasm::Error),
+    Sqlite(#[from] vfs_wasm::Error),
 }
 
 impl Error {
     /// Whether the statement was interrupted because it ran past its time budget.
     pub fn is_interrupted(&self) -> bool {
-        matches!(self, Error::Engine(vfs_wasm::Error::Interrupted { .. }))
+        matches!(self, Error::Sqlite(vfs_wasm::Error::Interrupted { .. }))
     }
 
     /// Whether the instance serving the actor is broken (a trap, a panic or
@@ -104,7 +104,7 @@ impl Error {
     pub fn is_instance_broken(&self) -> bool {
         matches!(
             self,
-            Error::InstanceBroken { .. } | Error::Engine(vfs_wasm::Error::Broken { .. })
+            Error::InstanceBroken { .. } | Error::Sqlite(vfs_wasm::Error::Broken { .. })
         )
     }
 
@@ -113,7 +113,7 @@ impl Error {
     /// so nothing more is accepted on it. Close it and open it again (the
     /// store is then read afresh); acknowledged writes are all there.
     pub fn is_poisoned(&self) -> bool {
-        matches!(self, Error::Engine(e) if e.is_poisoned())
+        matches!(self, Error::Sqlite(e) if e.is_poisoned())
     }
 
     /// Whether the actor's store was fenced ([`vfs_core::KvError::Fenced`]):
@@ -128,7 +128,7 @@ impl Error {
     /// store call, or the store's ownership check around every call).
     pub fn kv_error(&self) -> Option<&vfs_core::KvError> {
         match self {
-            Error::Engine(e) => e.kv_error(),
+            Error::Sqlite(e) => e.kv_error(),
             Error::Storage(kv) => Some(kv),
             _ => None,
         }

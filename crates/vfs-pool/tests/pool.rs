@@ -303,7 +303,7 @@ async fn sql_errors_pass_through_with_their_code() -> TestResult {
     let db = pool.acquire("a").await?.open(kv()).await?;
     let err = db.exec("SELEC nonsense").await.expect_err("syntax error");
     match err {
-        Error::Engine(vfs_wasm::Error::Sqlite {
+        Error::Sqlite(vfs_wasm::Error::Sqlite {
             code, ref message, ..
         }) => {
             assert_eq!(code & 0xff, 1, "SQLITE_ERROR");
