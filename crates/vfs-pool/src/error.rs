@@ -1,9 +1,9 @@
 //! The pool's one error type.
 //!
-//! Errors of SQLite and the store under it (SQLite codes, storage failures, interruptions, limits) pass
-//! through unchanged inside [`Error::Sqlite`], so a caller can always reach the
-//! SQLite code and the original storage error; the other variants are the
-//! pool's own lifecycle errors.
+//! Errors of SQLite and the store under it (SQLite codes, storage failures,
+//! interruptions, limits) pass through unchanged inside [`Error::Sqlite`], so
+//! a caller can always reach the SQLite code and the original storage error;
+//! the other variants are the pool's own lifecycle errors.
 
 /// Everything a pool call can fail with.
 #[derive(Debug, thiserror::Error)]
