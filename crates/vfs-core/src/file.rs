@@ -41,58 +41,7 @@ use bytes::Bytes;
 
 use crate::format::{FileMeta, FileTag, MAX_FILE_SIZE, PAGE_SIZE, chunk_key, meta_key};
 use crate::kv::{KvError, KvLimits, KvStore};
-
-/// SQLite result codes used by the VFS, with the values of `sqlite3.h`.
-pub mod code {
-    /// `SQLITE_OK`: success.
-    pub const SQLITE_OK: i32 = 0;
-    /// `SQLITE_ERROR`: generic error.
-    pub const SQLITE_ERROR: i32 = 1;
-    /// `SQLITE_PERM`: access permission denied.
-    pub const SQLITE_PERM: i32 = 3;
-    /// `SQLITE_NOMEM`: an allocation failed.
-    pub const SQLITE_NOMEM: i32 = 7;
-    /// `SQLITE_IOERR`: some kind of I/O error.
-    pub const SQLITE_IOERR: i32 = 10;
-    /// `SQLITE_CORRUPT`: the stored data is malformed.
-    pub const SQLITE_CORRUPT: i32 = 11;
-    /// `SQLITE_NOTFOUND`: unknown opcode (e.g. an unsupported file control).
-    pub const SQLITE_NOTFOUND: i32 = 12;
-    /// `SQLITE_FULL`: the file cannot grow any further.
-    pub const SQLITE_FULL: i32 = 13;
-    /// `SQLITE_CANTOPEN`: unable to open the file.
-    pub const SQLITE_CANTOPEN: i32 = 14;
-    /// `SQLITE_TOOBIG`: string or blob exceeds the size limit.
-    pub const SQLITE_TOOBIG: i32 = 18;
-    /// `SQLITE_MISUSE`: library used incorrectly.
-    pub const SQLITE_MISUSE: i32 = 21;
-    /// `SQLITE_IOERR_READ`: a read failed.
-    pub const SQLITE_IOERR_READ: i32 = SQLITE_IOERR | (1 << 8);
-    /// `SQLITE_IOERR_SHORT_READ`: a read reached the end of the file; the
-    /// rest of the buffer was zero-filled.
-    pub const SQLITE_IOERR_SHORT_READ: i32 = SQLITE_IOERR | (2 << 8);
-    /// `SQLITE_IOERR_WRITE`: a write failed.
-    pub const SQLITE_IOERR_WRITE: i32 = SQLITE_IOERR | (3 << 8);
-    /// `SQLITE_IOERR_FSYNC`: a sync failed.
-    pub const SQLITE_IOERR_FSYNC: i32 = SQLITE_IOERR | (4 << 8);
-    /// `SQLITE_IOERR_TRUNCATE`: a truncate failed.
-    pub const SQLITE_IOERR_TRUNCATE: i32 = SQLITE_IOERR | (6 << 8);
-    /// `SQLITE_IOERR_FSTAT`: reading the file size failed.
-    pub const SQLITE_IOERR_FSTAT: i32 = SQLITE_IOERR | (7 << 8);
-    /// `SQLITE_IOERR_DELETE`: a delete failed.
-    pub const SQLITE_IOERR_DELETE: i32 = SQLITE_IOERR | (10 << 8);
-    /// `SQLITE_IOERR_ACCESS`: checking whether a file exists failed.
-    pub const SQLITE_IOERR_ACCESS: i32 = SQLITE_IOERR | (13 << 8);
-    /// `SQLITE_IOERR_DELETE_NOENT`: the file to delete does not exist.
-    pub const SQLITE_IOERR_DELETE_NOENT: i32 = SQLITE_IOERR | (23 << 8);
-    /// `SQLITE_IOERR_BEGIN_ATOMIC`: starting an atomic write batch failed.
-    pub const SQLITE_IOERR_BEGIN_ATOMIC: i32 = SQLITE_IOERR | (29 << 8);
-    /// `SQLITE_IOERR_COMMIT_ATOMIC`: committing an atomic write batch
-    /// failed; nothing of the batch was stored.
-    pub const SQLITE_IOERR_COMMIT_ATOMIC: i32 = SQLITE_IOERR | (30 << 8);
-    /// `SQLITE_IOERR_ROLLBACK_ATOMIC`: rolling back an atomic batch failed.
-    pub const SQLITE_IOERR_ROLLBACK_ATOMIC: i32 = SQLITE_IOERR | (31 << 8);
-}
+use crate::sqlite::{self, HEADER_MAGIC};
 
 /// A failed file operation: the SQLite result code to hand the pager, and
 /// the original store error (if a store call failed) for the caller.
@@ -125,7 +74,7 @@ impl VfsError {
     pub fn from_kv(code: i32, message: impl Into<String>, kv: KvError) -> Self {
         VfsError {
             code: if kv.is_storage_full() {
-                code::SQLITE_FULL
+                sqlite::SQLITE_FULL
             } else {
                 code
             },
@@ -195,8 +144,7 @@ fn page_index(page: u64) -> u32 {
 /// with one. Every chunk holds one SQLite page, so a database written with
 /// another page size cannot be served and is refused at open.
 fn sqlite_page_size(page: &[u8]) -> Option<u64> {
-    const MAGIC: &[u8; 16] = b"SQLite format 3\0";
-    if page.len() < 18 || &page[..16] != MAGIC {
+    if page.len() < 18 || !page.starts_with(HEADER_MAGIC) {
         return None;
     }
     // Stored big-endian at offset 16; 1 means 65536.
@@ -391,7 +339,7 @@ impl KvFile {
         let limits = store.limits();
         if limits.max_value_bytes < PAGE_SIZE || limits.max_batch_keys < 2 {
             return Err(VfsError::new(
-                code::SQLITE_CANTOPEN,
+                sqlite::SQLITE_CANTOPEN,
                 format!(
                     "store limits {limits:?} too small: need values of {PAGE_SIZE} bytes and 2 keys per batch"
                 ),
@@ -401,7 +349,7 @@ impl KvFile {
             && seed.len() != PAGE_SIZE
         {
             return Err(VfsError::new(
-                code::SQLITE_MISUSE,
+                sqlite::SQLITE_MISUSE,
                 format!("seed page has {} bytes, expected {PAGE_SIZE}", seed.len()),
             ));
         }
@@ -421,11 +369,11 @@ impl KvFile {
         keys.extend((0..read_ahead).map(|page| chunk_key(tag, page_index(page))));
         keys.extend(probes.iter().map(|t| meta_key(*t)));
         let mut values = store.get_batch(&keys).await.map_err(|e| {
-            VfsError::from_kv(code::SQLITE_CANTOPEN, format!("open {tag:?} file"), e)
+            VfsError::from_kv(sqlite::SQLITE_CANTOPEN, format!("open {tag:?} file"), e)
         })?;
         if values.len() != keys.len() {
             return Err(VfsError::new(
-                code::SQLITE_CANTOPEN,
+                sqlite::SQLITE_CANTOPEN,
                 format!(
                     "store returned {} values for {} keys",
                     values.len(),
@@ -455,7 +403,10 @@ impl KvFile {
         };
         if let Some(meta) = meta {
             let meta = FileMeta::decode(&meta).map_err(|e| {
-                VfsError::new(code::SQLITE_CORRUPT, format!("{tag:?} file metadata: {e}"))
+                VfsError::new(
+                    sqlite::SQLITE_CORRUPT,
+                    format!("{tag:?} file metadata: {e}"),
+                )
             })?;
             file.size = meta.size;
             file.meta_stored = true;
@@ -471,7 +422,7 @@ impl KvFile {
                 && found != PAGE
             {
                 return Err(VfsError::new(
-                    code::SQLITE_CANTOPEN,
+                    sqlite::SQLITE_CANTOPEN,
                     format!(
                         "database page size is {found}, this VFS stores {PAGE_SIZE}-byte pages"
                     ),
@@ -481,7 +432,7 @@ impl KvFile {
         }
         if !create {
             return Err(VfsError::new(
-                code::SQLITE_CANTOPEN,
+                sqlite::SQLITE_CANTOPEN,
                 format!("{tag:?} file does not exist"),
             ));
         }
@@ -503,7 +454,11 @@ impl KvFile {
                 (meta_key(tag), FileMeta { size: PAGE }.encode()),
             ];
             file.store.put_batch(&entries).await.map_err(|e| {
-                VfsError::from_kv(code::SQLITE_CANTOPEN, "store seed page of new database", e)
+                VfsError::from_kv(
+                    sqlite::SQLITE_CANTOPEN,
+                    "store seed page of new database",
+                    e,
+                )
             })?;
             file.size = PAGE;
             file.meta_stored = true;
@@ -529,7 +484,7 @@ impl KvFile {
     pub async fn exists(store: &Arc<dyn KvStore>, tag: FileTag) -> Result<bool, VfsError> {
         let values = store.get_batch(&[meta_key(tag)]).await.map_err(|e| {
             VfsError::from_kv(
-                code::SQLITE_IOERR_ACCESS,
+                sqlite::SQLITE_IOERR_ACCESS,
                 format!("check {tag:?} file exists"),
                 e,
             )
@@ -555,19 +510,24 @@ impl KvFile {
     /// commit stands), never a hot journal missing records. Retrying the
     /// delete finishes it.
     pub async fn delete(store: &Arc<dyn KvStore>, tag: FileTag) -> Result<(), VfsError> {
-        let fail =
-            |e| VfsError::from_kv(code::SQLITE_IOERR_DELETE, format!("delete {tag:?} file"), e);
+        let fail = |e| {
+            VfsError::from_kv(
+                sqlite::SQLITE_IOERR_DELETE,
+                format!("delete {tag:?} file"),
+                e,
+            )
+        };
         let values = store.get_batch(&[meta_key(tag)]).await.map_err(fail)?;
         let Some(Some(meta)) = values.into_iter().next() else {
             return Err(VfsError::new(
-                code::SQLITE_IOERR_DELETE_NOENT,
+                sqlite::SQLITE_IOERR_DELETE_NOENT,
                 format!("{tag:?} file does not exist"),
             ));
         };
         let size = FileMeta::decode(&meta)
             .map_err(|e| {
                 VfsError::new(
-                    code::SQLITE_IOERR_DELETE,
+                    sqlite::SQLITE_IOERR_DELETE,
                     format!("{tag:?} file metadata: {e}"),
                 )
             })?
@@ -691,7 +651,7 @@ impl KvFile {
         };
         let mut want = need;
         want.extend(extra.clone());
-        let mut fetched = self.fetch(&want, code::SQLITE_IOERR_READ, "read").await?;
+        let mut fetched = self.fetch(&want, sqlite::SQLITE_IOERR_READ, "read").await?;
         for page in first..=last {
             let src: &[u8] = if let Some(dirty) = self.dirty_page(page) {
                 dirty
@@ -756,7 +716,7 @@ impl KvFile {
             .filter(|&end| end <= MAX_FILE_SIZE)
             .ok_or_else(|| {
                 VfsError::new(
-                    code::SQLITE_FULL,
+                    sqlite::SQLITE_FULL,
                     format!(
                         "write of {} bytes at {offset} exceeds the maximum file size {MAX_FILE_SIZE}",
                         data.len()
@@ -767,7 +727,9 @@ impl KvFile {
             .into_iter()
             .filter(|&page| self.dirty_page(page).is_none() && self.stored_visible(page))
             .collect();
-        let mut base = self.fetch(&need, code::SQLITE_IOERR_WRITE, "write").await?;
+        let mut base = self
+            .fetch(&need, sqlite::SQLITE_IOERR_WRITE, "write")
+            .await?;
         self.forget_pages();
         let first = offset / PAGE;
         let last = (end - 1) / PAGE;
@@ -793,7 +755,7 @@ impl KvFile {
 
         let old_pages = pages_for(self.size);
         if first > old_pages {
-            self.purge_stale(old_pages..first, code::SQLITE_IOERR_WRITE)
+            self.purge_stale(old_pages..first, sqlite::SQLITE_IOERR_WRITE)
                 .await?;
         }
         let new_size = max(self.size, end);
@@ -827,7 +789,7 @@ impl KvFile {
                     self.add_stale(max(first, old_pages)..last + 1);
                 }
                 return Err(VfsError::from_kv(
-                    code::SQLITE_IOERR_WRITE,
+                    sqlite::SQLITE_IOERR_WRITE,
                     format!(
                         "write {} bytes at {offset} to {:?} file",
                         data.len(),
@@ -867,14 +829,14 @@ impl KvFile {
     pub async fn truncate(&mut self, size: u64) -> Result<(), VfsError> {
         if size > MAX_FILE_SIZE {
             return Err(VfsError::new(
-                code::SQLITE_FULL,
+                sqlite::SQLITE_FULL,
                 format!("truncate to {size} exceeds the maximum file size {MAX_FILE_SIZE}"),
             ));
         }
         let cur = self.size();
         let fail = |e| {
             VfsError::from_kv(
-                code::SQLITE_IOERR_TRUNCATE,
+                sqlite::SQLITE_IOERR_TRUNCATE,
                 format!("truncate to {size}"),
                 e,
             )
@@ -886,7 +848,7 @@ impl KvFile {
             .into_iter()
             .collect();
         let mut base = self
-            .fetch(&need, code::SQLITE_IOERR_TRUNCATE, "truncate")
+            .fetch(&need, sqlite::SQLITE_IOERR_TRUNCATE, "truncate")
             .await?;
         self.forget_pages();
         let zero_tail = |image: &mut [u8]| image[(size % PAGE) as usize..].fill(0);
@@ -916,7 +878,7 @@ impl KvFile {
         if size > old_size {
             self.purge_stale(
                 pages_for(old_size)..pages_for(size),
-                code::SQLITE_IOERR_TRUNCATE,
+                sqlite::SQLITE_IOERR_TRUNCATE,
             )
             .await?;
         }
@@ -942,7 +904,8 @@ impl KvFile {
             && let Some(stale) = self.stale.clone()
         {
             // Garbage an earlier failure left past the old end.
-            self.purge_stale(stale, code::SQLITE_IOERR_TRUNCATE).await?;
+            self.purge_stale(stale, sqlite::SQLITE_IOERR_TRUNCATE)
+                .await?;
         }
         Ok(())
     }
@@ -963,13 +926,13 @@ impl KvFile {
             return Ok(());
         }
         if let Some(stale) = self.stale.clone() {
-            self.purge_stale(stale, code::SQLITE_IOERR_FSYNC).await?;
+            self.purge_stale(stale, sqlite::SQLITE_IOERR_FSYNC).await?;
         }
         if !self.meta_stored {
             let entries = [(meta_key(self.tag), FileMeta { size: self.size }.encode())];
             self.store.put_batch(&entries).await.map_err(|e| {
                 VfsError::from_kv(
-                    code::SQLITE_IOERR_FSYNC,
+                    sqlite::SQLITE_IOERR_FSYNC,
                     format!("sync {:?} file", self.tag),
                     e,
                 )
@@ -986,7 +949,7 @@ impl KvFile {
     pub fn begin_atomic(&mut self) -> Result<(), VfsError> {
         if self.batch.is_some() {
             return Err(VfsError::new(
-                code::SQLITE_IOERR_BEGIN_ATOMIC,
+                sqlite::SQLITE_IOERR_BEGIN_ATOMIC,
                 "an atomic write batch is already open",
             ));
         }
@@ -1012,7 +975,7 @@ impl KvFile {
     pub async fn commit_atomic(&mut self) -> Result<(), VfsError> {
         let Some(batch) = &self.batch else {
             return Err(VfsError::new(
-                code::SQLITE_MISUSE,
+                sqlite::SQLITE_MISUSE,
                 "commit without an open atomic write batch",
             ));
         };
@@ -1038,7 +1001,7 @@ impl KvFile {
             .saturating_add(1);
         if total > self.limits.max_batch_keys as u64 {
             return Err(VfsError::new(
-                code::SQLITE_IOERR_COMMIT_ATOMIC,
+                sqlite::SQLITE_IOERR_COMMIT_ATOMIC,
                 format!(
                     "atomic batch of {total} keys exceeds the store limit of {}",
                     self.limits.max_batch_keys
@@ -1069,7 +1032,7 @@ impl KvFile {
         entries.push((meta_key(self.tag), FileMeta { size: batch.size }.encode()));
         if let Err(e) = self.store.put_batch(&entries).await {
             return Err(VfsError::from_kv(
-                code::SQLITE_IOERR_COMMIT_ATOMIC,
+                sqlite::SQLITE_IOERR_COMMIT_ATOMIC,
                 format!(
                     "commit atomic batch of {} keys to {:?} file",
                     entries.len(),
@@ -1088,7 +1051,7 @@ impl KvFile {
             if let Some(stale) = self.stale.clone() {
                 // Committed already; garbage left here is retried later.
                 let _ = self
-                    .purge_stale(stale, code::SQLITE_IOERR_COMMIT_ATOMIC)
+                    .purge_stale(stale, sqlite::SQLITE_IOERR_COMMIT_ATOMIC)
                     .await;
             }
         }
@@ -1206,7 +1169,7 @@ impl KvFile {
                 len: value.len(),
             };
             return Err(VfsError::new(
-                code::SQLITE_CORRUPT,
+                sqlite::SQLITE_CORRUPT,
                 format!("{what} {:?} file: {e}", self.tag),
             ));
         }

@@ -48,10 +48,11 @@ mod file;
 mod format;
 mod kv;
 mod registry;
+pub mod sqlite;
 pub mod testing;
 
 pub use error::{Error, Result};
-pub use file::{KvFile, ReadOutcome, VfsError, code};
+pub use file::{KvFile, ReadOutcome, VfsError};
 pub use format::{
     CHUNK_KEY_LEN, DecodedKey, FileMeta, FileTag, FormatError, KEY_PREFIX, KIND_CHUNK, KIND_META,
     MAX_FILE_SIZE, META_FORMAT_VERSION, META_KEY_LEN, META_VALUE_LEN, PAGE_SIZE, SCHEMA_VERSION,
@@ -62,3 +63,6 @@ pub use kv::{
     with_deadline,
 };
 pub use registry::{FileRegistry, MAX_NAME_LEN, RegistryError, ResolvedFile};
+/// The SQLite result codes, under the name earlier releases used; the same
+/// items as [`sqlite`].
+pub use sqlite as code;

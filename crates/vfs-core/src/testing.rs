@@ -32,9 +32,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::file::{KvFile, ReadOutcome, code};
+use crate::file::{KvFile, ReadOutcome};
 use crate::format::{DecodedKey, FileTag, PAGE_SIZE, decode_key};
 use crate::kv::{FaultyKv, KvLimits, KvStore, MemoryKv};
+use crate::sqlite;
 
 /// Keys per batch of the store the checker builds: small, so that writes of
 /// a few pages already need several plain batches and large atomic batches
@@ -176,7 +177,7 @@ fn size_of(file: &KvFile) -> Result<usize, String> {
 async fn stored(inner: &Arc<dyn KvStore>) -> Result<Vec<u8>, String> {
     let mut file = match KvFile::open(Arc::clone(inner), FileTag::Main, false, None).await {
         Ok(file) => file,
-        Err(e) if e.code() == code::SQLITE_CANTOPEN && e.kv_error().is_none() => {
+        Err(e) if e.code() == sqlite::SQLITE_CANTOPEN && e.kv_error().is_none() => {
             return Ok(Vec::new());
         }
         Err(e) => return Err(format!("reopen failed: {e}")),
@@ -198,7 +199,7 @@ async fn handle_view(file: &mut KvFile, faulty: &FaultyKv) -> Result<Vec<u8>, St
         match file.read(&mut buf, 0).await {
             Ok(outcome) => break outcome,
             Err(e) => {
-                ensure_eq!(e.code(), code::SQLITE_IOERR_READ, "read error code");
+                ensure_eq!(e.code(), sqlite::SQLITE_IOERR_READ, "read error code");
                 ensure!(
                     faulty.calls() > saved_calls,
                     "read failed without a store call: {e}"
@@ -289,7 +290,7 @@ impl Run {
             FileOp::Truncate { size } => self.truncate(size).await?,
             FileOp::Sync => {
                 if let Err(e) = self.file.sync().await {
-                    ensure_eq!(e.code(), code::SQLITE_IOERR_FSYNC, "sync error code");
+                    ensure_eq!(e.code(), sqlite::SQLITE_IOERR_FSYNC, "sync error code");
                 }
             }
             FileOp::Begin => {
@@ -299,7 +300,7 @@ impl Run {
                         Ok(()) => return Err("begin_atomic inside a batch succeeded".into()),
                         Err(e) => ensure_eq!(
                             e.code(),
-                            code::SQLITE_IOERR_BEGIN_ATOMIC,
+                            sqlite::SQLITE_IOERR_BEGIN_ATOMIC,
                             "nested begin error code"
                         ),
                     }
@@ -341,7 +342,7 @@ impl Run {
             Err(e) => {
                 ensure_eq!(
                     e.code(),
-                    code::SQLITE_IOERR_WRITE,
+                    sqlite::SQLITE_IOERR_WRITE,
                     format!("write error {e}")
                 );
                 ensure!(
@@ -375,7 +376,7 @@ impl Run {
                 let short = len > 0 && offset as usize + len > model.len();
                 ensure_eq!(outcome == ReadOutcome::Short, short, "short read");
             }
-            Err(e) => ensure_eq!(e.code(), code::SQLITE_IOERR_READ, "read error code"),
+            Err(e) => ensure_eq!(e.code(), sqlite::SQLITE_IOERR_READ, "read error code"),
         }
         Ok(())
     }
@@ -388,7 +389,7 @@ impl Run {
             Err(e) => {
                 ensure_eq!(
                     e.code(),
-                    code::SQLITE_IOERR_TRUNCATE,
+                    sqlite::SQLITE_IOERR_TRUNCATE,
                     format!("truncate error {e}")
                 );
                 if !self.in_batch {
@@ -408,7 +409,7 @@ impl Run {
         if !self.in_batch {
             match self.file.commit_atomic().await {
                 Ok(()) => return Err("commit_atomic without a batch succeeded".into()),
-                Err(e) => ensure_eq!(e.code(), code::SQLITE_MISUSE, "commit without a batch"),
+                Err(e) => ensure_eq!(e.code(), sqlite::SQLITE_MISUSE, "commit without a batch"),
             }
             return Ok(());
         }
@@ -417,7 +418,7 @@ impl Run {
             Err(e) => {
                 ensure_eq!(
                     e.code(),
-                    code::SQLITE_IOERR_COMMIT_ATOMIC,
+                    sqlite::SQLITE_IOERR_COMMIT_ATOMIC,
                     "failed commit code"
                 );
                 ensure!(self.file.in_atomic(), "batch stays open until rollback");

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use futures::executor::block_on;
 use vfs_core::testing::cut_started;
-use vfs_core::{FaultyKv, FileTag, KvFile, KvLimits, KvStore, MemoryKv, PAGE_SIZE, VfsError, code};
+use vfs_core::{
+    FaultyKv, FileTag, KvFile, KvLimits, KvStore, MemoryKv, PAGE_SIZE, VfsError, sqlite,
+};
 
 const P: u64 = PAGE_SIZE as u64;
 
@@ -124,7 +126,7 @@ fn every_crash_point_leaves_a_whole_state() {
                         Err(e) => {
                             assert!(e.kv_error().is_some(), "crash at {crash_at}: {e}");
                             // A truncate whose deletion failed did change the size.
-                            if e.code() == code::SQLITE_IOERR_TRUNCATE
+                            if e.code() == sqlite::SQLITE_IOERR_TRUNCATE
                                 && file.size() == states[done + 1].len() as u64
                             {
                                 done += 1;

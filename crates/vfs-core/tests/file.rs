@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::executor::block_on;
 use vfs_core::{
     CountingKv, FaultyKv, FileMeta, FileTag, KvError, KvFile, KvLimits, KvStore, MAX_FILE_SIZE,
-    MemoryKv, PAGE_SIZE, ReadOutcome, chunk_key, code, meta_key,
+    MemoryKv, PAGE_SIZE, ReadOutcome, chunk_key, meta_key, sqlite,
 };
 
 const P: u64 = PAGE_SIZE as u64;
@@ -50,7 +50,7 @@ fn missing_file_needs_create() {
         let err = KvFile::open(Arc::clone(&store), FileTag::Main, false, None)
             .await
             .unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_CANTOPEN);
+        assert_eq!(err.code(), sqlite::SQLITE_CANTOPEN);
         assert!(!KvFile::exists(&store, FileTag::Main).await.unwrap());
         let file = KvFile::open(Arc::clone(&store), FileTag::Journal, true, None)
             .await
@@ -124,7 +124,7 @@ fn seed_must_be_one_page() {
         let err = KvFile::open(store, FileTag::Main, true, Some(&[0; 100]))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_MISUSE);
+        assert_eq!(err.code(), sqlite::SQLITE_MISUSE);
     });
 }
 
@@ -138,7 +138,7 @@ fn tiny_store_limits_are_refused_at_open() {
         let err = KvFile::open(store, FileTag::Main, true, None)
             .await
             .unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_CANTOPEN);
+        assert_eq!(err.code(), sqlite::SQLITE_CANTOPEN);
     });
 }
 
@@ -288,10 +288,10 @@ fn max_file_size_is_16_tib() {
 
         for (len, offset) in [(1, MAX_FILE_SIZE), (2, MAX_FILE_SIZE - 1), (1, u64::MAX)] {
             let err = file.write(&vec![1; len], offset).await.unwrap_err();
-            assert_eq!(err.code(), code::SQLITE_FULL, "{len} bytes at {offset}");
+            assert_eq!(err.code(), sqlite::SQLITE_FULL, "{len} bytes at {offset}");
         }
         let err = file.truncate(MAX_FILE_SIZE + 1).await.unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_FULL);
+        assert_eq!(err.code(), sqlite::SQLITE_FULL);
         assert_eq!(file.size(), MAX_FILE_SIZE);
     });
 }
@@ -322,7 +322,7 @@ fn plain_writes_are_split_within_limits_with_the_size_last() {
             .write(&pattern(10 * PAGE_SIZE, 8), 10 * P)
             .await
             .unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_IOERR_WRITE);
+        assert_eq!(err.code(), sqlite::SQLITE_IOERR_WRITE);
         faulty.heal();
         assert_eq!(file.size(), 10 * P);
         assert_eq!(reopen_all(&store, FileTag::Main).await, data);
@@ -348,7 +348,7 @@ fn atomic_commit_is_one_put_and_reads_see_dirty_pages() {
         assert!(file.in_atomic());
         assert_eq!(
             file.begin_atomic().unwrap_err().code(),
-            code::SQLITE_IOERR_BEGIN_ATOMIC
+            sqlite::SQLITE_IOERR_BEGIN_ATOMIC
         );
         let page = pattern(PAGE_SIZE, 2);
         file.write(&page, 0).await.unwrap();
@@ -406,7 +406,7 @@ fn oversized_batch_fails_commit_without_calling_the_store() {
         file.write(&pattern(4 * PAGE_SIZE, 1), 0).await.unwrap();
         counting.reset();
         let err = file.commit_atomic().await.unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_IOERR_COMMIT_ATOMIC);
+        assert_eq!(err.code(), sqlite::SQLITE_IOERR_COMMIT_ATOMIC);
         assert!(err.kv_error().is_none());
         assert_eq!(counting.total(), 0);
         assert!(file.in_atomic(), "the batch stays open until rollback");
@@ -436,7 +436,7 @@ fn failed_commit_keeps_the_kv_error_and_stores_nothing() {
         file.truncate(P + P / 2).await.unwrap();
         faulty.fail_next(1);
         let err = file.commit_atomic().await.unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_IOERR_COMMIT_ATOMIC);
+        assert_eq!(err.code(), sqlite::SQLITE_IOERR_COMMIT_ATOMIC);
         assert!(matches!(err.kv_error(), Some(KvError::Injected { .. })));
         let source = std::error::Error::source(&err).expect("KvError is the source");
         assert_eq!(
@@ -480,7 +480,7 @@ fn every_kv_failure_has_its_code_and_keeps_the_error() {
         let err = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
             .await
             .unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_CANTOPEN);
+        assert_eq!(err.code(), sqlite::SQLITE_CANTOPEN);
         assert!(err.kv_error().is_some());
         let mut file = KvFile::open(Arc::clone(&store), FileTag::Main, true, None)
             .await
@@ -492,32 +492,35 @@ fn every_kv_failure_has_its_code_and_keeps_the_error() {
         faulty.fail_next(1);
         errors.push((
             file.read(&mut [0; 10], 0).await.unwrap_err(),
-            code::SQLITE_IOERR_READ,
+            sqlite::SQLITE_IOERR_READ,
         ));
         faulty.fail_next(1);
         errors.push((
             file.write(b"x", 0).await.unwrap_err(),
-            code::SQLITE_IOERR_WRITE,
+            sqlite::SQLITE_IOERR_WRITE,
         ));
         faulty.fail_next(1);
         errors.push((
             file.truncate(10).await.unwrap_err(),
-            code::SQLITE_IOERR_TRUNCATE,
+            sqlite::SQLITE_IOERR_TRUNCATE,
         ));
         let mut journal = KvFile::open(Arc::clone(&store), FileTag::Journal, true, None)
             .await
             .unwrap();
         faulty.fail_next(1);
-        errors.push((journal.sync().await.unwrap_err(), code::SQLITE_IOERR_FSYNC));
+        errors.push((
+            journal.sync().await.unwrap_err(),
+            sqlite::SQLITE_IOERR_FSYNC,
+        ));
         faulty.fail_next(1);
         errors.push((
             KvFile::exists(&store, FileTag::Main).await.unwrap_err(),
-            code::SQLITE_IOERR_ACCESS,
+            sqlite::SQLITE_IOERR_ACCESS,
         ));
         faulty.fail_next(1);
         errors.push((
             KvFile::delete(&store, FileTag::Main).await.unwrap_err(),
-            code::SQLITE_IOERR_DELETE,
+            sqlite::SQLITE_IOERR_DELETE,
         ));
         for (err, expected) in &errors {
             assert_eq!(err.code(), *expected, "{err}");
@@ -550,7 +553,7 @@ fn failed_chunk_deletion_keeps_the_old_size_and_a_retry_finishes() {
         file.write(&pattern(8 * PAGE_SIZE, 1), 0).await.unwrap();
         faulty.fail_after(1); // pages 1..5 are deleted, the deletion of 5..8 fails
         let err = file.truncate(P).await.unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_IOERR_TRUNCATE);
+        assert_eq!(err.code(), sqlite::SQLITE_IOERR_TRUNCATE);
         faulty.heal();
         assert_eq!(file.size(), 8 * P, "the size is stored last");
         let mut expected = pattern(8 * PAGE_SIZE, 1);
@@ -612,7 +615,7 @@ fn delete_and_missing_delete() {
         assert!(!KvFile::exists(&store, FileTag::Wal).await.unwrap());
         assert_eq!(memory.len(), 2, "only the main file is left");
         let err = KvFile::delete(&store, FileTag::Wal).await.unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_IOERR_DELETE_NOENT);
+        assert_eq!(err.code(), sqlite::SQLITE_IOERR_DELETE_NOENT);
     });
 }
 
@@ -628,7 +631,7 @@ fn corrupt_stored_values_are_errors_not_panics() {
         let err = KvFile::open(Arc::clone(&store), FileTag::Main, false, None)
             .await
             .unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_CORRUPT);
+        assert_eq!(err.code(), sqlite::SQLITE_CORRUPT);
         store
             .put_batch(&[
                 (meta_key(FileTag::Main), FileMeta { size: 10 * P }.encode()),
@@ -643,7 +646,7 @@ fn corrupt_stored_values_are_errors_not_panics() {
             .await
             .unwrap();
         let err = file.read(&mut [0; 8], 6 * P).await.unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_CORRUPT);
+        assert_eq!(err.code(), sqlite::SQLITE_CORRUPT);
     });
 }
 
@@ -660,7 +663,7 @@ fn databases_with_another_page_size_are_refused() {
         let err = KvFile::open(Arc::clone(&store), FileTag::Main, false, None)
             .await
             .unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_CANTOPEN);
+        assert_eq!(err.code(), sqlite::SQLITE_CANTOPEN);
         assert!(err.message().contains("1024"), "{err}");
 
         let store: Arc<dyn KvStore> = mem(8);
@@ -774,7 +777,7 @@ fn a_full_store_is_sqlite_full_with_the_kv_error_kept() {
             .unwrap();
 
         let err = file.write(&pattern(PAGE_SIZE, 2), 0).await.unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_FULL);
+        assert_eq!(err.code(), sqlite::SQLITE_FULL);
         assert!(
             err.kv_error().is_some_and(KvError::is_storage_full),
             "{err}"
@@ -783,15 +786,15 @@ fn a_full_store_is_sqlite_full_with_the_kv_error_kept() {
         file.begin_atomic().unwrap();
         file.write(&pattern(PAGE_SIZE, 3), P).await.unwrap();
         let err = file.commit_atomic().await.unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_FULL);
+        assert_eq!(err.code(), sqlite::SQLITE_FULL);
         let source = std::error::Error::source(&err).expect("KvError is the source");
         assert!(source.to_string().contains("no space left"), "{source}");
         file.rollback_atomic();
 
         let err = file.truncate(P).await.unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_FULL);
+        assert_eq!(err.code(), sqlite::SQLITE_FULL);
         let err = KvFile::delete(&store, FileTag::Main).await.unwrap_err();
-        assert_eq!(err.code(), code::SQLITE_FULL);
+        assert_eq!(err.code(), sqlite::SQLITE_FULL);
         assert_eq!(
             reopen_all(&(memory as Arc<dyn KvStore>), FileTag::Main).await,
             pattern(2 * PAGE_SIZE, 1)
