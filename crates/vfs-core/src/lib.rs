@@ -62,7 +62,9 @@ pub use kv::{
     CountingKv, FaultyKv, InjectedFault, KvError, KvLimits, KvOp, KvStore, MemoryKv, call_deadline,
     with_deadline,
 };
-pub use registry::{FileRegistry, MAX_NAME_LEN, RegistryError, ResolvedFile};
+pub use registry::{
+    FileRegistry, MAX_NAME_LEN, RegistryError, ResolvedFile, validate_database_name,
+};
 /// The SQLite result codes, under the name earlier releases used; the same
 /// items as [`sqlite`].
 pub use sqlite as code;

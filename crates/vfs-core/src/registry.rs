@@ -78,8 +78,14 @@ impl fmt::Debug for FileRegistry {
     }
 }
 
-/// Checks that `name` can be a database name.
-fn validate_name(name: &str) -> Result<(), RegistryError> {
+/// Checks that `name` can be a database name: what every layer that names
+/// a database accepts, checked here once. Refused: the empty name, names
+/// over [`MAX_NAME_LEN`] bytes, NUL and other control characters, '/',
+/// '?' and '#', URI filenames (`file:`), `":memory:"` (it never reaches a
+/// VFS) and names ending in a sidecar suffix (`-journal`, `-wal`, `-shm`),
+/// so that every path resolves to at most one file and no name can be read
+/// as something other than a plain name.
+pub fn validate_database_name(name: &str) -> Result<(), RegistryError> {
     let refuse = |reason| {
         Err(RegistryError::InvalidName {
             name: name.to_owned(),
@@ -95,8 +101,17 @@ fn validate_name(name: &str) -> Result<(), RegistryError> {
     if name.contains('\0') {
         return refuse("contains NUL");
     }
+    if name.chars().any(char::is_control) {
+        return refuse("contains control characters");
+    }
     if name.contains('/') {
         return refuse("contains '/'");
+    }
+    if name.contains('?') || name.contains('#') {
+        return refuse("contains '?' or '#'");
+    }
+    if name.starts_with("file:") {
+        return refuse("URI filenames are not allowed");
     }
     if name == ":memory:" {
         return refuse("\":memory:\" never reaches the VFS");
@@ -116,11 +131,10 @@ impl FileRegistry {
         Self::default()
     }
 
-    /// Registers database `name` with its store. Refuses empty names, names
-    /// with NUL or '/', names ending in a sidecar suffix, `":memory:"`,
-    /// names over [`MAX_NAME_LEN`] bytes and names already registered.
+    /// Registers database `name` with its store. Refuses names
+    /// [`validate_database_name`] refuses and names already registered.
     pub fn register(&self, name: &str, store: Arc<dyn KvStore>) -> Result<(), RegistryError> {
-        validate_name(name)?;
+        validate_database_name(name)?;
         let mut files = self.files.write();
         if files.contains_key(name) {
             return Err(RegistryError::Duplicate(name.to_owned()));

@@ -80,7 +80,18 @@ fn sidecar_named_databases_are_refused() {
 fn bad_names_are_refused() {
     let reg = FileRegistry::new();
     let long = "x".repeat(vfs_core::MAX_NAME_LEN + 1);
-    for name in ["", "a/b", "/abs", "nul\0byte", ":memory:", long.as_str()] {
+    for name in [
+        "",
+        "a/b",
+        "/abs",
+        "nul\0byte",
+        "tab\tname",
+        ":memory:",
+        "file:a.db",
+        "a?mode=ro",
+        "a#frag",
+        long.as_str(),
+    ] {
         let err = reg.register(name, store()).unwrap_err();
         assert!(
             matches!(err, RegistryError::InvalidName { .. }),
