@@ -30,6 +30,8 @@
 //! A crash found this way becomes a test in `fuzz/tests/` holding the input
 //! bytes, with a `//!` note on the bug it guards.
 
+#![forbid(unsafe_code)]
+
 mod bytes_reader;
 pub mod decode;
 pub mod kv_file_ops;

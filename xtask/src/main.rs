@@ -4,6 +4,8 @@
 //! thing: `cargo xtask ci` is what `.ci/run` calls, and it is also what you run
 //! before pushing.
 
+#![forbid(unsafe_code)]
+
 mod ci;
 mod deps;
 mod fuzz;

@@ -1,9 +1,11 @@
 //! Project hygiene checks that run as ordinary tests.
 //!
 //! They guard rules a reviewer would otherwise have to remember: shared lints
-//! and metadata in every manifest, a module doc at the top of every crate,
-//! a `SAFETY` note on every `unsafe` block, no ignored tests, and a CI script
-//! and README that keep the two documented entry points.
+//! and metadata in every manifest, a module doc at the top of every Rust
+//! file, `#![forbid(unsafe_code)]` in every crate without unsafe code, a
+//! `SAFETY` note on every `unsafe` block, no ignored tests, and a CI script
+//! and README that keep the two documented entry points. They cover every
+//! workspace member: `crates/*`, `xtask` and `fuzz`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -43,8 +45,31 @@ fn member_dirs() -> Vec<PathBuf> {
         .filter(|p| p.join("Cargo.toml").is_file())
         .collect();
     dirs.push(root.join("xtask"));
+    dirs.push(root.join("fuzz"));
     dirs.sort();
     dirs
+}
+
+/// Every `.rs` file of every workspace member.
+fn workspace_files() -> Vec<PathBuf> {
+    member_dirs()
+        .iter()
+        .flat_map(|dir| rust_files(dir))
+        .collect()
+}
+
+/// Whether a line has unsafe code: the keyword before a block, `fn`,
+/// `impl` or `extern`, outside a comment. (Built from parts so that this
+/// file does not match itself.)
+fn has_unsafe_code(line: &str) -> bool {
+    const KEYWORD: &str = "unsafe";
+    let code = line.split("//").next().unwrap_or("");
+    code.match_indices(KEYWORD).any(|(at, _)| {
+        let rest = &code[at + KEYWORD.len()..];
+        [" {", " fn", " impl", " extern"]
+            .iter()
+            .any(|next| rest.starts_with(next))
+    })
 }
 
 fn read(path: &Path) -> String {
@@ -76,14 +101,31 @@ fn manifests_inherit_workspace_settings() {
 }
 
 #[test]
-fn crate_roots_have_module_docs() {
+fn every_rust_file_starts_with_a_module_doc() {
+    for path in workspace_files() {
+        assert!(
+            read(&path).trim_start().starts_with("//!"),
+            "{} must start with a `//!` module doc saying what it is for",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn crates_without_unsafe_code_forbid_it() {
     for dir in member_dirs() {
+        if rust_files(&dir)
+            .iter()
+            .any(|path| read(path).lines().any(has_unsafe_code))
+        {
+            continue;
+        }
         for root in ["src/lib.rs", "src/main.rs"] {
             let path = dir.join(root);
             if path.is_file() {
                 assert!(
-                    read(&path).trim_start().starts_with("//!"),
-                    "{} must start with a `//!` module doc",
+                    read(&path).contains("#![forbid(unsafe_code)]"),
+                    "{} has no unsafe code: its root must say `#![forbid(unsafe_code)]`",
                     path.display()
                 );
             }
@@ -93,13 +135,11 @@ fn crate_roots_have_module_docs() {
 
 #[test]
 fn every_unsafe_block_says_why_it_is_sound() {
-    let root = project_root();
-    for path in rust_files(&root.join("crates")) {
+    for path in workspace_files() {
         let text = read(&path);
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
-            let code = line.split("//").next().unwrap_or("");
-            if !code.contains("unsafe {") {
+            if !has_unsafe_code(line) {
                 continue;
             }
             let window = &lines[i.saturating_sub(6)..=i];
@@ -115,8 +155,7 @@ fn every_unsafe_block_says_why_it_is_sound() {
 
 #[test]
 fn no_ignored_tests() {
-    let root = project_root();
-    for path in rust_files(&root.join("crates")) {
+    for path in workspace_files() {
         for (i, line) in read(&path).lines().enumerate() {
             assert!(
                 !line.trim_start().starts_with("#[ignore"),

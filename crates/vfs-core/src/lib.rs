@@ -43,6 +43,8 @@
 //! # }).unwrap();
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod file;
 mod format;
