@@ -69,6 +69,7 @@ mod driver;
 mod error;
 mod handle;
 mod pool;
+pub mod testing;
 mod worker;
 
 pub use config::PoolConfig;

@@ -5,7 +5,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{GateKv, config, kv};
+use common::{config, kv};
+use vfs_pool::testing::GateKv;
 use vfs_pool::{KvStore, PoolConfig, SqliteVfsPool, Value};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
