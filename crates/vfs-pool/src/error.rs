@@ -39,9 +39,10 @@ pub enum Error {
         actor: String,
     },
     /// The instance serving this actor could not start (for example the
-    /// SQLite module failed to compile). The next acquire tries again.
-    #[error("could not start a SQLite instance: {0}")]
-    InstanceStart(String),
+    /// SQLite module failed to compile, or no thread could be spawned); the
+    /// cause is the error's `source()`. The next acquire tries again.
+    #[error("could not start a SQLite instance")]
+    InstanceStart(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// The worker thread of the instance is gone (the instance was destroyed
     /// or its thread died); the call did not run, or its outcome is unknown.
     #[error("the instance serving this actor is gone")]
@@ -85,8 +86,8 @@ pub enum Error {
     },
     /// The storage backend of a driver failed outside SQLite (opening,
     /// listing or deleting an actor's namespace).
-    #[error("storage: {0}")]
-    Storage(#[source] vfs_core::KvError),
+    #[error(transparent)]
+    Storage(vfs_core::KvError),
     /// An error from SQLite or the storage under it: SQLite code and message,
     /// the storage error, an interruption or a resource limit.
     #[error(transparent)]

@@ -62,8 +62,8 @@ pub(crate) enum Startup {
     Starting,
     /// The instance is serving.
     Ready,
-    /// The instance could not be created; the message says why.
-    Failed(Arc<str>),
+    /// The instance could not be created, for this reason.
+    Failed(Arc<vfs_wasm::Error>),
 }
 
 /// Whether an instance may take new actors, shared by its thread and the pool.
@@ -193,9 +193,7 @@ impl Worker {
             }),
             Err(e) => {
                 live.fetch_sub(1, Ordering::SeqCst);
-                Err(Error::InstanceStart(format!(
-                    "spawning a worker thread: {e}"
-                )))
+                Err(Error::InstanceStart(Arc::new(e)))
             }
         }
     }
@@ -305,7 +303,7 @@ fn serve(
         Ok(instance) => instance,
         Err(e) => {
             tracing::warn!(error = %e, "instance start failed");
-            startup.send_replace(Startup::Failed(e.to_string().into()));
+            startup.send_replace(Startup::Failed(Arc::new(e)));
             return;
         }
     };
@@ -406,7 +404,7 @@ pub(crate) async fn wait_ready(mut startup: watch::Receiver<Startup>) -> Result<
         .map_err(|_| Error::InstanceGone)?
         .clone();
     match state {
-        Startup::Failed(reason) => Err(Error::InstanceStart(reason.to_string())),
+        Startup::Failed(reason) => Err(Error::InstanceStart(reason)),
         Startup::Ready | Startup::Starting => Ok(()),
     }
 }
