@@ -71,15 +71,20 @@
 //! prebuilt module instead; it must import its memory and the `env` host
 //! functions exactly as `c/shim.c` declares them.
 
+mod cache;
+mod config;
 mod error;
+mod guest;
 mod host;
 mod instance;
 mod memory;
 mod module;
+mod statement;
 mod value;
 mod wait;
 
+pub use config::{InstanceConfig, Lookaside, MAX_BUDGET};
 pub use error::{Error, Result};
-pub use instance::{DbId, Instance, InstanceConfig, Lookaside, MAX_BUDGET};
+pub use instance::{DbId, Instance};
 pub use module::{ModuleConfig, SqliteModule};
 pub use value::{Rows, Value};

@@ -21,6 +21,39 @@ pub(crate) struct OutOfBounds {
     pub len: u64,
 }
 
+/// A pointer into guest memory, as the guest hands it over or the host
+/// allocates it: a `u32` offset that only [`GuestMemory`] dereferences, and
+/// a type of its own so it cannot be confused with a connection, a
+/// statement or a length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GuestPtr(u32);
+
+impl GuestPtr {
+    /// The guest's NULL.
+    pub(crate) const NULL: GuestPtr = GuestPtr(0);
+
+    /// Wraps an offset the guest returned.
+    pub(crate) fn new(offset: u32) -> Self {
+        Self(offset)
+    }
+
+    /// The offset, to pass to the guest or to [`GuestMemory`].
+    pub(crate) fn get(self) -> u32 {
+        self.0
+    }
+
+    /// True for the guest's NULL.
+    pub(crate) fn is_null(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The pointer `bytes` further on. Only used inside an allocation the
+    /// host made, so it stays in bounds (and every access is checked anyway).
+    pub(crate) fn add(self, bytes: u32) -> Self {
+        Self(self.0 + bytes)
+    }
+}
+
 /// Longest C string read from the guest (SQLite messages and column
 /// names); a longer one is cut and ends with [`TRUNCATED`]. SQL text is at
 /// most 1 MiB, so only a name or message built from a huge value is cut.
