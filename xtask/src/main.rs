@@ -73,17 +73,17 @@ fn main() -> Result<()> {
 }
 
 /// Scenarios measured by the vfs-core example of the same name rather than
-/// by driver-engine's bench: they need neither SQLite nor wasmer, so asking
+/// by the bench crate: they need neither SQLite nor wasmer, so asking
 /// for them alone builds in seconds.
 const CORE_SCENARIOS: &[&str] = &["blob_read"];
 
-/// `cargo xtask bench`: driver-engine's bench for its scenarios, then the
+/// `cargo xtask bench`: the bench crate (`crates/bench`) for its scenarios, then the
 /// vfs-core examples for theirs (with `--json` passed on). Without
 /// `--scenario`, all of them.
 fn bench(root: &std::path::Path, args: &[String]) -> Result<()> {
     let (engine_args, core) = split_bench_args(args);
     if let Some(engine_args) = engine_args {
-        run_example(root, "driver-engine", "bench", &engine_args)?;
+        run_bench(root, &engine_args)?;
     }
     let json = args.iter().any(|a| a == "--json");
     for example in core {
@@ -99,7 +99,7 @@ fn bench(root: &std::path::Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Splits `cargo xtask bench` arguments: those for driver-engine's bench
+/// Splits `cargo xtask bench` arguments: those for the bench crate
 /// (`None` when only vfs-core scenarios were asked for) and the vfs-core
 /// examples to run (none for `--help`).
 fn split_bench_args(args: &[String]) -> (Option<Vec<String>>, Vec<&'static str>) {
@@ -143,26 +143,37 @@ fn run_example(
     example: &str,
     args: &[String],
 ) -> Result<()> {
-    // The benches also start a throwaway PostgreSQL, hence the test
-    // packages; that server flushes every commit, like driver-fs, so the two
-    // are compared on equal terms.
-    let bench = example == "bench";
-    let purpose = if bench {
-        deps::Purpose::Test
-    } else {
-        deps::Purpose::Build
-    };
+    let target = ["--package", package, "--example", example];
+    run_release(root, deps::Purpose::Build, &target, &[], args)
+}
+
+/// Builds and runs the bench crate (`crates/bench`), passing `args`
+/// through. It also starts a throwaway PostgreSQL, hence the test packages;
+/// that server flushes every commit, like driver-fs, so the two are compared
+/// on equal terms.
+fn run_bench(root: &std::path::Path, args: &[String]) -> Result<()> {
+    let target = ["--package", "vfs-bench"];
+    let env = [("PG_TEST_DURABLE", "1")];
+    run_release(root, deps::Purpose::Test, &target, &env, args)
+}
+
+/// `cargo run --release` of `target` from the project root, once the
+/// system packages `purpose` needs are there, with `env` set and `args`
+/// passed through.
+fn run_release(
+    root: &std::path::Path,
+    purpose: deps::Purpose,
+    target: &[&str],
+    env: &[(&str, &str)],
+    args: &[String],
+) -> Result<()> {
     deps::ensure(purpose, true)?;
     let sh = xshell::Shell::new()?;
     sh.change_dir(root);
-    if bench {
-        sh.set_var("PG_TEST_DURABLE", "1");
+    for (key, value) in env {
+        sh.set_var(key, value);
     }
-    xshell::cmd!(
-        sh,
-        "cargo run --quiet --release --package {package} --example {example} -- {args...}"
-    )
-    .run()?;
+    xshell::cmd!(sh, "cargo run --quiet --release {target...} -- {args...}").run()?;
     Ok(())
 }
 

@@ -5,7 +5,12 @@
 //! this binary with `--scenario NAME`), so one scenario's memory never shows
 //! up in another's RSS figures. `--json` prints one JSON object per scenario
 //! (and backend) per line, with stable field names.
+//!
+//! It is a crate of its own (never published) so that the baselines it
+//! compiles (rusqlite) and the drivers it compares stay out of the library
+//! crates' dependency graphs.
 
+#![forbid(unsafe_code)]
 // Counts and byte sizes become f64 only to print rates and averages; they
 // stay far below 2^52, where the conversion would lose precision.
 #![allow(clippy::cast_precision_loss)]
