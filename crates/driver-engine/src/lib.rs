@@ -69,20 +69,25 @@
 //! # Ok(()) }
 //! ```
 
+mod actor_store;
+mod connection;
 mod driver;
 mod error;
 mod options;
 mod schema;
+mod stats;
 mod storage;
-mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use actor_store::{
+    MAX_ACTOR_ID_BYTES, MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES, PgActorStore,
+};
 pub use driver::EngineDriver;
 pub use error::{Error, Result};
 pub use options::PgOptions;
 pub use schema::SCHEMA_VERSION;
-pub use storage::{PgStats, PgStorage};
-pub use store::{MAX_ACTOR_ID_BYTES, MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES, PgActorStore};
+pub use stats::PgStats;
+pub use storage::PgStorage;
 
 pub use vfs_pool;

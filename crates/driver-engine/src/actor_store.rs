@@ -35,7 +35,7 @@
 //! backend that holds the actor's row once that lease is over. So after a
 //! new owner's first acknowledged write, no other host returns data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -46,8 +46,12 @@ use tokio_postgres::error::SqlState;
 use vfs_core::{KvError, KvLimits, KvStore};
 
 use crate::PgOptions;
+use crate::connection::{
+    Backend, Connections, Failure, Settled, aborted_transiently, definitely_not_applied, discard,
+    is_transient, millis,
+};
 use crate::error::chain;
-use crate::storage::{Counters, Failure, Settled, Shared, discard, is_transient};
+use crate::stats::Counters;
 
 /// Keys per batch. At most 8192 × 64 KiB = 512 MiB of values per statement,
 /// safely under PostgreSQL's 1 GiB limit on one array value and one message.
@@ -66,7 +70,7 @@ pub const MAX_ACTOR_ID_BYTES: usize = vfs_pool::MAX_ACTOR_ID_LEN;
 const QUOTED_ID_BYTES: usize = 64;
 
 /// The actor's current generation (none yet: 0).
-const CURRENT_SQL: &str = "SELECT generation FROM vfs_actors WHERE actor_id = $1";
+pub(crate) const CURRENT_SQL: &str = "SELECT generation FROM vfs_actors WHERE actor_id = $1";
 
 /// Every statement that locks an actor's row starts with this comment, which
 /// `pg_stat_activity.query` shows: a takeover recognises a stale backend of
@@ -78,7 +82,7 @@ const MARKER: &str = "/* driver-engine */";
 /// lease of the owner it fences, unless the owner token (`$4`) says that
 /// owner was an earlier attempt of this same open. Returns the wait, in
 /// seconds, until that previous lease is over.
-pub(crate) const OPEN_SQL: &str = "/* driver-engine */
+const OPEN_SQL: &str = "/* driver-engine */
     INSERT INTO vfs_actors (actor_id, generation, lease_until, owner_token)
     VALUES ($1, $2::bigint + 1, clock_timestamp() + $3::bigint * interval '1 millisecond', $4)
     ON CONFLICT (actor_id) DO UPDATE SET
@@ -139,24 +143,6 @@ const GET_SQL: &str = "
     WHERE a.id = $1 AND a.generation = $2
     ORDER BY k.ord";
 
-/// Deletes every page and fences whoever owns the actor, if the generation
-/// is still the one read before (`$2`): a delete that arrives late, after
-/// the actor was opened again, changes nothing. The lease is left alone, so
-/// a host that opens the actor next still waits for the old owner's lease.
-const DELETE_ACTOR_SQL: &str = "/* driver-engine */
-    WITH fenced AS (
-        UPDATE vfs_actors SET generation = generation + 1
-        WHERE actor_id = $1 AND generation = $2 RETURNING id
-    ), removed AS (
-        DELETE FROM vfs_pages p USING fenced WHERE p.actor = fenced.id
-    )
-    SELECT count(*) FROM fenced";
-
-/// Actors that have at least one page (an index probe per actor).
-const LIST_SQL: &str = "
-    SELECT a.actor_id FROM vfs_actors a
-    WHERE EXISTS (SELECT 1 FROM vfs_pages p WHERE p.actor = a.id)";
-
 /// Extends the leases of the owners `($1[i], $2[i])` by `$3` ms, skipping
 /// rows another transaction holds and leases already released (a renewal
 /// racing a release must not bring the lease back). One row per owner: its
@@ -193,16 +179,6 @@ const SKIP_SQL: &str = "/* driver-engine */
     UPDATE vfs_actors SET seq = seq + 2
     WHERE id = $1 AND generation = $2 AND seq = $3 RETURNING seq";
 
-/// Which backend this connection is, to end it if a write on it is lost.
-const BACKEND_SQL: &str =
-    "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()";
-
-/// Ends backend `$1` if it is still the one that started at `$2`, waiting
-/// up to `$3` ms for it to exit. No row: it is gone already.
-const END_BACKEND_SQL: &str = "
-    SELECT pg_terminate_backend(pid, $3::bigint) FROM pg_stat_activity
-    WHERE pid = $1 AND backend_start::text = $2";
-
 /// The driver backend holding the actor's row lock (a write or takeover in
 /// progress, recognised by [`MARKER`] at the start of its statement), and
 /// whether the lease of the actor's owner is over.
@@ -216,14 +192,9 @@ const HOLDER_SQL: &str = "
     WHERE a.actor_id = $1 AND l.pid <> pg_backend_pid()
       AND starts_with(s.query, $2)";
 
-/// Prepares the hot statements on a fresh connection (they are cached per
-/// connection and reused by every later call on it).
-pub(crate) async fn prepare(client: &Client) -> Result<(), tokio_postgres::Error> {
-    for sql in [OPEN_SQL, PUT_SQL, DELETE_SQL, GET_SQL] {
-        client.prepare_cached(sql).await?;
-    }
-    Ok(())
-}
+/// The hot statements, prepared on every fresh connection (they are cached
+/// per connection and reused by every later call on it).
+pub(crate) const HOT_STATEMENTS: &[&str] = &[OPEN_SQL, PUT_SQL, DELETE_SQL, GET_SQL];
 
 /// At most [`QUOTED_ID_BYTES`] of an actor id, for error messages.
 pub(crate) fn quoted(actor_id: &str) -> String {
@@ -237,7 +208,7 @@ pub(crate) fn quoted(actor_id: &str) -> String {
     format!("{:?}… ({} bytes)", &actor_id[..end], actor_id.len())
 }
 
-fn check_actor_id(actor_id: &str) -> Result<(), KvError> {
+pub(crate) fn check_actor_id(actor_id: &str) -> Result<(), KvError> {
     vfs_pool::validate_actor_id(actor_id).map_err(|e| KvError::Backend {
         message: format!("actor id {}: {e}", quoted(actor_id)),
         source: None,
@@ -259,84 +230,29 @@ fn check_key_sizes<'a>(keys: impl Iterator<Item = &'a Bytes>) -> Result<(), KvEr
     Ok(())
 }
 
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// A server error that aborted the statement before anything was applied
-/// and that goes away by itself: a lock wait that timed out, a cancelled
-/// statement, a serialization failure or deadlock.
-fn aborted_transiently(error: &tokio_postgres::Error) -> bool {
-    error.as_db_error().is_some_and(|db| {
-        let code = db.code();
-        *code == SqlState::LOCK_NOT_AVAILABLE
-            || *code == SqlState::QUERY_CANCELED
-            || *code == SqlState::T_R_SERIALIZATION_FAILURE
-            || *code == SqlState::T_R_DEADLOCK_DETECTED
-    })
-}
-
-/// A server error that says the statement failed and was rolled back, so
-/// nothing was applied: any error response except the ones that end the
-/// connection (after which the fate of the statement is not known).
-fn definitely_not_applied(error: &tokio_postgres::Error) -> bool {
-    error.as_db_error().is_some_and(|db| {
-        let state = db.code().code();
-        !(state.starts_with("08") || state.starts_with("57P"))
-    })
-}
-
-/// Identity of one server backend (a pid is reused; with its start time it
-/// is not).
-#[derive(Debug, Clone)]
-pub(crate) struct Backend {
-    pid: i32,
-    started: String,
+/// What the stores of one [`PgStorage`](crate::PgStorage) share: the
+/// connections, and the leases the renewal task keeps alive. Every store
+/// holds it, so renewals go on while any store lives.
+pub(crate) struct Shared {
+    pub(crate) pg: Arc<Connections>,
+    /// The stores whose leases the renewal task keeps alive, by actor row.
+    leases: parking_lot::Mutex<HashMap<i64, Weak<Owner>>>,
+    /// Whether the renewal task runs (started by the first open).
+    renewing: AtomicBool,
 }
 
 impl Shared {
-    /// The backend of `client`, asked once per connection.
-    async fn backend_of(&self, client: &Client) -> Result<Backend, tokio_postgres::Error> {
-        let key = Arc::as_ptr(&client.statement_cache) as usize;
-        if let Some(known) = self
-            .backends
-            .lock()
-            .get(&key)
-            .and_then(|(cache, backend)| (cache.strong_count() > 0).then(|| backend.clone()))
-        {
-            return Ok(known);
+    pub(crate) fn new(pg: Connections) -> Self {
+        Self {
+            pg: Arc::new(pg),
+            leases: parking_lot::Mutex::default(),
+            renewing: AtomicBool::new(false),
         }
-        let row = client.query_one(BACKEND_SQL, &[]).await?;
-        let backend = Backend {
-            pid: row.try_get(0)?,
-            started: row.try_get(1)?,
-        };
-        let mut backends = self.backends.lock();
-        backends.retain(|_, (cache, _)| cache.strong_count() > 0);
-        backends.insert(
-            key,
-            (Arc::downgrade(&client.statement_cache), backend.clone()),
-        );
-        Ok(backend)
-    }
-
-    /// Ends `backend` and waits (up to `wait`) until it has exited. `true`
-    /// when it is gone; `false` when it is still there.
-    async fn end_backend(
-        client: &Client,
-        backend: &Backend,
-        wait: Duration,
-    ) -> Result<bool, tokio_postgres::Error> {
-        let rows = client
-            .query(
-                END_BACKEND_SQL,
-                &[&backend.pid, &backend.started, &millis(wait).max(1)],
-            )
-            .await?;
-        Ok(rows.first().is_none_or(|row| row.get::<_, bool>(0)))
     }
 }
 
+/// Takes ownership of `actor_id` (see
+/// [`PgStorage::open_store`](crate::PgStorage::open_store)).
 pub(crate) async fn open(shared: Arc<Shared>, actor_id: &str) -> Result<PgActorStore, KvError> {
     check_actor_id(actor_id)?;
     let actor: Arc<str> = Arc::from(actor_id);
@@ -345,17 +261,21 @@ pub(crate) async fn open(shared: Arc<Shared>, actor_id: &str) -> Result<PgActorS
     let token = owner_token();
     // A takeover may wait for the previous owner's lease (and for a stale
     // backend to be ended once it is over) on top of the usual budget.
-    let lease = shared.options.lease_duration;
+    let lease = shared.pg.options.lease_duration;
     let deadline = shared
+        .pg
         .deadline(vfs_core::call_deadline())
-        .max(Instant::now() + lease.saturating_mul(2) + shared.options.statement_timeout);
+        .max(Instant::now() + lease.saturating_mul(2) + shared.pg.options.statement_timeout);
     let store = shared
+        .pg
         .spawn(async move {
             let shared = task_shared;
             // An attempt may wait for the row lock (up to the lock timeout)
             // and then end the backend that held it.
-            let patience = shared.options.statement_timeout + shared.options.lock_timeout() * 2;
+            let patience =
+                shared.pg.options.statement_timeout + shared.pg.options.lock_timeout() * 2;
             let (sent, (id, generation, seq, wait)) = shared
+                .pg
                 .run_patiently("open_actor", deadline, patience, |client| {
                     let actor = Arc::clone(&task_actor);
                     let shared = Arc::clone(&shared);
@@ -368,7 +288,7 @@ pub(crate) async fn open(shared: Arc<Shared>, actor_id: &str) -> Result<PgActorS
                 id,
                 generation,
                 writes: tokio::sync::Mutex::new(WriteState { seq, pending: None }),
-                lease: LeaseClock::new(sent, &shared.options),
+                lease: LeaseClock::new(sent, &shared.pg.options),
             });
             {
                 // An older store of the same actor on this storage was just
@@ -438,7 +358,7 @@ async fn take_over(
         .await?
         .map_or(Ok(0), |row| row.try_get(0))?;
     let statement = client.prepare_cached(OPEN_SQL).await?;
-    let lease = millis(shared.options.lease_duration);
+    let lease = millis(shared.pg.options.lease_duration);
     // The lease runs from the bump, which is after this instant.
     let sent = Instant::now();
     match client
@@ -460,19 +380,15 @@ async fn take_over(
         Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
             let holder = client.query_opt(HOLDER_SQL, &[&actor, &MARKER]).await?;
             if let Some(row) = holder {
-                let backend = Backend {
-                    pid: row.try_get(0)?,
-                    started: row.try_get(1)?,
-                };
+                let backend = Backend::from_row(&row)?;
                 let lapsed: bool = row.try_get(2)?;
                 if lapsed {
                     tracing::warn!(
                         actor = %quoted(actor),
-                        pid = backend.pid,
+                        pid = backend.pid(),
                         "ending a stale backend that holds the actor after its owner's lease ran out"
                     );
-                    match Shared::end_backend(client, &backend, shared.options.lock_timeout()).await
-                    {
+                    match backend.end(client, shared.pg.options.lock_timeout()).await {
                         Ok(_) => {}
                         Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
                             return Err(Failure::Retry(format!(
@@ -481,7 +397,7 @@ async fn take_over(
                                  pg_signal_backend, or wait for the server to drop the \
                                  connection",
                                 quoted(actor),
-                                backend.pid,
+                                backend.pid(),
                                 chain(&e)
                             )));
                         }
@@ -505,7 +421,7 @@ async fn take_over(
 /// one whose row is busy (a write or a takeover holds it) is skipped this
 /// round instead of holding up the others.
 pub(crate) async fn renew_leases(shared: Weak<Shared>) {
-    let Some(every) = shared.upgrade().map(|s| s.options.lease_renewal()) else {
+    let Some(every) = shared.upgrade().map(|s| s.pg.options.lease_renewal()) else {
         return;
     };
     loop {
@@ -513,7 +429,7 @@ pub(crate) async fn renew_leases(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if shared.pool.is_closed() {
+        if shared.pg.pool.is_closed() {
             return;
         }
         let owners: Vec<Arc<Owner>> = {
@@ -538,13 +454,14 @@ async fn renew_chunk(shared: &Shared, owners: &[Arc<Owner>], within: Duration) {
     let sent = Instant::now();
     let ids: Vec<i64> = owners.iter().map(|o| o.id).collect();
     let generations: Vec<i64> = owners.iter().map(|o| o.generation).collect();
-    let lease = millis(shared.options.lease_duration);
+    let lease = millis(shared.pg.options.lease_duration);
     let answer = async {
         let client = shared
+            .pg
             .client_before(sent + within)
             .await
             .map_err(|e| e.to_string())?;
-        Counters::bump(&shared.counters.lease_renewals);
+        Counters::bump(&shared.pg.counters.lease_renewals);
         match tokio::time::timeout(
             within,
             client.query(RENEW_SQL, &[&ids, &generations, &lease]),
@@ -576,101 +493,20 @@ async fn renew_chunk(shared: &Shared, owners: &[Arc<Owner>], within: Duration) {
             return;
         }
     };
-    let mut outcome = std::collections::HashMap::with_capacity(rows.len());
+    let mut outcome = HashMap::with_capacity(rows.len());
     for row in &rows {
         let (id, renewed, owned): (i64, bool, bool) = (row.get(0), row.get(1), row.get(2));
         outcome.insert(id, (renewed, owned));
     }
     for owner in owners {
         match outcome.get(&owner.id) {
-            Some((true, _)) => owner.lease.extend(sent, &shared.options),
+            Some((true, _)) => owner.lease.extend(sent, &shared.pg.options),
             Some((false, true)) => {
                 tracing::debug!(actor = %quoted(&owner.actor), "row busy; lease renewed next round");
             }
             _ => owner.lease.fenced.store(true, Ordering::Release),
         }
     }
-}
-
-pub(crate) async fn generation(
-    shared: &Arc<Shared>,
-    actor_id: &str,
-) -> Result<Option<i64>, KvError> {
-    check_actor_id(actor_id)?;
-    let task_shared = Arc::clone(shared);
-    let actor: Arc<str> = Arc::from(actor_id);
-    let deadline = shared.deadline(vfs_core::call_deadline());
-    shared
-        .spawn(async move {
-            task_shared
-                .run("generation", deadline, |client| {
-                    let actor = Arc::clone(&actor);
-                    async move {
-                        let row = client.query_opt(CURRENT_SQL, &[&&*actor]).await?;
-                        Ok(row.map(|r| r.get::<_, i64>(0)))
-                    }
-                })
-                .await
-        })
-        .await
-}
-
-pub(crate) async fn delete_actor(shared: &Arc<Shared>, actor_id: &str) -> Result<(), KvError> {
-    check_actor_id(actor_id)?;
-    let task_shared = Arc::clone(shared);
-    let actor: Arc<str> = Arc::from(actor_id);
-    let deadline = shared.deadline(vfs_core::call_deadline());
-    // Repeating is safe: each attempt is conditional on the generation it
-    // read, so a lost attempt that lands late finds a newer one and deletes
-    // nothing, while the repeat deletes the same pages.
-    shared
-        .spawn(async move {
-            task_shared
-                .run("delete_actor", deadline, |client| {
-                    let actor = Arc::clone(&actor);
-                    async move {
-                        let Some(row) = client.query_opt(CURRENT_SQL, &[&&*actor]).await? else {
-                            return Ok(());
-                        };
-                        let current: i64 = row.try_get(0)?;
-                        let statement = client.prepare_cached(DELETE_ACTOR_SQL).await?;
-                        let fenced: i64 = client
-                            .query_one(&statement, &[&&*actor, &current])
-                            .await?
-                            .try_get(0)?;
-                        if fenced == 0 {
-                            return Err(Failure::Retry(format!(
-                                "actor {} was opened while it was being deleted",
-                                quoted(&actor)
-                            )));
-                        }
-                        Ok(())
-                    }
-                })
-                .await
-        })
-        .await
-}
-
-pub(crate) async fn list_actors(shared: &Arc<Shared>) -> Result<Vec<String>, KvError> {
-    let task_shared = Arc::clone(shared);
-    let deadline = shared.deadline(vfs_core::call_deadline());
-    let mut actors = shared
-        .spawn(async move {
-            task_shared
-                .run("list_actors", deadline, |client| async move {
-                    let rows = client.query(LIST_SQL, &[]).await?;
-                    Ok(rows
-                        .iter()
-                        .map(|r| r.get::<_, String>(0))
-                        .collect::<Vec<_>>())
-                })
-                .await
-        })
-        .await?;
-    // Byte order, whatever the database's collation.
-    actors.sort();
-    Ok(actors)
 }
 
 /// The owner's view of its lease, on its own monotonic clock.
@@ -824,7 +660,7 @@ impl Owner {
 
     fn fenced(&self) -> KvError {
         self.lease.fenced.store(true, Ordering::Release);
-        Counters::bump(&self.shared.counters.fenced);
+        Counters::bump(&self.shared.pg.counters.fenced);
         KvError::Fenced {
             message: self.fenced_message(),
         }
@@ -832,7 +668,7 @@ impl Owner {
 
     fn check(&self) -> Result<(), KvError> {
         if self.lease.fenced.load(Ordering::Acquire) {
-            Counters::bump(&self.shared.counters.fenced);
+            Counters::bump(&self.shared.pg.counters.fenced);
             return Err(KvError::Fenced {
                 message: self.fenced_message(),
             });
@@ -850,40 +686,53 @@ impl Owner {
         Ok(())
     }
 
-    /// Applies `op` exactly once or not at all (see the module docs).
-    async fn write(self: Arc<Self>, op: WriteOp, deadline: Instant) -> Result<(), KvError> {
-        let what = op.name();
-        let shared = Arc::clone(&self.shared);
-        let mut state = tokio::time::timeout(
+    /// The store's write state, once no other call of this store writes or
+    /// settles a write; `late` says why not when `deadline` comes first.
+    async fn writes_before(
+        &self,
+        deadline: Instant,
+        late: impl FnOnce() -> String,
+    ) -> Result<tokio::sync::MutexGuard<'_, WriteState>, KvError> {
+        tokio::time::timeout(
             deadline.saturating_duration_since(Instant::now()),
             self.writes.lock(),
         )
         .await
-        .map_err(|_| KvError::Unavailable {
-            message: format!(
-                "{what}: an earlier write of actor {} was still being settled at \
-                 the call's deadline; nothing of this call was applied",
-                quoted(&self.actor)
-            ),
-        })?;
+        .map_err(|_| KvError::Unavailable { message: late() })
+    }
+
+    /// Applies `op` exactly once or not at all (see the module docs).
+    async fn write(self: Arc<Self>, op: WriteOp, deadline: Instant) -> Result<(), KvError> {
+        let what = op.name();
+        let shared = Arc::clone(&self.shared);
+        let mut state = self
+            .writes_before(deadline, || {
+                format!(
+                    "{what}: an earlier write of actor {} was still being settled at \
+                     the call's deadline; nothing of this call was applied",
+                    quoted(&self.actor)
+                )
+            })
+            .await?;
         self.settle_pending(&mut state, deadline, what).await?;
-        let attempts = shared.options.retry_attempts;
+        let attempts = shared.pg.options.retry_attempts;
         let mut tried = 0;
         loop {
             tried += 1;
             let may_retry = tried < attempts && Instant::now() < deadline;
-            let client = match shared.client_before(deadline).await {
+            let client = match shared.pg.client_before(deadline).await {
                 Ok(client) => Arc::new(client),
                 Err(e) if e.is_transient() && may_retry => {
-                    shared.backoff(what, tried, &e, deadline).await;
+                    shared.pg.backoff(what, tried, &e, deadline).await;
                     continue;
                 }
                 Err(e) => return Err(e),
             };
             // Nothing is sent before the backend is known.
             let asked = shared
+                .pg
                 .attempt_before(deadline, async {
-                    shared.backend_of(&client).await.map_err(Failure::Pg)
+                    shared.pg.backend_of(&client).await.map_err(Failure::Pg)
                 })
                 .await;
             let backend = match asked {
@@ -899,20 +748,21 @@ impl Owner {
                         message: format!("{what}: {cause}"),
                     };
                     if may_retry && transient {
-                        shared.backoff(what, tried, &error, deadline).await;
+                        shared.pg.backoff(what, tried, &error, deadline).await;
                         continue;
                     }
                     return Err(error);
                 }
             };
             let seq = state.seq;
-            let lease = millis(shared.options.lease_duration);
+            let lease = millis(shared.pg.options.lease_duration);
             let sent_at = Instant::now();
             let sent = shared
+                .pg
                 .attempt_before(deadline, async {
                     op.send(
                         &client,
-                        &shared.counters,
+                        &shared.pg.counters,
                         (self.id, self.generation, seq, lease),
                     )
                     .await
@@ -922,24 +772,24 @@ impl Owner {
             let cause = match sent {
                 Ok(true) => {
                     state.seq = seq + 1;
-                    self.lease.extend(sent_at, &shared.options);
+                    self.lease.extend(sent_at, &shared.pg.options);
                     return Ok(());
                 }
                 Ok(false) => return Err(self.refused(&mut state, deadline).await),
                 Err(Failure::Pg(e)) if definitely_not_applied(&e) => {
                     if aborted_transiently(&e) && may_retry {
                         let error = KvError::Unavailable { message: chain(&e) };
-                        shared.backoff(what, tried, &error, deadline).await;
+                        shared.pg.backoff(what, tried, &error, deadline).await;
                         continue;
                     }
-                    return Err(match shared.settle_failure(what, Failure::Pg(e)) {
+                    return Err(match shared.pg.settle_failure(what, Failure::Pg(e)) {
                         Settled::Final(e) => e,
                         Settled::Transient(cause) | Settled::Again(cause) => KvError::Unavailable {
                             message: format!("{what}: {cause}"),
                         },
                     });
                 }
-                Err(failure) => match shared.settle_failure(what, failure) {
+                Err(failure) => match shared.pg.settle_failure(what, failure) {
                     Settled::Final(e) => return Err(e),
                     Settled::Transient(cause) | Settled::Again(cause) => cause,
                 },
@@ -951,13 +801,14 @@ impl Owner {
             // most a second): it is what makes the report exact.
             let grace = Instant::now()
                 + shared
+                    .pg
                     .options
                     .lock_timeout()
-                    .min(shared.options.statement_timeout)
+                    .min(shared.pg.options.statement_timeout)
                     .min(Duration::from_secs(1));
             let settled = self.settle(&pending, deadline.max(grace)).await;
             if settled.is_ok() {
-                Counters::bump(&shared.counters.settled_writes);
+                Counters::bump(&shared.pg.counters.settled_writes);
             }
             return match settled {
                 Ok(Settlement::Applied) => {
@@ -1031,7 +882,7 @@ impl Owner {
         };
         let settled = self.settle(&pending, deadline).await;
         if settled.is_ok() {
-            Counters::bump(&self.shared.counters.settled_writes);
+            Counters::bump(&self.shared.pg.counters.settled_writes);
         }
         match settled {
             Ok(Settlement::Applied) => {
@@ -1067,6 +918,7 @@ impl Owner {
     async fn refused(&self, state: &mut WriteState, deadline: Instant) -> KvError {
         let read = self
             .shared
+            .pg
             .run("write check", deadline, |client| async move {
                 let row = client.query_opt(STATE_SQL, &[&self.id]).await?;
                 Ok(row.map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1))))
@@ -1104,12 +956,13 @@ impl Owner {
             tried += 1;
             let attempt = async {
                 let client = shared
+                    .pg
                     .client_before(deadline)
                     .await
                     .map_err(|e| e.to_string())?;
                 let left = deadline.saturating_duration_since(Instant::now());
-                let wait = shared.options.lock_timeout().min(left);
-                let ended = match Shared::end_backend(&client, &pending.backend, wait).await {
+                let wait = shared.pg.options.lock_timeout().min(left);
+                let ended = match pending.backend.end(&client, wait).await {
                     Ok(ended) => ended,
                     Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => false,
                     Err(e) => return Err(chain(&e)),
@@ -1157,20 +1010,21 @@ impl Owner {
             };
             let patience = deadline
                 .saturating_duration_since(Instant::now())
-                .min(shared.options.statement_timeout);
+                .min(shared.pg.options.statement_timeout);
             let outcome = tokio::time::timeout(patience, attempt)
                 .await
                 .unwrap_or_else(|_| Err(format!("no answer within {patience:?}")));
             match outcome {
                 Ok(settled) => return Ok(settled),
                 Err(cause)
-                    if Instant::now() >= deadline || tried >= shared.options.retry_attempts =>
+                    if Instant::now() >= deadline || tried >= shared.pg.options.retry_attempts =>
                 {
                     return Err(cause);
                 }
                 Err(cause) => {
                     let error = KvError::Unavailable { message: cause };
                     shared
+                        .pg
                         .backoff("settling a write", tried, &error, deadline)
                         .await;
                 }
@@ -1211,12 +1065,20 @@ impl PgActorStore {
         self.owner.generation
     }
 
+    /// Refuses a batch of more keys than [`MAX_BATCH_KEYS`] or with a key
+    /// longer than [`MAX_KEY_BYTES`], before anything is sent.
+    fn check_keys(&self, keys: &[Bytes]) -> Result<(), KvError> {
+        self.limits().check_keys(keys.len())?;
+        check_key_sizes(keys.iter())
+    }
+
     async fn write(&self, op: WriteOp) -> Result<(), KvError> {
         self.owner.check()?;
-        let deadline = self.owner.shared.deadline(vfs_core::call_deadline());
+        let deadline = self.owner.shared.pg.deadline(vfs_core::call_deadline());
         let owner = Arc::clone(&self.owner);
         self.owner
             .shared
+            .pg
             .spawn(async move { owner.write(op, deadline).await })
             .await
     }
@@ -1226,16 +1088,17 @@ impl Drop for PgActorStore {
     /// Gives the lease up once every write of this store is settled.
     fn drop(&mut self) {
         let owner = Arc::clone(&self.owner);
-        let runtime = self.owner.shared.runtime.clone();
+        let runtime = self.owner.shared.pg.runtime.clone();
         runtime.spawn(async move {
             let _writes = owner.writes.lock().await;
             // Marked first, so the renewal round leaves the lease alone.
             if owner.lease.fenced.swap(true, Ordering::AcqRel) {
                 return;
             }
-            let deadline = Instant::now() + owner.shared.options.statement_timeout;
+            let deadline = Instant::now() + owner.shared.pg.options.statement_timeout;
             let released = owner
                 .shared
+                .pg
                 .run("release lease", deadline, |client| {
                     let owner = Arc::clone(&owner);
                     async move {
@@ -1257,37 +1120,35 @@ impl Drop for PgActorStore {
 impl KvStore for PgActorStore {
     async fn get_batch(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, KvError> {
         self.owner.check()?;
-        self.limits().check_keys(keys.len())?;
-        check_key_sizes(keys.iter())?;
+        self.check_keys(keys)?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let deadline = self.owner.shared.deadline(vfs_core::call_deadline());
+        let deadline = self.owner.shared.pg.deadline(vfs_core::call_deadline());
         let owner = Arc::clone(&self.owner);
         let keys: Arc<Vec<Bytes>> = Arc::new(keys.to_vec());
         self.owner
             .shared
+            .pg
             .spawn(async move {
                 {
                     // A read must not see, or miss, a write whose fate
                     // its database has not heard yet.
-                    let mut state = tokio::time::timeout(
-                        deadline.saturating_duration_since(Instant::now()),
-                        owner.writes.lock(),
-                    )
-                    .await
-                    .map_err(|_| KvError::Unavailable {
-                        message: "get_batch: a write of this store was still being settled at \
-                                  the call's deadline"
-                            .into(),
-                    })?;
+                    let mut state = owner
+                        .writes_before(deadline, || {
+                            "get_batch: a write of this store was still being settled at \
+                             the call's deadline"
+                                .into()
+                        })
+                        .await?;
                     owner
                         .settle_pending(&mut state, deadline, "get_batch")
                         .await?;
                 }
-                let counters = &owner.shared.counters;
+                let counters = &owner.shared.pg.counters;
                 let values = owner
                     .shared
+                    .pg
                     .run("get_batch", deadline, |client| {
                         let keys = Arc::clone(&keys);
                         let owner = Arc::clone(&owner);
@@ -1349,8 +1210,7 @@ impl KvStore for PgActorStore {
     }
 
     async fn delete_batch(&self, keys: &[Bytes]) -> Result<(), KvError> {
-        self.limits().check_keys(keys.len())?;
-        check_key_sizes(keys.iter())?;
+        self.check_keys(keys)?;
         if keys.is_empty() {
             return Ok(());
         }
