@@ -102,23 +102,48 @@ pub enum Error {
     /// an interior NUL in SQL, or more parameters than the statement has).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// The wasm module could not be compiled.
-    #[error("cannot compile the SQLite module: {0}")]
-    Compile(String),
+    /// The wasm module could not be compiled; wasmer's error is the
+    /// `source()`.
+    #[error("cannot compile the SQLite module")]
+    Compile(#[source] wasmer::CompileError),
     /// The module could not be instantiated (missing import, memory limit
-    /// below the module's minimum, ...).
-    #[error("cannot instantiate the SQLite module: {0}")]
-    Instantiate(String),
+    /// below the module's minimum, a trap while SQLite initializes, ...).
+    #[error("cannot instantiate the SQLite module: {what}")]
+    Instantiate {
+        /// Which step failed.
+        what: String,
+        /// wasmer's error (a `MemoryError`, `InstantiationError`,
+        /// `ExportError` or `RuntimeError`), when one is behind it.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
     /// The compiled-module cache could not be written. (Unreadable or
     /// corrupt cache files are not errors: they are rebuilt.)
-    #[error("compiled-module cache error: {0}")]
-    Cache(String),
+    #[error("compiled-module cache error: {what}")]
+    Cache {
+        /// What could not be done, with the path.
+        what: String,
+        /// The `io::Error`, or wasmer's `SerializeError`.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
 }
 
 impl Error {
+    /// An [`Error::Instantiate`] for step `what`, caused by `source`.
+    pub(crate) fn instantiate(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Instantiate {
+            what: what.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
     /// The storage error behind this error, if a store call (or a store's
     /// ownership check) is what failed.
     pub fn kv_error(&self) -> Option<&KvError> {
@@ -141,6 +166,13 @@ impl Error {
         }
     }
 }
+
+/// Errors cross threads (a pool hands them from its instance threads to
+/// the callers).
+const _: () = {
+    const fn sendable<T: Send + Sync + 'static>() {}
+    sendable::<Error>();
+};
 
 /// Result with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

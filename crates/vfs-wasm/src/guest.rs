@@ -143,11 +143,11 @@ impl Guest {
                 false,
             ),
         )
-        .map_err(|e| Error::Instantiate(e.to_string()))?;
+        .map_err(|e| Error::instantiate("cannot create the guest memory", e))?;
         let env = FunctionEnv::new(&mut store, HostState::new(config.store_timeout));
         let imports = host::imports(&mut store, &env, &memory);
         let instance = wasmer::Instance::new(&mut store, module.module(), &imports)
-            .map_err(|e| Error::Instantiate(e.to_string()))?;
+            .map_err(|e| Error::instantiate("cannot link the module", e))?;
         let mem = GuestMemory::new(memory);
         env.as_mut(&mut store).set_memory(mem.clone());
 
@@ -155,7 +155,7 @@ impl Guest {
         macro_rules! get {
             ($name:literal) => {
                 ex.get_typed_function(&store, $name)
-                    .map_err(|e| Error::Instantiate(format!("{}: {e}", $name)))?
+                    .map_err(|e| Error::instantiate(concat!("export ", $name), e))?
             };
         }
         let initialize: TypedFunction<(), ()> = get!("_initialize");
@@ -193,7 +193,7 @@ impl Guest {
         };
         initialize
             .call(&mut store)
-            .map_err(|e| Error::Instantiate(format!("_initialize trapped: {e}")))?;
+            .map_err(|e| Error::instantiate("_initialize trapped", e))?;
         let heap_limit = (max_pages * WASM_PAGE).saturating_sub(min_pages * WASM_PAGE + HEAP_SLACK);
         let (slot, slots) = config
             .lookaside
@@ -206,11 +206,12 @@ impl Guest {
                 heap_limit as i64,
                 i64::try_from(config.tenant_memory_reserve_bytes).unwrap_or(i64::MAX),
             )
-            .map_err(|e| Error::Instantiate(format!("shim_init trapped: {e}")))?;
+            .map_err(|e| Error::instantiate("shim_init trapped", e))?;
         if rc != code::SQLITE_OK {
-            return Err(Error::Instantiate(format!(
-                "sqlite3_initialize failed with code {rc}"
-            )));
+            return Err(Error::Instantiate {
+                what: format!("sqlite3_initialize failed with code {rc}"),
+                source: None,
+            });
         }
         Ok(Guest {
             store,

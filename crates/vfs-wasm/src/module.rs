@@ -88,7 +88,7 @@ impl SqliteModule {
         {
             return Ok(Self::wrap(engine, module, true, start.elapsed()));
         }
-        let module = Module::new(&engine, WASM).map_err(|e| Error::Compile(e.to_string()))?;
+        let module = Module::new(&engine, WASM).map_err(Error::Compile)?;
         let load_time = start.elapsed();
         if let Some(path) = &path {
             write_cache(&module, path, &key)?;
@@ -213,14 +213,16 @@ fn read_cache(engine: &Engine, path: &Path, key: &blake3::Hash) -> Option<Module
 /// over `path`, so readers see either the old file or the complete new one.
 fn write_cache(module: &Module, path: &Path, key: &blake3::Hash) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let cache_err = |what: &str, e: &dyn std::fmt::Display| {
-        Error::Cache(format!("{what} {}: {e}", path.display()))
-    };
+    let cache_err =
+        |what: &str, e: Box<dyn std::error::Error + Send + Sync + 'static>| Error::Cache {
+            what: format!("{what} {}", path.display()),
+            source: e,
+        };
     let artifact = module
         .serialize()
-        .map_err(|e| cache_err("cannot serialize module for", &e))?;
+        .map_err(|e| cache_err("cannot serialize module for", e.into()))?;
     if let Some(dir) = path.parent() {
-        create_private_dir(dir).map_err(|e| cache_err("cannot create directory for", &e))?;
+        create_private_dir(dir).map_err(|e| cache_err("cannot create directory for", e.into()))?;
         if let Err(why) = trusted_dir(dir) {
             // Another user could replace what we write: keep the compiled
             // module in memory only.
@@ -245,7 +247,7 @@ fn write_cache(module: &Module, path: &Path, key: &blake3::Hash) -> Result<()> {
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        return Err(cache_err("cannot write", &e));
+        return Err(cache_err("cannot write", e.into()));
     }
     Ok(())
 }
