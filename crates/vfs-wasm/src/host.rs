@@ -37,14 +37,6 @@ use wasmer::{Function, FunctionEnv, FunctionEnvMut, Imports, Memory, Store, impo
 use crate::memory::GuestMemory;
 use crate::wait::{self, Stall};
 
-/// `SQLITE_OPEN_CREATE`.
-const OPEN_CREATE: i32 = 0x0000_0004;
-/// `SQLITE_FCNTL_BEGIN_ATOMIC_WRITE` and its two companions.
-const FCNTL_BEGIN_ATOMIC: i32 = 31;
-const FCNTL_COMMIT_ATOMIC: i32 = 32;
-const FCNTL_ROLLBACK_ATOMIC: i32 = 33;
-/// `SQLITE_ACCESS_EXISTS` / `_READWRITE` / `_READ` all mean "exists" here.
-const SQLITE_OK: i32 = code::SQLITE_OK;
 /// Longest sleep the guest may ask for (SQLite only sleeps in busy handlers,
 /// which never fire with exclusive, unshared connections).
 const MAX_SLEEP: Duration = Duration::from_millis(100);
@@ -456,7 +448,12 @@ fn vfs_open(
                 code::SQLITE_CANTOPEN,
                 false,
                 || format!("open of {}", file_words(tag)),
-                KvFile::open(kv, tag, flags & OPEN_CREATE != 0, seed.as_deref()),
+                KvFile::open(
+                    kv,
+                    tag,
+                    flags & code::SQLITE_OPEN_CREATE != 0,
+                    seed.as_deref(),
+                ),
             )?;
             for sidecar in [FileTag::Journal, FileTag::Wal] {
                 if let Some(exists) = file.sidecar_existed_at_open(sidecar) {
@@ -472,7 +469,7 @@ fn vfs_open(
             .map_err(|e| bad_pointer(&e))?;
         state.next_file = state.next_file.wrapping_add(1).max(1);
         state.files.insert(id, OpenFile { owner, kind });
-        Ok(SQLITE_OK)
+        Ok(code::SQLITE_OK)
     })
 }
 
@@ -480,7 +477,7 @@ fn vfs_close(mut env: FunctionEnvMut<'_, HostState>, id: u32) -> i32 {
     guard(&mut env, |state, _| {
         state.file(id)?;
         state.files.remove(&id);
-        Ok(SQLITE_OK)
+        Ok(code::SQLITE_OK)
     })
 }
 
@@ -537,7 +534,7 @@ fn vfs_read(
             .write(store, buf, &data)
             .map_err(|e| bad_pointer(&e))?;
         Ok(match outcome {
-            ReadOutcome::Full => SQLITE_OK,
+            ReadOutcome::Full => code::SQLITE_OK,
             ReadOutcome::Short => code::SQLITE_IOERR_SHORT_READ,
         })
     })
@@ -585,7 +582,7 @@ fn vfs_write(
                 content[start..end].copy_from_slice(&data);
             }
         }
-        Ok(SQLITE_OK)
+        Ok(code::SQLITE_OK)
     })
 }
 
@@ -613,7 +610,7 @@ fn vfs_truncate(mut env: FunctionEnvMut<'_, HostState>, id: u32, size: i64) -> i
                 }
             }
         }
-        Ok(SQLITE_OK)
+        Ok(code::SQLITE_OK)
     })
 }
 
@@ -630,7 +627,7 @@ fn vfs_sync(mut env: FunctionEnvMut<'_, HostState>, id: u32, _flags: i32) -> i32
                 file.sync(),
             )?;
         }
-        Ok(SQLITE_OK)
+        Ok(code::SQLITE_OK)
     })
 }
 
@@ -648,7 +645,7 @@ fn vfs_file_size(mut env: FunctionEnvMut<'_, HostState>, id: u32, out: u32) -> i
             .mem()?
             .write_i64(store, out, size)
             .map_err(|e| bad_pointer(&e))?;
-        Ok(SQLITE_OK)
+        Ok(code::SQLITE_OK)
     })
 }
 
@@ -657,8 +654,8 @@ fn vfs_file_control(mut env: FunctionEnvMut<'_, HostState>, id: u32, op: i32) ->
         let deadline = state.store_deadline();
         match &mut state.file(id)?.kind {
             FileKind::Kv(file) => match op {
-                FCNTL_BEGIN_ATOMIC => file.begin_atomic()?,
-                FCNTL_COMMIT_ATOMIC => {
+                code::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => file.begin_atomic()?,
+                code::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => {
                     let tag = file.tag();
                     settle(
                         deadline,
@@ -668,7 +665,7 @@ fn vfs_file_control(mut env: FunctionEnvMut<'_, HostState>, id: u32, op: i32) ->
                         file.commit_atomic(),
                     )?;
                 }
-                FCNTL_ROLLBACK_ATOMIC => file.rollback_atomic(),
+                code::SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE => file.rollback_atomic(),
                 _ => return Ok(code::SQLITE_NOTFOUND),
             },
             // Seeding files are plain memory: a batch is a snapshot.
@@ -676,14 +673,14 @@ fn vfs_file_control(mut env: FunctionEnvMut<'_, HostState>, id: u32, op: i32) ->
                 let name = name.clone();
                 let snapshot_key = format!("{name}\0snapshot");
                 match op {
-                    FCNTL_BEGIN_ATOMIC => {
+                    code::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => {
                         let current = state.scratch.get(&name).cloned().unwrap_or_default();
                         state.scratch.insert(snapshot_key, current);
                     }
-                    FCNTL_COMMIT_ATOMIC => {
+                    code::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => {
                         state.scratch.remove(&snapshot_key);
                     }
-                    FCNTL_ROLLBACK_ATOMIC => {
+                    code::SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE => {
                         if let Some(old) = state.scratch.remove(&snapshot_key) {
                             state.scratch.insert(name, old);
                         }
@@ -692,7 +689,7 @@ fn vfs_file_control(mut env: FunctionEnvMut<'_, HostState>, id: u32, op: i32) ->
                 }
             }
         }
-        Ok(SQLITE_OK)
+        Ok(code::SQLITE_OK)
     })
 }
 
@@ -706,7 +703,7 @@ fn vfs_delete(
         let name = state.read_name(store, name_ptr, name_len)?;
         if matches!(state.caller, Caller::Seed) {
             state.scratch.remove(&name);
-            return Ok(SQLITE_OK);
+            return Ok(code::SQLITE_OK);
         }
         let (db, tag, kv) = state
             .resolve(&name)
@@ -723,7 +720,7 @@ fn vfs_delete(
         match deleted {
             Ok(()) => {
                 state.sidecars.insert(key, false);
-                Ok(SQLITE_OK)
+                Ok(code::SQLITE_OK)
             }
             Err(Failure::Vfs(e)) if e.code() == code::SQLITE_IOERR_DELETE_NOENT => {
                 state.sidecars.insert(key, false);
@@ -734,6 +731,8 @@ fn vfs_delete(
     })
 }
 
+/// `xAccess`: `SQLITE_ACCESS_EXISTS`, `_READWRITE` and `_READ` all mean
+/// "exists" here, so the flags are not looked at.
 fn vfs_access(
     mut env: FunctionEnvMut<'_, HostState>,
     name_ptr: u32,
@@ -765,7 +764,7 @@ fn vfs_access(
             .mem()?
             .write_u32(store, out, u32::from(exists))
             .map_err(|e| bad_pointer(&e))?;
-        Ok(SQLITE_OK)
+        Ok(code::SQLITE_OK)
     })
 }
 

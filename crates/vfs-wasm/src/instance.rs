@@ -107,19 +107,16 @@ impl Instance {
     /// it is sealed: ATTACH, DETACH and changing those pragmas are denied.
     pub fn open(&mut self, name: &str, kv: Arc<dyn KvStore>) -> Result<DbId> {
         self.guest.check_usable()?;
-        validate_name(name)?;
+        vfs_core::validate_database_name(name).map_err(|e| name_error(name, e))?;
         self.ensure_page1()?;
         let state = self.guest.state();
         if state.registry.contains(name) {
             return Err(Error::NameInUse(name.to_owned()));
         }
-        state.registry.register(name, kv).map_err(|e| match e {
-            RegistryError::Duplicate(n) => Error::NameInUse(n),
-            other => Error::InvalidName {
-                name: name.to_owned(),
-                reason: other.to_string(),
-            },
-        })?;
+        state
+            .registry
+            .register(name, kv)
+            .map_err(|e| name_error(name, e))?;
         let name: Arc<str> = Arc::from(name);
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             let slot = self.next_slot;
@@ -408,25 +405,19 @@ fn refuse_nul(sql: &str) -> Result<()> {
     }
 }
 
-/// Database names: what the registry accepts, minus anything that could be
-/// read as something other than a plain name (URIs, control characters).
-fn validate_name(name: &str) -> Result<()> {
-    let refuse = |reason: &str| {
-        Err(Error::InvalidName {
+/// The error for a name the registry refused.
+fn name_error(name: &str, e: RegistryError) -> Error {
+    match e {
+        RegistryError::Duplicate(n) => Error::NameInUse(n),
+        RegistryError::InvalidName { reason, .. } => Error::InvalidName {
             name: name.to_owned(),
             reason: reason.to_owned(),
-        })
-    };
-    if name.starts_with("file:") {
-        return refuse("URI filenames are not allowed");
+        },
+        other => Error::InvalidName {
+            name: name.to_owned(),
+            reason: other.to_string(),
+        },
     }
-    if name.chars().any(char::is_control) {
-        return refuse("contains control characters");
-    }
-    if name.contains('?') || name.contains('#') {
-        return refuse("contains '?' or '#'");
-    }
-    Ok(())
 }
 
 /// The module is shared across threads; instances are built where they run.
