@@ -209,10 +209,8 @@ pub(crate) fn quoted(actor_id: &str) -> String {
 }
 
 pub(crate) fn check_actor_id(actor_id: &str) -> Result<(), KvError> {
-    vfs_pool::validate_actor_id(actor_id).map_err(|e| KvError::Backend {
-        message: format!("actor id {}: {e}", quoted(actor_id)),
-        source: None,
-    })
+    vfs_pool::validate_actor_id(actor_id)
+        .map_err(|e| KvError::backend(format!("actor id {}", quoted(actor_id)), e))
 }
 
 fn check_key_sizes<'a>(keys: impl Iterator<Item = &'a Bytes>) -> Result<(), KvError> {

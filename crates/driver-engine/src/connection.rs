@@ -102,12 +102,14 @@ impl Connections {
         statements: &[&str],
     ) -> Result<Self> {
         options.validate()?;
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| Error::InvalidUrl { reason: chain(&e) })?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| Error::InvalidUrl {
+            reason: "not a postgres:// URL nor a key=value connection string".into(),
+            source: Some(e),
+        })?;
         if config.get_hosts().is_empty() {
             return Err(Error::InvalidUrl {
                 reason: "no host given".into(),
+                source: None,
             });
         }
         if config.get_connect_timeout().is_none() {
@@ -131,19 +133,20 @@ impl Connections {
             .wait_timeout(Some(options.wait_timeout))
             .create_timeout(Some(options.connect_timeout))
             .build()
-            .map_err(|e| Error::InvalidOption(format!("connection pool: {e}")))?;
+            .map_err(Error::PoolBuild)?;
         let mut client = pool.get().await.map_err(|e| Error::Connect {
             target: target.clone(),
-            message: match e {
-                PoolError::Backend(pg) => chain(&pg),
-                other => chain(&other),
+            source: match e {
+                PoolError::Backend(pg) => Box::new(pg),
+                other => Box::new(other),
             },
         })?;
         schema::migrate(&mut client).await?;
         prepare(&client, statements)
             .await
-            .map_err(|e| Error::Migration {
-                message: format!("preparing statements: {}", chain(&e)),
+            .map_err(|source| Error::Migration {
+                step: "preparing the driver's statements",
+                source,
             })?;
         drop(client);
         Ok(Self {
@@ -163,13 +166,11 @@ impl Connections {
                 message: "the PostgreSQL storage is closed".into(),
                 source: None,
             },
+            PoolError::Backend(pg) if is_transient(&pg) => KvError::Unavailable {
+                message: format!("cannot reach PostgreSQL at {}: {}", self.target, chain(&pg)),
+            },
             PoolError::Backend(pg) => {
-                let message = format!("cannot reach PostgreSQL at {}: {}", self.target, chain(&pg));
-                if is_transient(&pg) {
-                    KvError::Unavailable { message }
-                } else {
-                    permanent(message, pg)
-                }
+                permanent(format!("cannot reach PostgreSQL at {}", self.target), pg)
             }
             PoolError::Timeout(kind) => KvError::Unavailable {
                 message: format!(
@@ -177,10 +178,7 @@ impl Connections {
                     self.target
                 ),
             },
-            other => KvError::Backend {
-                message: format!("connection pool: {other}"),
-                source: None,
-            },
+            other => KvError::backend("the PostgreSQL connection pool failed", other),
         })
     }
 
@@ -340,7 +338,7 @@ impl Connections {
                 "no answer within {limit:?} (the statement timeout or the call's deadline)"
             )),
             Failure::Pg(pg) if !is_transient(&pg) => {
-                Settled::Final(permanent(format!("{what}: {}", chain(&pg)), pg))
+                Settled::Final(permanent(format!("{what}: the statement failed"), pg))
             }
             Failure::Pg(pg) => Settled::Transient(chain(&pg)),
         }
@@ -383,10 +381,7 @@ impl Connections {
         self.runtime
             .spawn(call)
             .await
-            .map_err(|e| KvError::Backend {
-                message: format!("PostgreSQL storage task failed: {e}"),
-                source: None,
-            })?
+            .map_err(|e| KvError::backend("PostgreSQL storage task failed", e))?
     }
 }
 

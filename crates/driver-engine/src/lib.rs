@@ -69,6 +69,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod actor_store;
 mod connection;
 mod driver;

@@ -35,7 +35,7 @@
 
 use deadpool_postgres::Client;
 
-use crate::error::{Error, Result, chain};
+use crate::error::{Error, Result};
 
 /// One step of the schema; applied in order, each at most once.
 struct Migration {
@@ -89,7 +89,10 @@ const MIGRATION_LOCK: i64 = 0x7666_7370_6f6f_6c31;
 /// Brings the database's schema to [`SCHEMA_VERSION`], or refuses a newer
 /// one. Returns the version found before migrating.
 pub(crate) async fn migrate(client: &mut Client) -> Result<i32> {
-    let failed = |e: tokio_postgres::Error| Error::Migration { message: chain(&e) };
+    let failed = |source| Error::Migration {
+        step: "checking and upgrading the schema",
+        source,
+    };
     let tx = client.transaction().await.map_err(failed)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await

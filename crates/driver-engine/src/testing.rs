@@ -42,9 +42,22 @@ pub use proxy::FaultProxy;
 /// Password of the `postgres` superuser in servers started here.
 pub const PASSWORD: &str = "vfs-test-password";
 
+/// A test-server failure without an error of its own to carry.
 fn harness(message: impl Into<String>) -> Error {
     Error::TestServer {
         message: message.into(),
+        source: None,
+    }
+}
+
+/// A test-server failure while doing `what`, caused by `source`.
+pub(crate) fn failed(
+    what: impl Into<String>,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::TestServer {
+        message: what.into(),
+        source: Some(source.into()),
     }
 }
 
@@ -78,7 +91,7 @@ impl PgServer {
         let dir = tempfile::Builder::new()
             .prefix("driver-engine-pg-")
             .tempdir()
-            .map_err(|e| harness(format!("creating a temporary directory: {e}")))?;
+            .map_err(|e| failed("creating a temporary directory", e))?;
         let root = dir.keep();
         let mut server = PgServer {
             data: root.join("data"),
@@ -148,16 +161,16 @@ impl PgServer {
     fn init(&self) -> Result<()> {
         let pwfile = self.root.join("pwfile");
         std::fs::write(&pwfile, PASSWORD)
-            .map_err(|e| harness(format!("writing {}: {e}", pwfile.display())))?;
+            .map_err(|e| failed(format!("writing {}", pwfile.display()), e))?;
         if self.as_postgres {
             let (uid, gid) = postgres_ids()?;
             for path in [&self.root, &pwfile] {
                 std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                    .map_err(|e| harness(format!("chown {}: {e}", path.display())))?;
+                    .map_err(|e| failed(format!("chown {}", path.display()), e))?;
             }
         }
         std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| harness(format!("chmod {}: {e}", self.root.display())))?;
+            .map_err(|e| failed(format!("chmod {}", self.root.display()), e))?;
         self.run(
             "initdb",
             &[
@@ -198,7 +211,7 @@ impl PgServer {
             .current_dir(&self.root)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| harness(format!("running {}: {e}", exe.display())))?;
+            .map_err(|e| failed(format!("running {}", exe.display()), e))?;
         if output.status.success() {
             return Ok(());
         }
@@ -233,7 +246,7 @@ impl PgServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| harness(format!("starting the cleanup watchdog: {e}")))?;
+            .map_err(|e| failed("starting the cleanup watchdog", e))?;
         let stdin = child
             .stdin
             .take()
@@ -266,10 +279,11 @@ fn find_bin_dir() -> Result<PathBuf> {
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .map_err(|e| {
-            harness(format!(
-                "PostgreSQL server binaries not found in /usr/lib/postgresql ({e}); \
-                 install the `postgresql` package or set PG_BIN_DIR or DATABASE_URL"
-            ))
+            failed(
+                "PostgreSQL server binaries not found in /usr/lib/postgresql; \
+                 install the `postgresql` package or set PG_BIN_DIR or DATABASE_URL",
+                e,
+            )
         })?
         .filter_map(|entry| {
             let entry = entry.ok()?;
@@ -287,13 +301,13 @@ fn find_bin_dir() -> Result<PathBuf> {
 fn effective_uid() -> Result<u32> {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid())
-        .map_err(|e| harness(format!("reading /proc/self: {e}")))
+        .map_err(|e| failed("reading /proc/self", e))
 }
 
 /// Uid and gid of the `postgres` user, from /etc/passwd.
 fn postgres_ids() -> Result<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd")
-        .map_err(|e| harness(format!("reading /etc/passwd: {e}")))?;
+    let passwd =
+        std::fs::read_to_string("/etc/passwd").map_err(|e| failed("reading /etc/passwd", e))?;
     passwd
         .lines()
         .find_map(|line| {
@@ -310,17 +324,17 @@ fn free_port() -> Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| harness(format!("finding a free port: {e}")))
+        .map_err(|e| failed("finding a free port", e))
 }
 
 /// The server shared by every test of this process, started on first use
 /// and removed when the process exits.
 pub fn shared_server() -> Result<&'static PgServer> {
-    static SHARED: OnceLock<std::result::Result<PgServer, String>> = OnceLock::new();
+    static SHARED: OnceLock<std::result::Result<PgServer, std::sync::Arc<Error>>> = OnceLock::new();
     SHARED
-        .get_or_init(|| PgServer::start().map_err(|e| e.to_string()))
+        .get_or_init(|| PgServer::start().map_err(std::sync::Arc::new))
         .as_ref()
-        .map_err(|e| harness(e.clone()))
+        .map_err(|e| failed("the shared server did not start", std::sync::Arc::clone(e)))
 }
 
 /// URL of a new, empty database: on the server of `DATABASE_URL` when that
@@ -339,17 +353,12 @@ pub async fn fresh_database_url() -> Result<String> {
     };
     let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
         .await
-        .map_err(|e| harness(format!("connecting to {admin}: {e}")))?;
+        .map_err(|e| failed(format!("connecting to {admin}"), e))?;
     let task = tokio::spawn(connection);
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
-        .map_err(|e| {
-            harness(format!(
-                "CREATE DATABASE {name}: {}",
-                crate::error::chain(&e)
-            ))
-        })?;
+        .map_err(|e| failed(format!("CREATE DATABASE {name}"), e))?;
     drop(client);
     let _ = task.await;
     with_database(&admin, &name)

@@ -13,7 +13,7 @@ use driver_engine::{Error, MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES, PgOpt
 use vfs_core::{KvError, KvStore};
 use vfs_pool::ActorStorage;
 
-use common::{admin, key};
+use common::{admin, key, report};
 
 fn page(i: u32, fill: u8) -> Bytes {
     let mut value = vec![fill; 4096];
@@ -325,14 +325,14 @@ async fn bad_connect_inputs_fail_at_connect_with_clear_errors() {
     let err = PgStorage::connect(&wrong_password).await.unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err}");
     assert!(
-        err.to_string().contains("password authentication failed"),
+        report(&err).contains("password authentication failed"),
         "{err}"
     );
     let err = PgStorage::connect(&server.url("no_such_database"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err}");
-    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(report(&err).contains("does not exist"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,27 +37,57 @@ pub(crate) fn encode(value: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Why a stored form cannot be decoded: the file was damaged.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DecodeError {
+    /// Not even a tag byte.
+    #[error("empty stored value")]
+    Empty,
+    /// A zero-run tag without its full header.
+    #[error("truncated zero-run header")]
+    TruncatedHeader,
+    /// The run starts past the bytes that were kept.
+    #[error("zero run at {offset} beyond the {stored} stored bytes")]
+    RunBeyondEnd {
+        /// Where the header says the run starts.
+        offset: usize,
+        /// Bytes kept around the run.
+        stored: usize,
+    },
+    /// The header asks for a value larger than any the store accepts.
+    #[error("decoded size {total} exceeds {max_len}")]
+    TooLarge {
+        /// The size the header asks for.
+        total: usize,
+        /// The largest value the store accepts.
+        max_len: usize,
+    },
+    /// A tag this layout does not know.
+    #[error("unknown value tag {0}")]
+    UnknownTag(u8),
+}
+
 /// The value of a stored form; `max_len` bounds the decoded size so a
 /// damaged header cannot ask for a huge allocation.
-pub(crate) fn decode(stored: &[u8], max_len: usize) -> Result<Vec<u8>, String> {
+pub(crate) fn decode(stored: &[u8], max_len: usize) -> Result<Vec<u8>, DecodeError> {
     match stored.split_first() {
-        None => Err("empty stored value".into()),
+        None => Err(DecodeError::Empty),
         Some((&RAW, value)) => Ok(value.to_vec()),
         Some((&ZERO_RUN, rest)) => {
             let (header, kept) = rest
                 .split_at_checked(HEADER - 1)
-                .ok_or("truncated zero-run header")?;
+                .ok_or(DecodeError::TruncatedHeader)?;
             let offset = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
             let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
             if offset > kept.len() {
-                return Err(format!(
-                    "zero run at {offset} beyond the {} stored bytes",
-                    kept.len()
-                ));
+                return Err(DecodeError::RunBeyondEnd {
+                    offset,
+                    stored: kept.len(),
+                });
             }
             let total = kept.len() + len;
             if total > max_len {
-                return Err(format!("decoded size {total} exceeds {max_len}"));
+                return Err(DecodeError::TooLarge { total, max_len });
             }
             let mut value = Vec::with_capacity(total);
             value.extend_from_slice(&kept[..offset]);
@@ -65,7 +95,7 @@ pub(crate) fn decode(stored: &[u8], max_len: usize) -> Result<Vec<u8>, String> {
             value.extend_from_slice(&kept[offset..]);
             Ok(value)
         }
-        Some((tag, _)) => Err(format!("unknown value tag {tag}")),
+        Some((&tag, _)) => Err(DecodeError::UnknownTag(tag)),
     }
 }
 

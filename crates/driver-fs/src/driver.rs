@@ -61,7 +61,7 @@ impl FsDriver {
             Ok(runtime) => runtime
                 .spawn_blocking(move || FsStorage::open_with(dir, options))
                 .await
-                .map_err(|e| Error::Thread(std::io::Error::other(e.to_string())))??,
+                .map_err(|e| Error::Thread(std::io::Error::other(e)))??,
             Err(_) => FsStorage::open_with(dir, options)?,
         };
         Ok(Self {

@@ -6,6 +6,11 @@
 //! Each gets its own variant with the path in the message; once open, store
 //! calls report [`vfs_core::KvError`] and the pool reports
 //! [`vfs_pool::Error`], both passed through unchanged.
+//!
+//! A variant's message says what failed; the cause (the operating system's
+//! or the engine's own error) is its [`source`](std::error::Error::source),
+//! kept typed and never repeated in the message, so a reporter that prints
+//! the chain shows each cause once.
 
 use std::path::PathBuf;
 
@@ -28,7 +33,7 @@ pub enum Error {
     },
     /// The data file could not be created, opened or written (for example a
     /// read-only directory or file system).
-    #[error("cannot open data file {path:?} for writing: {source}")]
+    #[error("cannot open data file {path:?} for writing")]
     Unwritable {
         /// The data file.
         path: PathBuf,
@@ -48,8 +53,13 @@ pub enum Error {
     Corrupted {
         /// The data file.
         path: PathBuf,
-        /// What was found wrong.
+        /// What was found wrong, in the engine's words when it has no error
+        /// of its own to give.
         message: String,
+        /// The error that showed the damage, when there is one (an I/O
+        /// error of kind `InvalidData`).
+        #[source]
+        source: Option<std::io::Error>,
     },
     /// The data file was written by an incompatible version of this driver.
     #[error("data file {path:?} has layout version {found}, this driver reads version {expected}")]
@@ -62,7 +72,7 @@ pub enum Error {
         expected: u64,
     },
     /// Any other failure of the embedded database engine.
-    #[error("embedded database error on {path:?}: {source}")]
+    #[error("embedded database error on {path:?}")]
     Database {
         /// The data file.
         path: PathBuf,
@@ -72,7 +82,7 @@ pub enum Error {
     },
     /// A background thread (the committer, or the one that opens the file
     /// off the async runtime) could not be started or died.
-    #[error("background thread failed: {0}")]
+    #[error("background thread failed")]
     Thread(#[source] std::io::Error),
     /// The pool under the driver failed (configuration, lifecycle, SQLite).
     #[error(transparent)]

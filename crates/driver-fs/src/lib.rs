@@ -38,6 +38,8 @@
 //! of the engine's 4 KiB pages instead of two), `actors` lists the actors
 //! with data, `info` holds [`LAYOUT_VERSION`].
 
+#![forbid(unsafe_code)]
+
 mod codec;
 mod driver;
 mod error;

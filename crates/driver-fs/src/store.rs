@@ -484,12 +484,11 @@ impl KvStore for ActorKv {
                     .map(|guard| {
                         codec::decode(guard.value(), self.limits.max_value_bytes)
                             .map(Bytes::from)
-                            .map_err(|why| KvError::Backend {
-                                message: format!(
-                                    "stored value of actor {:?} is damaged: {why}",
-                                    self.actor
-                                ),
-                                source: None,
+                            .map_err(|why| {
+                                KvError::backend(
+                                    format!("stored value of actor {:?} is damaged", self.actor),
+                                    why,
+                                )
                             })
                     })
                     .transpose()
@@ -558,6 +557,7 @@ fn open_database(file: &Path, options: FsOptions, faults: Option<FileFaults>) ->
             Err(Error::Corrupted {
                 path,
                 message: format!("the engine failed while reading the file: {message}"),
+                source: None,
             })
         }
     }
@@ -569,15 +569,18 @@ fn open_error(path: PathBuf, e: DatabaseError) -> Error {
         DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
             Error::Locked { path }
         }
-        DatabaseError::Storage(redb::StorageError::Corrupted(message)) => {
-            Error::Corrupted { path, message }
-        }
+        DatabaseError::Storage(redb::StorageError::Corrupted(message)) => Error::Corrupted {
+            path,
+            message,
+            source: None,
+        },
         DatabaseError::Storage(redb::StorageError::Io(source))
             if source.kind() == ErrorKind::InvalidData =>
         {
             Error::Corrupted {
                 path,
-                message: source.to_string(),
+                message: "the engine found data it cannot read".into(),
+                source: Some(source),
             }
         }
         DatabaseError::Storage(redb::StorageError::Io(source)) => {
@@ -586,6 +589,7 @@ fn open_error(path: PathBuf, e: DatabaseError) -> Error {
         DatabaseError::RepairAborted => Error::Corrupted {
             path,
             message: "the file needs a repair that could not complete".into(),
+            source: None,
         },
         other => Error::Database {
             path,
@@ -601,6 +605,7 @@ fn initialize(db: &Database, file: &Path) -> Result<HashSet<String>> {
         redb::Error::Corrupted(message) => Error::Corrupted {
             path: file.to_path_buf(),
             message,
+            source: None,
         },
         source => Error::Database {
             path: file.to_path_buf(),

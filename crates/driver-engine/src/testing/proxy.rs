@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// The extended-protocol `Sync` message: tag `S` and a length of 4.
 const SYNC: [u8; 5] = [b'S', 0, 0, 0, 4];
@@ -85,10 +85,10 @@ impl FaultProxy {
     pub async fn start(target_port: u16) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|e| proxy_error(format!("binding the proxy: {e}")))?;
+            .map_err(|e| super::failed("binding the proxy", e))?;
         let port = listener
             .local_addr()
-            .map_err(|e| proxy_error(format!("proxy address: {e}")))?
+            .map_err(|e| super::failed("proxy address", e))?
             .port();
         let state = Arc::new(State {
             control: watch::Sender::new(Control::default()),
@@ -228,10 +228,6 @@ impl Drop for FaultProxy {
         self.acceptor.abort();
         self.cut();
     }
-}
-
-fn proxy_error(message: String) -> Error {
-    Error::TestServer { message }
 }
 
 async fn accept(listener: TcpListener, target: SocketAddr, state: Arc<State>) {
