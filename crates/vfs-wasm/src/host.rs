@@ -40,8 +40,6 @@ use crate::wait::{self, Stall};
 /// Longest sleep the guest may ask for (SQLite only sleeps in busy handlers,
 /// which never fire with exclusive, unshared connections).
 const MAX_SLEEP: Duration = Duration::from_millis(100);
-/// Largest seeding-pass file (it only ever holds one page).
-const MAX_SCRATCH: usize = 1 << 20;
 
 /// Who the guest is currently running for.
 #[derive(Debug, Clone, Default)]
@@ -49,25 +47,14 @@ pub(crate) enum Caller {
     /// Nobody: every open is refused.
     #[default]
     Nobody,
-    /// A tenant database, by registered name.
+    /// A database, by registered name.
     Db(Arc<str>),
-    /// The one-off pass that makes SQLite generate an empty page 1: its
-    /// files live in host memory and are discarded afterwards.
-    Seed,
-}
-
-enum FileKind {
-    /// A file of a tenant database (boxed: a `KvFile` is ten times the
-    /// size of the other variant).
-    Kv(Box<KvFile>),
-    /// A seeding-pass file, by name in [`HostState::scratch`].
-    Scratch(String),
 }
 
 struct OpenFile {
-    /// The database that opened the file; `None` for seeding files.
-    owner: Option<Arc<str>>,
-    kind: FileKind,
+    /// The database that opened the file.
+    owner: Arc<str>,
+    file: KvFile,
 }
 
 /// A name resolved for the caller: its database, file tag and store.
@@ -93,8 +80,6 @@ pub(crate) struct HostState {
     next_file: u32,
     /// Page 1 of an empty database, seeded into every new main file.
     pub(crate) page1: Option<Arc<[u8]>>,
-    /// Seeding-pass files.
-    pub(crate) scratch: HashMap<String, Vec<u8>>,
     /// When the running call must stop.
     pub(crate) deadline: Option<Instant>,
     /// Longest wait for one store call.
@@ -127,7 +112,6 @@ impl HostState {
             files: HashMap::new(),
             next_file: 1,
             page1: None,
-            scratch: HashMap::new(),
             deadline: None,
             interrupted: false,
             last_error: None,
@@ -141,8 +125,7 @@ impl HostState {
 
     /// Forgets files a closed database left open (none in normal operation).
     pub(crate) fn drop_files_of(&mut self, name: &str) {
-        self.files
-            .retain(|_, f| f.owner.as_deref().is_none_or(|owner| owner != name));
+        self.files.retain(|_, f| &*f.owner != name);
         self.sidecars.retain(|(db, _), _| &**db != name);
         self.poisoned.remove(name);
     }
@@ -241,22 +224,16 @@ impl HostState {
     }
 
     /// The open file `id`, if the current caller owns it.
-    fn file(&mut self, id: u32) -> Result<&mut OpenFile, VfsError> {
-        let caller = match &self.caller {
-            Caller::Db(me) => Some(Arc::clone(me)),
-            Caller::Seed => None,
-            Caller::Nobody => {
-                return Err(VfsError::new(
-                    code::SQLITE_MISUSE,
-                    "file used outside a call",
-                ));
-            }
+    fn file(&mut self, id: u32) -> Result<&mut KvFile, VfsError> {
+        let Caller::Db(me) = &self.caller else {
+            return Err(VfsError::new(
+                code::SQLITE_MISUSE,
+                "file used outside a call",
+            ));
         };
-        if let Some(me) = caller.as_deref() {
-            self.check_not_poisoned(me)?;
-        }
+        self.check_not_poisoned(me)?;
         match self.files.get_mut(&id) {
-            Some(f) if f.owner.as_deref() == caller.as_deref() => Ok(f),
+            Some(f) if f.owner == *me => Ok(&mut f.file),
             _ => Err(VfsError::new(
                 code::SQLITE_MISUSE,
                 format!("file id {id} is not open for this database"),
@@ -431,44 +408,38 @@ fn vfs_open(
 ) -> i32 {
     guard(&mut env, |state, store| {
         let name = state.read_name(store, name_ptr, name_len)?;
-        let (owner, kind) = if matches!(state.caller, Caller::Seed) {
-            state.scratch.entry(name.clone()).or_default();
-            (None, FileKind::Scratch(name))
+        let (owner, tag, kv) = state.resolve(&name)?;
+        let seed = if tag == FileTag::Main {
+            state.page1.clone()
         } else {
-            let (db, tag, kv) = state.resolve(&name)?;
-            let seed = if tag == FileTag::Main {
-                state.page1.clone()
-            } else {
-                None
-            };
-            // Forget first: even a failed open may have created the file.
-            state.sidecars.remove(&(Arc::clone(&db), tag));
-            let file = settle(
-                state.store_deadline(),
-                code::SQLITE_CANTOPEN,
-                false,
-                || format!("open of {}", file_words(tag)),
-                KvFile::open(
-                    kv,
-                    tag,
-                    flags & code::SQLITE_OPEN_CREATE != 0,
-                    seed.as_deref(),
-                ),
-            )?;
-            for sidecar in [FileTag::Journal, FileTag::Wal] {
-                if let Some(exists) = file.sidecar_existed_at_open(sidecar) {
-                    state.sidecars.insert((Arc::clone(&db), sidecar), exists);
-                }
-            }
-            (Some(db), FileKind::Kv(Box::new(file)))
+            None
         };
+        // Forget first: even a failed open may have created the file.
+        state.sidecars.remove(&(Arc::clone(&owner), tag));
+        let file = settle(
+            state.store_deadline(),
+            code::SQLITE_CANTOPEN,
+            false,
+            || format!("open of {}", file_words(tag)),
+            KvFile::open(
+                kv,
+                tag,
+                flags & code::SQLITE_OPEN_CREATE != 0,
+                seed.as_deref(),
+            ),
+        )?;
+        for sidecar in [FileTag::Journal, FileTag::Wal] {
+            if let Some(exists) = file.sidecar_existed_at_open(sidecar) {
+                state.sidecars.insert((Arc::clone(&owner), sidecar), exists);
+            }
+        }
         let id = state.next_file;
         state
             .mem()?
             .write_u32(store, out_id, id)
             .map_err(|e| bad_pointer(&e))?;
         state.next_file = state.next_file.wrapping_add(1).max(1);
-        state.files.insert(id, OpenFile { owner, kind });
+        state.files.insert(id, OpenFile { owner, file });
         Ok(code::SQLITE_OK)
     })
 }
@@ -502,33 +473,15 @@ fn vfs_read(
         }
         let mut data = vec![0u8; amt];
         let deadline = state.store_deadline();
-        let outcome = match &mut state.file(id)?.kind {
-            FileKind::Kv(file) => {
-                let tag = file.tag();
-                settle(
-                    deadline,
-                    code::SQLITE_IOERR_READ,
-                    true,
-                    || span_words("read", tag, offset, amt as u64),
-                    file.read(&mut data, offset),
-                )?
-            }
-            FileKind::Scratch(name) => {
-                let name = name.clone();
-                let content = state.scratch.get(&name).map_or(&[][..], Vec::as_slice);
-                let start = usize::try_from(offset)
-                    .unwrap_or(usize::MAX)
-                    .min(content.len());
-                let avail = content.get(start..).unwrap_or_default();
-                let n = avail.len().min(amt);
-                data[..n].copy_from_slice(&avail[..n]);
-                if n == amt {
-                    ReadOutcome::Full
-                } else {
-                    ReadOutcome::Short
-                }
-            }
-        };
+        let file = state.file(id)?;
+        let tag = file.tag();
+        let outcome = settle(
+            deadline,
+            code::SQLITE_IOERR_READ,
+            true,
+            || span_words("read", tag, offset, amt as u64),
+            file.read(&mut data, offset),
+        )?;
         state
             .mem()?
             .write(store, buf, &data)
@@ -556,32 +509,15 @@ fn vfs_write(
             .read(store, buf, amt)
             .map_err(|e| bad_pointer(&e))?;
         let deadline = state.store_deadline();
-        match &mut state.file(id)?.kind {
-            FileKind::Kv(file) => {
-                let tag = file.tag();
-                settle(
-                    deadline,
-                    code::SQLITE_IOERR_WRITE,
-                    false,
-                    || span_words("write", tag, offset, u64::from(amt)),
-                    file.write(&data, offset),
-                )?;
-            }
-            FileKind::Scratch(name) => {
-                let name = name.clone();
-                let content = state.scratch.entry(name).or_default();
-                let end = usize::try_from(offset)
-                    .ok()
-                    .and_then(|start| start.checked_add(data.len()))
-                    .filter(|&end| end <= MAX_SCRATCH)
-                    .ok_or_else(|| VfsError::new(code::SQLITE_FULL, "seeding file too large"))?;
-                let start = end - data.len();
-                if content.len() < end {
-                    content.resize(end, 0);
-                }
-                content[start..end].copy_from_slice(&data);
-            }
-        }
+        let file = state.file(id)?;
+        let tag = file.tag();
+        settle(
+            deadline,
+            code::SQLITE_IOERR_WRITE,
+            false,
+            || span_words("write", tag, offset, u64::from(amt)),
+            file.write(&data, offset),
+        )?;
         Ok(code::SQLITE_OK)
     })
 }
@@ -592,24 +528,15 @@ fn vfs_truncate(mut env: FunctionEnvMut<'_, HostState>, id: u32, size: i64) -> i
             return Err(VfsError::new(code::SQLITE_IOERR_TRUNCATE, "negative size").into());
         };
         let deadline = state.store_deadline();
-        match &mut state.file(id)?.kind {
-            FileKind::Kv(file) => {
-                let tag = file.tag();
-                settle(
-                    deadline,
-                    code::SQLITE_IOERR_TRUNCATE,
-                    false,
-                    || format!("truncate of {} to {size} bytes", file_words(tag)),
-                    file.truncate(size),
-                )?;
-            }
-            FileKind::Scratch(name) => {
-                let name = name.clone();
-                if let Some(content) = state.scratch.get_mut(&name) {
-                    content.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-                }
-            }
-        }
+        let file = state.file(id)?;
+        let tag = file.tag();
+        settle(
+            deadline,
+            code::SQLITE_IOERR_TRUNCATE,
+            false,
+            || format!("truncate of {} to {size} bytes", file_words(tag)),
+            file.truncate(size),
+        )?;
         Ok(code::SQLITE_OK)
     })
 }
@@ -617,30 +544,22 @@ fn vfs_truncate(mut env: FunctionEnvMut<'_, HostState>, id: u32, size: i64) -> i
 fn vfs_sync(mut env: FunctionEnvMut<'_, HostState>, id: u32, _flags: i32) -> i32 {
     guard(&mut env, |state, _| {
         let deadline = state.store_deadline();
-        if let FileKind::Kv(file) = &mut state.file(id)?.kind {
-            let tag = file.tag();
-            settle(
-                deadline,
-                code::SQLITE_IOERR_FSYNC,
-                false,
-                || format!("sync of {}", file_words(tag)),
-                file.sync(),
-            )?;
-        }
+        let file = state.file(id)?;
+        let tag = file.tag();
+        settle(
+            deadline,
+            code::SQLITE_IOERR_FSYNC,
+            false,
+            || format!("sync of {}", file_words(tag)),
+            file.sync(),
+        )?;
         Ok(code::SQLITE_OK)
     })
 }
 
 fn vfs_file_size(mut env: FunctionEnvMut<'_, HostState>, id: u32, out: u32) -> i32 {
     guard(&mut env, |state, store| {
-        let size = match &state.file(id)?.kind {
-            FileKind::Kv(file) => file.size(),
-            FileKind::Scratch(name) => {
-                let name = name.clone();
-                state.scratch.get(&name).map_or(0, |c| c.len() as u64)
-            }
-        };
-        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        let size = i64::try_from(state.file(id)?.size()).unwrap_or(i64::MAX);
         state
             .mem()?
             .write_i64(store, out, size)
@@ -652,42 +571,21 @@ fn vfs_file_size(mut env: FunctionEnvMut<'_, HostState>, id: u32, out: u32) -> i
 fn vfs_file_control(mut env: FunctionEnvMut<'_, HostState>, id: u32, op: i32) -> i32 {
     guard(&mut env, |state, _| {
         let deadline = state.store_deadline();
-        match &mut state.file(id)?.kind {
-            FileKind::Kv(file) => match op {
-                code::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => file.begin_atomic()?,
-                code::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => {
-                    let tag = file.tag();
-                    settle(
-                        deadline,
-                        code::SQLITE_IOERR_COMMIT_ATOMIC,
-                        false,
-                        || format!("commit of {}", file_words(tag)),
-                        file.commit_atomic(),
-                    )?;
-                }
-                code::SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE => file.rollback_atomic(),
-                _ => return Ok(code::SQLITE_NOTFOUND),
-            },
-            // Seeding files are plain memory: a batch is a snapshot.
-            FileKind::Scratch(name) => {
-                let name = name.clone();
-                let snapshot_key = format!("{name}\0snapshot");
-                match op {
-                    code::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => {
-                        let current = state.scratch.get(&name).cloned().unwrap_or_default();
-                        state.scratch.insert(snapshot_key, current);
-                    }
-                    code::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => {
-                        state.scratch.remove(&snapshot_key);
-                    }
-                    code::SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE => {
-                        if let Some(old) = state.scratch.remove(&snapshot_key) {
-                            state.scratch.insert(name, old);
-                        }
-                    }
-                    _ => return Ok(code::SQLITE_NOTFOUND),
-                }
+        let file = state.file(id)?;
+        match op {
+            code::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => file.begin_atomic()?,
+            code::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => {
+                let tag = file.tag();
+                settle(
+                    deadline,
+                    code::SQLITE_IOERR_COMMIT_ATOMIC,
+                    false,
+                    || format!("commit of {}", file_words(tag)),
+                    file.commit_atomic(),
+                )?;
             }
+            code::SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE => file.rollback_atomic(),
+            _ => return Ok(code::SQLITE_NOTFOUND),
         }
         Ok(code::SQLITE_OK)
     })
@@ -701,10 +599,6 @@ fn vfs_delete(
 ) -> i32 {
     guard(&mut env, |state, store| {
         let name = state.read_name(store, name_ptr, name_len)?;
-        if matches!(state.caller, Caller::Seed) {
-            state.scratch.remove(&name);
-            return Ok(code::SQLITE_OK);
-        }
         let (db, tag, kv) = state
             .resolve(&name)
             .map_err(|e| VfsError::new(code::SQLITE_IOERR_DELETE, e.message().to_owned()))?;
@@ -742,23 +636,19 @@ fn vfs_access(
 ) -> i32 {
     guard(&mut env, |state, store| {
         let name = state.read_name(store, name_ptr, name_len)?;
-        let exists = if matches!(state.caller, Caller::Seed) {
-            state.scratch.contains_key(&name)
-        } else {
-            // A name the caller may not open simply does not exist for it.
-            match state.resolve(&name) {
-                Ok((db, tag, kv)) => match state.sidecars.get(&(db, tag)) {
-                    Some(known) => *known,
-                    None => settle(
-                        state.store_deadline(),
-                        code::SQLITE_IOERR_ACCESS,
-                        true,
-                        || format!("existence check of {}", file_words(tag)),
-                        KvFile::exists(&kv, tag),
-                    )?,
-                },
-                Err(_) => false,
-            }
+        // A name the caller may not open simply does not exist for it.
+        let exists = match state.resolve(&name) {
+            Ok((db, tag, kv)) => match state.sidecars.get(&(db, tag)) {
+                Some(known) => *known,
+                None => settle(
+                    state.store_deadline(),
+                    code::SQLITE_IOERR_ACCESS,
+                    true,
+                    || format!("existence check of {}", file_words(tag)),
+                    KvFile::exists(&kv, tag),
+                )?,
+            },
+            Err(_) => false,
         };
         state
             .mem()?

@@ -33,7 +33,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use vfs_core::{KvStore, RegistryError, code};
+use vfs_core::{FileTag, KvFile, KvStore, MemoryKv, RegistryError, code};
 
 use crate::cache::StatementCache;
 use crate::config::InstanceConfig;
@@ -48,6 +48,9 @@ use crate::value::{Rows, Value};
 /// that returned it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DbId(u64);
+
+/// The name of the database that generates page 1.
+const SEED_NAME: &str = "seed";
 
 struct Db {
     name: Arc<str>,
@@ -301,9 +304,12 @@ impl Instance {
     }
 
     /// Makes sure the host has the empty page 1 that new databases start
-    /// with, generating it with SQLite itself the first time: a database in
-    /// host scratch memory gets one write transaction, and its only page is
+    /// with, generating it with SQLite itself the first time: a database
+    /// over a [`MemoryKv`] gets one write transaction, and its only page is
     /// the template.
+    ///
+    /// The seeding database is registered only while it runs. No tenant
+    /// can hold its name then: nothing opens before page 1 exists.
     fn ensure_page1(&mut self) -> Result<()> {
         if self.guest.state().page1.is_some() {
             return Ok(());
@@ -313,15 +319,21 @@ impl Instance {
             self.guest.state().page1 = Some(page);
             return Ok(());
         }
-        self.guest.state().scratch.clear();
-        let result = self
-            .guest
-            .with_caller(Caller::Seed, Slot::INSTANCE, seed_pass);
+        let name: Arc<str> = Arc::from(SEED_NAME);
+        let kv = Arc::new(MemoryKv::new());
         let state = self.guest.state();
-        let page = state.scratch.remove("seed");
-        state.scratch.clear();
+        state
+            .registry
+            .register(&name, Arc::clone(&kv) as Arc<dyn KvStore>)
+            .map_err(|e| name_error(&name, e))?;
+        let result =
+            self.guest
+                .with_caller(Caller::Db(Arc::clone(&name)), Slot::INSTANCE, seed_pass);
+        let state = self.guest.state();
+        state.drop_files_of(&name);
+        state.registry.unregister(&name);
         result?;
-        match page {
+        match read_main_file(kv) {
             Some(page)
                 if page.len() == vfs_core::PAGE_SIZE
                     && page.starts_with(vfs_core::sqlite::HEADER_MAGIC) =>
@@ -382,16 +394,27 @@ fn configure(conn: &mut Connection<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The seeding pass: a database in host scratch memory, one write
-/// transaction, closed again.
+/// The seeding pass: a fresh database, one write transaction, closed
+/// again.
 fn seed_pass(g: &mut Guest) -> Result<()> {
-    let mut conn = Connection::open(g, "seed")?;
+    let mut conn = Connection::open(g, SEED_NAME)?;
     let result = conn.exec_script(
         "PRAGMA page_size = 4096; PRAGMA journal_mode = MEMORY; PRAGMA user_version = 0;",
     );
     let ptr = conn.ptr();
     conn.guest().close(ptr)?;
     result
+}
+
+/// The main file of the seeding database, read back from its store
+/// (`None` if it has none).
+fn read_main_file(kv: Arc<MemoryKv>) -> Option<Vec<u8>> {
+    futures::executor::block_on(async {
+        let mut file = KvFile::open(kv, FileTag::Main, false, None).await.ok()?;
+        let mut bytes = vec![0; usize::try_from(file.size()).ok()?];
+        file.read(&mut bytes, 0).await.ok()?;
+        Some(bytes)
+    })
 }
 
 /// SQL text goes to SQLite with its length, but SQLite stops reading at a
