@@ -17,7 +17,7 @@ use driver_engine::{EngineDriver, PgOptions, PgStorage};
 use vfs_core::{KvError, KvStore};
 use vfs_pool::{ActorDriver, ActorStorage, PoolConfig, Value};
 
-use common::{admin, count, integrity_ok, key, wait_until};
+use common::{admin, count, ids, integrity_ok, key, wait_until};
 
 fn value(text: &str) -> Bytes {
     Bytes::from(text.as_bytes().to_vec())
@@ -544,17 +544,7 @@ async fn a_late_commit_never_overwrites_acknowledged_rows() {
         .await
         .unwrap();
     let db = again.open_database("late-sql").await.unwrap();
-    let stored: Vec<i64> = db
-        .query("SELECT id FROM t ORDER BY id", &[])
-        .await
-        .unwrap()
-        .rows
-        .iter()
-        .map(|row| match row[0] {
-            Value::Integer(id) => id,
-            ref other => panic!("id {other:?}"),
-        })
-        .collect();
+    let stored = ids(&db).await;
     for n in &acknowledged {
         assert!(
             stored.contains(n),

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use vfs_pool::{ActorDriver, Database, PoolConfig, Value};
 
-use common::integrity_ok;
+use common::{ids, integrity_ok};
 
 const ACTORS: [&str; 3] = ["r-1", "r-2", "r-3"];
 const RUNNING: u8 = 0;
@@ -54,19 +54,6 @@ fn config() -> PoolConfig {
         actors_per_instance: 2,
         ..PoolConfig::default()
     }
-}
-
-async fn rows(db: &Database) -> BTreeSet<i64> {
-    db.query("SELECT id FROM t", &[])
-        .await
-        .unwrap()
-        .rows
-        .iter()
-        .map(|row| match row[0] {
-            Value::Integer(id) => id,
-            ref other => panic!("id {other:?}"),
-        })
-        .collect()
 }
 
 async fn write_until_stopped(
@@ -216,7 +203,7 @@ async fn the_driver_recovers_from_a_server_crash_without_losing_acknowledged_row
             p.unclear_errors
         );
         let db = driver.open_database(actor).await.unwrap();
-        let stored = rows(&db).await;
+        let stored = ids(&db).await;
         assert!(
             stored.is_superset(&p.acknowledged),
             "{actor} lost acknowledged rows: {:?}",
@@ -235,7 +222,7 @@ async fn the_driver_recovers_from_a_server_crash_without_losing_acknowledged_row
     let driver = EngineDriver::connect(&url, config()).await.unwrap();
     for (actor, p) in ACTORS.iter().zip(&progress) {
         let db = driver.open_database(actor).await.unwrap();
-        assert!(rows(&db).await.is_superset(&p.acknowledged));
+        assert!(ids(&db).await.is_superset(&p.acknowledged));
         integrity_ok(&db).await;
     }
     driver.shutdown().await;

@@ -25,8 +25,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-use common::{config, integrity, scalar};
+use common::config;
 use driver_fs::{Error, FsDriver, FsStorage};
+use vfs_pool::testing::{integrity, scalar};
 use vfs_pool::{ActorDriver, Value};
 
 const ROLE: &str = "DRIVER_FS_CRASH_ROLE";

@@ -6,8 +6,9 @@ mod common;
 
 use std::time::Instant;
 
-use common::{config, integrity, scalar};
+use common::{config, report};
 use driver_fs::{DATA_FILE, Error, FileFaults, FsDriver, FsOptions, FsStorage};
+use vfs_pool::testing::{integrity, scalar};
 use vfs_pool::{ActorDriver, KvError, StorageDriver, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,6 +307,34 @@ async fn open_errors_are_clear() {
     assert!(matches!(err, Error::Corrupted { .. }), "{err}");
 }
 
+/// A driver over a data file in `dir` that fails on command, with actor
+/// `actor` holding one row, 'kept', in table `t`.
+async fn one_kept_row(
+    dir: &std::path::Path,
+    faults: &FileFaults,
+    actor: &str,
+) -> (StorageDriver<FsStorage>, vfs_pool::Database) {
+    let storage = FsStorage::open_with_faults(dir, FsOptions::default(), faults).unwrap();
+    let driver = StorageDriver::new(storage, config(50)).unwrap();
+    let db = driver.open_database(actor).await.unwrap();
+    db.exec("CREATE TABLE t (v TEXT)").await.unwrap();
+    db.execute("INSERT INTO t VALUES ('kept')", &[])
+        .await
+        .unwrap();
+    (driver, db)
+}
+
+/// Reopens `dir` and asserts that `actor`'s database is sound and holds
+/// exactly the row 'kept'.
+async fn only_the_kept_row_after_reopening(dir: &std::path::Path, actor: &str) {
+    let driver = FsDriver::open(dir, config(50)).await.unwrap();
+    let db = driver.open_database(actor).await.unwrap();
+    assert_eq!(integrity(&db).await, "ok");
+    let rows = db.query("SELECT v FROM t", &[]).await.unwrap();
+    assert_eq!(rows.rows, vec![vec![Value::from("kept")]]);
+    driver.shutdown().await;
+}
+
 /// A disk failure under a commit reaches the SQL caller with the storage
 /// error attached; after reopening, the database holds exactly what was
 /// acknowledged before the failure.
@@ -314,14 +343,7 @@ async fn a_disk_failure_reaches_the_caller_and_loses_only_the_failed_commit() {
     let dir = tempfile::tempdir().unwrap();
     let faults = FileFaults::new();
     {
-        let storage =
-            FsStorage::open_with_faults(dir.path(), FsOptions::default(), &faults).unwrap();
-        let driver = StorageDriver::new(storage, config(50)).unwrap();
-        let db = driver.open_database("fragile").await.unwrap();
-        db.exec("CREATE TABLE t (v TEXT)").await.unwrap();
-        db.execute("INSERT INTO t VALUES ('kept')", &[])
-            .await
-            .unwrap();
+        let (driver, db) = one_kept_row(dir.path(), &faults, "fragile").await;
 
         faults.fail_writes(true);
         let err = db
@@ -336,12 +358,7 @@ async fn a_disk_failure_reaches_the_caller_and_loses_only_the_failed_commit() {
         faults.fail_writes(false);
         driver.shutdown().await;
     }
-    let driver = FsDriver::open(dir.path(), config(50)).await.unwrap();
-    let db = driver.open_database("fragile").await.unwrap();
-    assert_eq!(integrity(&db).await, "ok");
-    let rows = db.query("SELECT v FROM t", &[]).await.unwrap();
-    assert_eq!(rows.rows, vec![vec![Value::from("kept")]]);
-    driver.shutdown().await;
+    only_the_kept_row_after_reopening(dir.path(), "fragile").await;
 }
 
 /// A full disk under a commit reaches the SQL caller as a full store: the
@@ -353,27 +370,14 @@ async fn a_full_disk_reaches_the_sql_caller_as_storage_full() {
     let dir = tempfile::tempdir().unwrap();
     let faults = FileFaults::new();
     {
-        let storage =
-            FsStorage::open_with_faults(dir.path(), FsOptions::default(), &faults).unwrap();
-        let driver = StorageDriver::new(storage, config(50)).unwrap();
-        let db = driver.open_database("crowded").await.unwrap();
-        db.exec("CREATE TABLE t (v TEXT)").await.unwrap();
-        db.execute("INSERT INTO t VALUES ('kept')", &[])
-            .await
-            .unwrap();
+        let (driver, db) = one_kept_row(dir.path(), &faults, "crowded").await;
 
         faults.fill_disk(true);
         let err = db
             .execute("INSERT INTO t VALUES ('lost')", &[])
             .await
             .unwrap_err();
-        let mut text = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(cause) = source {
-            text.push_str(" <- ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
+        let text = report(&err);
         assert!(
             err.kv_error().is_some_and(KvError::is_storage_full),
             "{text}"
@@ -383,10 +387,5 @@ async fn a_full_disk_reaches_the_sql_caller_as_storage_full() {
         faults.fill_disk(false);
         driver.shutdown().await;
     }
-    let driver = FsDriver::open(dir.path(), config(50)).await.unwrap();
-    let db = driver.open_database("crowded").await.unwrap();
-    assert_eq!(integrity(&db).await, "ok");
-    let rows = db.query("SELECT v FROM t", &[]).await.unwrap();
-    assert_eq!(rows.rows, vec![vec![Value::from("kept")]]);
-    driver.shutdown().await;
+    only_the_kept_row_after_reopening(dir.path(), "crowded").await;
 }

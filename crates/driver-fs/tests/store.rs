@@ -2,9 +2,12 @@
 //! contract per actor, namespaces, limits, group commit, deletion, reopen,
 //! and every way opening a data directory can fail.
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::report;
 use driver_fs::{
     DATA_FILE, Error, FileFaults, FsOptions, FsStorage, MAX_BATCH_KEYS, MAX_VALUE_BYTES,
 };
@@ -20,6 +23,13 @@ fn page(seed: u32) -> Bytes {
         *byte = (seed as usize).wrapping_mul(31).wrapping_add(i) as u8;
     }
     Bytes::from(v)
+}
+
+/// Pages 0 to `count - 1`, each under its number (big-endian) as the key.
+fn pages(count: u32) -> Vec<(Bytes, Bytes)> {
+    (0..count)
+        .map(|i| (Bytes::copy_from_slice(&i.to_be_bytes()), page(i)))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,9 +98,7 @@ async fn a_full_batch_of_pages_commits_in_one_transaction() {
     let storage = FsStorage::open(dir.path()).unwrap();
     let kv = storage.open_actor("big").await.unwrap();
     // 4096 pages = 16 MiB, far beyond a journal-sized batch.
-    let entries: Vec<(Bytes, Bytes)> = (0..4096u32)
-        .map(|i| (Bytes::copy_from_slice(&i.to_be_bytes()), page(i)))
-        .collect();
+    let entries = pages(4096);
     kv.put_batch(&entries).await.unwrap();
     let stats = storage.stats();
     assert_eq!(stats.write_transactions, 1);
@@ -403,9 +411,7 @@ async fn damaged_pages_are_detected_at_open() {
     {
         let storage = FsStorage::open(dir.path()).unwrap();
         let kv = storage.open_actor("victim").await.unwrap();
-        let entries: Vec<(Bytes, Bytes)> = (0..512u32)
-            .map(|i| (Bytes::copy_from_slice(&i.to_be_bytes()), page(i)))
-            .collect();
+        let entries = pages(512);
         kv.put_batch(&entries).await.unwrap();
         storage.close().await;
     }
@@ -509,18 +515,6 @@ async fn a_failed_transaction_fails_every_batch_in_it() {
     );
 }
 
-/// The full text of an error and all its sources.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// A write that finds the disk full (`ENOSPC` from the file layer, under
 /// the engine's transaction) fails with `KvError::StorageFull`, and so does
 /// every write the fail-stop engine refuses afterwards; reads keep the last
@@ -541,7 +535,7 @@ async fn a_full_disk_is_storage_full_at_the_store() {
     assert!(err.is_storage_full(), "{err:?}");
     assert!(matches!(err, KvError::StorageFull { .. }), "{err:?}");
     assert!(!err.is_transient());
-    let text = chain(&err);
+    let text = report(&err);
     assert!(
         text.starts_with("no space left on the storage device"),
         "{text}"
@@ -554,7 +548,7 @@ async fn a_full_disk_is_storage_full_at_the_store() {
     faults.fill_disk(false);
     let err = kv.put_batch(&[(b(b"k"), b(b"retry"))]).await.unwrap_err();
     assert!(err.is_storage_full(), "{err:?}");
-    assert!(chain(&err).contains("no space left"), "{err}");
+    assert!(report(&err).contains("no space left"), "{err}");
     assert_eq!(
         kv.get_batch(&[b(b"k"), b(b"new")]).await.unwrap(),
         vec![Some(b(b"before")), None]

@@ -1,9 +1,11 @@
 //! Shared helpers of the PostgreSQL driver's integration tests.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use vfs_pool::testing::{integrity, scalar};
 use vfs_pool::{Database, Value};
 
 /// The key of page `i`.
@@ -22,16 +24,26 @@ pub async fn admin(url: &str) -> tokio_postgres::Client {
 
 /// Asserts `PRAGMA integrity_check` says ok.
 pub async fn integrity_ok(db: &Database) {
-    let rows = db.query("PRAGMA integrity_check", &[]).await.unwrap();
-    assert_eq!(rows.rows, vec![vec![Value::from("ok")]]);
+    assert_eq!(integrity(db).await, "ok");
 }
 
 /// Rows of table `t`.
 pub async fn count(db: &Database) -> i64 {
-    match &db.query("SELECT count(*) FROM t", &[]).await.unwrap().rows[0][0] {
-        Value::Integer(n) => *n,
-        other => panic!("count(*) returned {other:?}"),
-    }
+    scalar(db, "SELECT count(*) FROM t").await
+}
+
+/// The ids in table `t`.
+pub async fn ids(db: &Database) -> BTreeSet<i64> {
+    db.query("SELECT id FROM t", &[])
+        .await
+        .unwrap()
+        .rows
+        .iter()
+        .map(|row| match row[0] {
+            Value::Integer(id) => id,
+            ref other => panic!("id {other:?}"),
+        })
+        .collect()
 }
 
 /// `error` and all its sources on one line, as a reporter prints them: the
