@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use xshell::{Shell, cmd};
 
-use crate::{deps, fuzz};
+use crate::{deps, fuzz, slt};
 
 /// Flags of `cargo xtask ci`.
 #[derive(Debug, Args)]
@@ -55,6 +55,9 @@ pub fn run(root: &Path, args: &CiArgs) -> Result<()> {
     step("fuzz smoke", || fuzz::smoke(root, args.fuzz))?;
     let mut totals = TestTotals::default();
     let tests = step("cargo test", || run_tests(root, &mut totals));
+    // SQLite's sqllogictest corpus through the whole stack, once the
+    // suite has passed (and built the runner).
+    let tests = tests.and_then(|()| step("sqllogictest corpus (pool)", || slt::ci(root)));
     // The suite's own last line is that of its last test binary (often a
     // doc-test run with nothing in it); this line sums them all.
     let summary = format!("tests: {} passed, {} failed", totals.passed, totals.failed);

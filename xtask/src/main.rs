@@ -9,6 +9,7 @@
 mod ci;
 mod deps;
 mod fuzz;
+mod slt;
 
 use std::path::PathBuf;
 
@@ -58,6 +59,12 @@ enum Command {
     /// each briefly, `<target> --time <s>` one for longer. Installs
     /// cargo-fuzz when it is missing.
     Fuzz(fuzz::FuzzArgs),
+    /// Run SQLite's sqllogictest scripts through the whole stack (driver-fs,
+    /// the pool, SQLite in wasm): all of the vendored corpus, `tests/slt`,
+    /// or the scripts and directories given. `--engine native` runs them on
+    /// rusqlite's SQLite instead, `--engine both` on both, timed side by
+    /// side. Reports every failed record; fails if any.
+    Slt(slt::SltArgs),
 }
 
 fn main() -> Result<()> {
@@ -69,6 +76,7 @@ fn main() -> Result<()> {
         Command::Demo { args } => run_example(&root, "driver-fs", "demo", &args),
         Command::Bench { args } => bench(&root, &args),
         Command::Fuzz(args) => fuzz::run(&root, &args),
+        Command::Slt(args) => slt::run(&root, &args),
     }
 }
 

@@ -34,24 +34,31 @@ enum Choice {
     Both,
 }
 
-/// The vendored corpus, `tests/slt` at the workspace root, relative to the
-/// current directory when it is under it (shorter lines).
+/// The vendored corpus, `tests/slt` at the workspace root.
 fn default_corpus() -> PathBuf {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/slt");
-    let corpus = corpus.canonicalize().unwrap_or(corpus);
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/slt")
+}
+
+/// `path` relative to the current directory when it is under it, so that
+/// reports name files briefly.
+fn shorter(path: PathBuf) -> PathBuf {
+    let Ok(absolute) = path.canonicalize() else {
+        return path;
+    };
     std::env::current_dir()
         .ok()
-        .and_then(|cwd| corpus.strip_prefix(cwd).ok().map(Path::to_path_buf))
-        .unwrap_or(corpus)
+        .and_then(|cwd| absolute.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or(path)
 }
 
 fn main() -> Result<ExitCode> {
     let args = Args::parse();
-    let paths = if args.paths.is_empty() {
+    let paths: Vec<PathBuf> = if args.paths.is_empty() {
         vec![default_corpus()]
     } else {
         args.paths
     };
+    let paths: Vec<PathBuf> = paths.into_iter().map(shorter).collect();
     let engines: &[Engine] = match args.engine {
         Choice::Pool => &[Engine::Pool],
         Choice::Native => &[Engine::Native],
@@ -110,14 +117,21 @@ fn main() -> Result<ExitCode> {
 
 /// Prints each file's time on both engines and the ratio.
 fn compare(pool: &RunReport, native: &RunReport) {
+    let width = pool
+        .files
+        .iter()
+        .map(|f| f.path.display().to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max(24);
     println!(
-        "\n{:<48} {:>8} {:>10} {:>10} {:>7}",
+        "\n{:<width$} {:>8} {:>10} {:>10} {:>7}",
         "file", "records", "pool (s)", "native (s)", "ratio"
     );
     for (p, n) in pool.files.iter().zip(&native.files) {
         let (ps, ns) = (p.elapsed.as_secs_f64(), n.elapsed.as_secs_f64());
         println!(
-            "{:<48} {:>8} {:>10.2} {:>10.2} {:>6.2}×",
+            "{:<width$} {:>8} {:>10.2} {:>10.2} {:>6.2}×",
             p.path.display(),
             p.run(),
             ps,
@@ -127,7 +141,7 @@ fn compare(pool: &RunReport, native: &RunReport) {
     }
     let (ps, ns) = (pool.elapsed.as_secs_f64(), native.elapsed.as_secs_f64());
     println!(
-        "{:<48} {:>8} {:>10.2} {:>10.2} {:>6.2}×",
+        "{:<width$} {:>8} {:>10.2} {:>10.2} {:>6.2}×",
         "all (set-up included)",
         pool.passed() + pool.failed(),
         ps,
