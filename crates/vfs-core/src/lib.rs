@@ -52,6 +52,7 @@ mod kv;
 mod registry;
 pub mod sqlite;
 pub mod testing;
+mod vfs;
 
 pub use error::{Error, Result};
 pub use file::{KvFile, ReadOutcome, VfsError};
@@ -70,3 +71,4 @@ pub use registry::{
 /// The SQLite result codes, under the name earlier releases used; the same
 /// items as [`sqlite`].
 pub use sqlite as code;
+pub use vfs::{KvVfs, Poison};

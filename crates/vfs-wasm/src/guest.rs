@@ -17,12 +17,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use vfs_core::code;
+use vfs_core::{Poison, code};
 use wasmer::{FunctionEnv, Memory, MemoryType, Pages, RuntimeError, Store, TypedFunction};
 
 use crate::config::InstanceConfig;
 use crate::error::{Error, Result};
-use crate::host::{self, Caller, HostState, Poison};
+use crate::host::{self, HostState};
 use crate::memory::{GuestMemory, GuestPtr, OutOfBounds};
 use crate::module::SqliteModule;
 
@@ -286,11 +286,11 @@ impl Guest {
     /// are charged to the instance again, whatever `f` returned.
     pub(crate) fn with_caller<T>(
         &mut self,
-        caller: Caller,
+        db: Arc<str>,
         slot: Slot,
         f: impl FnOnce(&mut Guest) -> Result<T>,
     ) -> Result<T> {
-        let result = self.enter(caller, slot).and_then(|()| f(self));
+        let result = self.enter(db, slot).and_then(|()| f(self));
         self.leave(result)
     }
 
@@ -318,11 +318,11 @@ impl Guest {
             });
             return self.leave(refused);
         }
-        let result = self.with_caller(Caller::Db(Arc::clone(name)), slot, f);
+        let result = self.with_caller(Arc::clone(name), slot, f);
         if matches!(result, Err(Error::Broken { .. })) {
             return result;
         }
-        if let Some(poison) = self.state().poisoned.get(name).cloned() {
+        if let Some(poison) = self.state().vfs.poisoned(name).cloned() {
             return Err(poison_error(poison));
         }
         // A call that failed returns nothing anyway: its own error says
@@ -341,7 +341,7 @@ impl Guest {
         result
     }
 
-    fn enter(&mut self, caller: Caller, slot: Slot) -> Result<()> {
+    fn enter(&mut self, db: Arc<str>, slot: Slot) -> Result<()> {
         // The budget is validated against MAX_BUDGET, so this cannot
         // overflow; were it to, the call would simply run unbudgeted.
         let deadline = self
@@ -349,7 +349,7 @@ impl Guest {
             .statement_timeout
             .and_then(|t| Instant::now().checked_add(t));
         let state = self.state();
-        state.caller = caller;
+        state.vfs.set_caller(Some(db));
         state.last_error = None;
         state.interrupted = false;
         state.deadline = deadline;
@@ -364,7 +364,7 @@ impl Guest {
 
     fn leave<T>(&mut self, result: Result<T>) -> Result<T> {
         let state = self.state();
-        state.caller = Caller::Nobody;
+        state.vfs.set_caller(None);
         state.deadline = None;
         if self.broken.is_none() {
             call!(self.set_tenant(0, 0))?;

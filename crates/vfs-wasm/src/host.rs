@@ -2,10 +2,13 @@
 //!
 //! Why the host and not the guest decides: the guest runs SQL from several
 //! tenants, so it cannot be trusted to pick files. Before every call into
-//! the guest the instance records which database it runs for
-//! ([`Caller`]); `vfs_open` then resolves a name only if it belongs to that
-//! database, and every later file operation checks that the file is owned by
-//! the caller. Anything else is refused with a SQLite error code that only
+//! the guest the instance records which database it runs for; the rules
+//! that follow from it (a name resolves only if it belongs to that
+//! database, an open file serves only the database that opened it, a
+//! poisoned database is refused) live in [`KvVfs`], in `vfs-core`, where
+//! they are tested without wasmer. What is left here is the adapter:
+//! pointers and lengths in guest memory, result codes, and the time bound
+//! of every store call. Anything refused gets a SQLite error code that only
 //! the calling tenant sees.
 //!
 //! These functions never unwind into the guest and never call back into it.
@@ -24,14 +27,12 @@
 //! poisoned (every later file operation of it fails) until it is closed and
 //! reopened.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use vfs_core::{FileRegistry, FileTag, KvError, KvFile, KvStore, ReadOutcome, VfsError, code};
+use vfs_core::{FileTag, KvError, KvVfs, ReadOutcome, VfsError, code};
 use wasmer::{Function, FunctionEnv, FunctionEnvMut, Imports, Memory, Store, imports};
 
 use crate::memory::GuestMemory;
@@ -41,93 +42,35 @@ use crate::wait::{self, Stall};
 /// which never fire with exclusive, unshared connections).
 const MAX_SLEEP: Duration = Duration::from_millis(100);
 
-/// Who the guest is currently running for.
-#[derive(Debug, Clone, Default)]
-pub(crate) enum Caller {
-    /// Nobody: every open is refused.
-    #[default]
-    Nobody,
-    /// A database, by registered name.
-    Db(Arc<str>),
-}
-
-struct OpenFile {
-    /// The database that opened the file.
-    owner: Arc<str>,
-    file: KvFile,
-}
-
-/// A name resolved for the caller: its database, file tag and store.
-type Resolved = (Arc<str>, FileTag, Arc<dyn KvStore>);
-
-/// Why a database was poisoned.
-#[derive(Debug, Clone)]
-pub(crate) struct Poison {
-    /// What happened first, in words, the store's own message included.
-    pub(crate) reason: String,
-    /// The failure itself when a store error is behind it (an
-    /// [`KvError::OutcomeUnknown`]): the call that met it hands it to its
-    /// caller intact.
-    pub(crate) cause: Option<VfsError>,
-}
-
 /// State shared by all host functions of one instance.
 pub(crate) struct HostState {
     memory: Option<GuestMemory>,
-    pub(crate) registry: FileRegistry,
-    pub(crate) caller: Caller,
-    files: HashMap<u32, OpenFile>,
-    next_file: u32,
-    /// Page 1 of an empty database, seeded into every new main file.
-    pub(crate) page1: Option<Arc<[u8]>>,
+    /// The databases, their files and the caller.
+    pub(crate) vfs: KvVfs,
     /// When the running call must stop.
     pub(crate) deadline: Option<Instant>,
     /// Longest wait for one store call.
     pub(crate) store_timeout: Duration,
-    /// Databases whose store panicked, timed out or could not tell whether
-    /// a call was applied, with what happened first: their files refuse
-    /// every operation until they are reopened.
-    pub(crate) poisoned: HashMap<Arc<str>, Poison>,
     /// Set when the progress handler asked SQLite to stop.
     pub(crate) interrupted: bool,
     /// The last VFS failure, kept for the error returned to the caller.
     pub(crate) last_error: Option<VfsError>,
-    /// Whether a database's journal or WAL exists, as far as this host
-    /// knows without asking the store: learned when the main file opens
-    /// (probed in the same call) or deletes a sidecar, forgotten whenever the
-    /// sidecar is opened (it may then be written). Every change to a
-    /// database's files goes through this host, so a known answer is exact,
-    /// and SQLite's hot-journal checks cost no round trip.
-    sidecars: HashMap<(Arc<str>, FileTag), bool>,
 }
 
 impl HostState {
     pub(crate) fn new(store_timeout: Duration) -> Self {
         Self {
             store_timeout,
-            poisoned: HashMap::new(),
             memory: None,
-            registry: FileRegistry::new(),
-            caller: Caller::Nobody,
-            files: HashMap::new(),
-            next_file: 1,
-            page1: None,
+            vfs: KvVfs::new(),
             deadline: None,
             interrupted: false,
             last_error: None,
-            sidecars: HashMap::new(),
         }
     }
 
     pub(crate) fn set_memory(&mut self, memory: GuestMemory) {
         self.memory = Some(memory);
-    }
-
-    /// Forgets files a closed database left open (none in normal operation).
-    pub(crate) fn drop_files_of(&mut self, name: &str) {
-        self.files.retain(|_, f| &*f.owner != name);
-        self.sidecars.retain(|(db, _), _| &**db != name);
-        self.poisoned.remove(name);
     }
 
     /// The single path from a failure to a SQLite result code: the error is
@@ -152,26 +95,11 @@ impl HostState {
     /// Marks the calling database unusable until it is reopened, because
     /// of `err`.
     fn poison(&mut self, err: &VfsError) {
-        if let Caller::Db(me) = &self.caller {
+        if let Some(me) = self.vfs.caller() {
             let reason = describe(err);
             tracing::warn!(database = %me, %reason, "database poisoned");
-            self.poisoned
-                .entry(Arc::clone(me))
-                .or_insert_with(|| Poison {
-                    reason,
-                    cause: err.kv_error().is_some().then(|| err.clone()),
-                });
-        }
-    }
-
-    /// Refuses every file operation of a poisoned database.
-    fn check_not_poisoned(&self, db: &str) -> Result<(), VfsError> {
-        match self.poisoned.get(db) {
-            Some(poison) => Err(VfsError::new(
-                code::SQLITE_IOERR,
-                format!("database poisoned until it is reopened: {}", poison.reason),
-            )),
-            None => Ok(()),
+            let cause = err.kv_error().is_some().then(|| err.clone());
+            self.vfs.poison(reason, cause);
         }
     }
 
@@ -180,7 +108,7 @@ impl HostState {
     /// store that panics here refuses, as a failed check would; the panic
     /// goes no further.
     pub(crate) fn check_owner(&self, name: &str) -> Result<(), KvError> {
-        let Ok(resolved) = self.registry.resolve(name) else {
+        let Ok(resolved) = self.vfs.registry().resolve(name) else {
             return Ok(());
         };
         match catch_unwind(AssertUnwindSafe(|| resolved.store.check_owner())) {
@@ -198,47 +126,6 @@ impl HostState {
         let now = Instant::now();
         let cap = now.checked_add(self.store_timeout).unwrap_or(now);
         self.deadline.map_or(cap, |d| d.min(cap))
-    }
-
-    /// Resolves `name` for the current caller, refusing every name that is
-    /// not a file of the calling database.
-    fn resolve(&self, name: &str) -> Result<Resolved, VfsError> {
-        let Caller::Db(me) = &self.caller else {
-            return Err(VfsError::new(
-                code::SQLITE_CANTOPEN,
-                format!("refused to open {name:?}: no database is running"),
-            ));
-        };
-        let refused = || {
-            VfsError::new(
-                code::SQLITE_CANTOPEN,
-                format!("refused to open {name:?}: not a file of this database"),
-            )
-        };
-        let resolved = self.registry.resolve(name).map_err(|_| refused())?;
-        if *resolved.db_name != **me {
-            return Err(refused());
-        }
-        self.check_not_poisoned(me)?;
-        Ok((resolved.db_name, resolved.tag, resolved.store))
-    }
-
-    /// The open file `id`, if the current caller owns it.
-    fn file(&mut self, id: u32) -> Result<&mut KvFile, VfsError> {
-        let Caller::Db(me) = &self.caller else {
-            return Err(VfsError::new(
-                code::SQLITE_MISUSE,
-                "file used outside a call",
-            ));
-        };
-        self.check_not_poisoned(me)?;
-        match self.files.get_mut(&id) {
-            Some(f) if f.owner == *me => Ok(&mut f.file),
-            _ => Err(VfsError::new(
-                code::SQLITE_MISUSE,
-                format!("file id {id} is not open for this database"),
-            )),
-        }
     }
 
     fn mem(&self) -> Result<&GuestMemory, VfsError> {
@@ -408,46 +295,29 @@ fn vfs_open(
 ) -> i32 {
     guard(&mut env, |state, store| {
         let name = state.read_name(store, name_ptr, name_len)?;
-        let (owner, tag, kv) = state.resolve(&name)?;
-        let seed = if tag == FileTag::Main {
-            state.page1.clone()
-        } else {
-            None
-        };
-        // Forget first: even a failed open may have created the file.
-        state.sidecars.remove(&(Arc::clone(&owner), tag));
+        let resolved = state.vfs.resolve(&name)?;
+        let tag = resolved.tag;
         let file = settle(
             state.store_deadline(),
             code::SQLITE_CANTOPEN,
             false,
             || format!("open of {}", file_words(tag)),
-            KvFile::open(
-                kv,
-                tag,
-                flags & code::SQLITE_OPEN_CREATE != 0,
-                seed.as_deref(),
-            ),
+            state
+                .vfs
+                .open(&resolved, flags & code::SQLITE_OPEN_CREATE != 0),
         )?;
-        for sidecar in [FileTag::Journal, FileTag::Wal] {
-            if let Some(exists) = file.sidecar_existed_at_open(sidecar) {
-                state.sidecars.insert((Arc::clone(&owner), sidecar), exists);
-            }
-        }
-        let id = state.next_file;
         state
             .mem()?
-            .write_u32(store, out_id, id)
+            .write(store, out_id, &state.vfs.next_file_id().to_le_bytes())
             .map_err(|e| bad_pointer(&e))?;
-        state.next_file = state.next_file.wrapping_add(1).max(1);
-        state.files.insert(id, OpenFile { owner, file });
+        state.vfs.add_file(resolved.db_name, file);
         Ok(code::SQLITE_OK)
     })
 }
 
 fn vfs_close(mut env: FunctionEnvMut<'_, HostState>, id: u32) -> i32 {
     guard(&mut env, |state, _| {
-        state.file(id)?;
-        state.files.remove(&id);
+        state.vfs.close(id)?;
         Ok(code::SQLITE_OK)
     })
 }
@@ -473,7 +343,7 @@ fn vfs_read(
         }
         let mut data = vec![0u8; amt];
         let deadline = state.store_deadline();
-        let file = state.file(id)?;
+        let file = state.vfs.file(id)?;
         let tag = file.tag();
         let outcome = settle(
             deadline,
@@ -509,7 +379,7 @@ fn vfs_write(
             .read(store, buf, amt)
             .map_err(|e| bad_pointer(&e))?;
         let deadline = state.store_deadline();
-        let file = state.file(id)?;
+        let file = state.vfs.file(id)?;
         let tag = file.tag();
         settle(
             deadline,
@@ -528,7 +398,7 @@ fn vfs_truncate(mut env: FunctionEnvMut<'_, HostState>, id: u32, size: i64) -> i
             return Err(VfsError::new(code::SQLITE_IOERR_TRUNCATE, "negative size").into());
         };
         let deadline = state.store_deadline();
-        let file = state.file(id)?;
+        let file = state.vfs.file(id)?;
         let tag = file.tag();
         settle(
             deadline,
@@ -544,7 +414,7 @@ fn vfs_truncate(mut env: FunctionEnvMut<'_, HostState>, id: u32, size: i64) -> i
 fn vfs_sync(mut env: FunctionEnvMut<'_, HostState>, id: u32, _flags: i32) -> i32 {
     guard(&mut env, |state, _| {
         let deadline = state.store_deadline();
-        let file = state.file(id)?;
+        let file = state.vfs.file(id)?;
         let tag = file.tag();
         settle(
             deadline,
@@ -559,10 +429,10 @@ fn vfs_sync(mut env: FunctionEnvMut<'_, HostState>, id: u32, _flags: i32) -> i32
 
 fn vfs_file_size(mut env: FunctionEnvMut<'_, HostState>, id: u32, out: u32) -> i32 {
     guard(&mut env, |state, store| {
-        let size = i64::try_from(state.file(id)?.size()).unwrap_or(i64::MAX);
+        let size = i64::try_from(state.vfs.file(id)?.size()).unwrap_or(i64::MAX);
         state
             .mem()?
-            .write_i64(store, out, size)
+            .write(store, out, &size.to_le_bytes())
             .map_err(|e| bad_pointer(&e))?;
         Ok(code::SQLITE_OK)
     })
@@ -571,7 +441,7 @@ fn vfs_file_size(mut env: FunctionEnvMut<'_, HostState>, id: u32, out: u32) -> i
 fn vfs_file_control(mut env: FunctionEnvMut<'_, HostState>, id: u32, op: i32) -> i32 {
     guard(&mut env, |state, _| {
         let deadline = state.store_deadline();
-        let file = state.file(id)?;
+        let file = state.vfs.file(id)?;
         match op {
             code::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => file.begin_atomic()?,
             code::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => {
@@ -599,29 +469,19 @@ fn vfs_delete(
 ) -> i32 {
     guard(&mut env, |state, store| {
         let name = state.read_name(store, name_ptr, name_len)?;
-        let (db, tag, kv) = state
+        let resolved = state
+            .vfs
             .resolve(&name)
             .map_err(|e| VfsError::new(code::SQLITE_IOERR_DELETE, e.message().to_owned()))?;
-        let key = (db, tag);
-        state.sidecars.remove(&key);
-        let deleted = settle(
+        let tag = resolved.tag;
+        settle(
             state.store_deadline(),
             code::SQLITE_IOERR_DELETE,
             false,
             || format!("delete of {}", file_words(tag)),
-            KvFile::delete(&kv, tag),
-        );
-        match deleted {
-            Ok(()) => {
-                state.sidecars.insert(key, false);
-                Ok(code::SQLITE_OK)
-            }
-            Err(Failure::Vfs(e)) if e.code() == code::SQLITE_IOERR_DELETE_NOENT => {
-                state.sidecars.insert(key, false);
-                Err(e.into())
-            }
-            Err(e) => Err(e),
-        }
+            state.vfs.delete(&resolved),
+        )?;
+        Ok(code::SQLITE_OK)
     })
 }
 
@@ -637,22 +497,19 @@ fn vfs_access(
     guard(&mut env, |state, store| {
         let name = state.read_name(store, name_ptr, name_len)?;
         // A name the caller may not open simply does not exist for it.
-        let exists = match state.resolve(&name) {
-            Ok((db, tag, kv)) => match state.sidecars.get(&(db, tag)) {
-                Some(known) => *known,
-                None => settle(
-                    state.store_deadline(),
-                    code::SQLITE_IOERR_ACCESS,
-                    true,
-                    || format!("existence check of {}", file_words(tag)),
-                    KvFile::exists(&kv, tag),
-                )?,
-            },
+        let exists = match state.vfs.resolve(&name) {
+            Ok(resolved) => settle(
+                state.store_deadline(),
+                code::SQLITE_IOERR_ACCESS,
+                true,
+                || format!("existence check of {}", file_words(resolved.tag)),
+                state.vfs.exists(&resolved),
+            )?,
             Err(_) => false,
         };
         state
             .mem()?
-            .write_u32(store, out, u32::from(exists))
+            .write(store, out, &u32::from(exists).to_le_bytes())
             .map_err(|e| bad_pointer(&e))?;
         Ok(code::SQLITE_OK)
     })

@@ -39,7 +39,6 @@ use crate::cache::StatementCache;
 use crate::config::InstanceConfig;
 use crate::error::{Error, Result};
 use crate::guest::{ConnPtr, Guest, Slot};
-use crate::host::Caller;
 use crate::module::SqliteModule;
 use crate::statement::Connection;
 use crate::value::{Rows, Value};
@@ -113,11 +112,12 @@ impl Instance {
         vfs_core::validate_database_name(name).map_err(|e| name_error(name, e))?;
         self.ensure_page1()?;
         let state = self.guest.state();
-        if state.registry.contains(name) {
+        if state.vfs.registry().contains(name) {
             return Err(Error::NameInUse(name.to_owned()));
         }
         state
-            .registry
+            .vfs
+            .registry()
             .register(name, kv)
             .map_err(|e| name_error(name, e))?;
         let name: Arc<str> = Arc::from(name);
@@ -158,8 +158,8 @@ impl Instance {
             Err(e) => {
                 if !self.guest.is_broken() {
                     let state = self.guest.state();
-                    state.drop_files_of(&name);
-                    state.registry.unregister(&name);
+                    state.vfs.forget(&name);
+                    state.vfs.registry().unregister(&name);
                     self.recycle_slot(slot);
                 }
                 Err(e)
@@ -204,23 +204,21 @@ impl Instance {
         if self.guest.is_broken() {
             // The guest is gone; only the bookkeeping remains.
             let state = self.guest.state();
-            state.drop_files_of(&name);
-            state.registry.unregister(&name);
+            state.vfs.forget(&name);
+            state.vfs.registry().unregister(&name);
             return Ok(());
         }
         // Closing is not a tenant's statement: neither the store's check
         // nor a poisoned database's failure applies, only whether the
         // connection itself closed.
-        let result = self
-            .guest
-            .with_caller(Caller::Db(Arc::clone(&name)), slot, |g| {
-                Connection::new(g, conn).close(stmts)
-            });
+        let result = self.guest.with_caller(Arc::clone(&name), slot, |g| {
+            Connection::new(g, conn).close(stmts)
+        });
         if !self.guest.is_broken() {
-            self.guest.state().drop_files_of(&name);
+            self.guest.state().vfs.forget(&name);
         }
         if result.is_ok() {
-            self.guest.state().registry.unregister(&name);
+            self.guest.state().vfs.registry().unregister(&name);
             self.recycle_slot(slot);
         }
         result
@@ -278,7 +276,7 @@ impl Instance {
         self.guest.check_usable()?;
         let entry = self.dbs.get(&db).ok_or(Error::UnknownDatabase)?;
         let found = (Arc::clone(&entry.name), entry.conn, entry.slot);
-        if let Some(poison) = self.guest.state().poisoned.get(&found.0) {
+        if let Some(poison) = self.guest.state().vfs.poisoned(&found.0) {
             return Err(Error::Poisoned {
                 reason: poison.reason.clone(),
             });
@@ -311,27 +309,28 @@ impl Instance {
     /// The seeding database is registered only while it runs. No tenant
     /// can hold its name then: nothing opens before page 1 exists.
     fn ensure_page1(&mut self) -> Result<()> {
-        if self.guest.state().page1.is_some() {
+        if self.guest.state().vfs.page1().is_some() {
             return Ok(());
         }
         if let Some(page) = self.module.page1() {
             let page: Arc<[u8]> = Arc::from(page);
-            self.guest.state().page1 = Some(page);
+            self.guest.state().vfs.set_page1(page);
             return Ok(());
         }
         let name: Arc<str> = Arc::from(SEED_NAME);
         let kv = Arc::new(MemoryKv::new());
         let state = self.guest.state();
         state
-            .registry
+            .vfs
+            .registry()
             .register(&name, Arc::clone(&kv) as Arc<dyn KvStore>)
             .map_err(|e| name_error(&name, e))?;
-        let result =
-            self.guest
-                .with_caller(Caller::Db(Arc::clone(&name)), Slot::INSTANCE, seed_pass);
+        let result = self
+            .guest
+            .with_caller(Arc::clone(&name), Slot::INSTANCE, seed_pass);
         let state = self.guest.state();
-        state.drop_files_of(&name);
-        state.registry.unregister(&name);
+        state.vfs.forget(&name);
+        state.vfs.registry().unregister(&name);
         result?;
         match read_main_file(kv) {
             Some(page)
@@ -339,7 +338,7 @@ impl Instance {
                     && page.starts_with(vfs_core::sqlite::HEADER_MAGIC) =>
             {
                 self.module.set_page1(page.clone());
-                self.guest.state().page1 = Some(Arc::from(page));
+                self.guest.state().vfs.set_page1(Arc::from(page));
                 Ok(())
             }
             other => Err(Error::Sqlite {

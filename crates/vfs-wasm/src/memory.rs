@@ -184,24 +184,4 @@ impl GuestMemory {
         raw.copy_from_slice(&bytes);
         Ok(u32::from_le_bytes(raw))
     }
-
-    /// Writes a little-endian `u32` at `ptr`.
-    pub(crate) fn write_u32(
-        &self,
-        store: &impl AsStoreRef,
-        ptr: u32,
-        value: u32,
-    ) -> Result<(), OutOfBounds> {
-        self.write(store, ptr, &value.to_le_bytes())
-    }
-
-    /// Writes a little-endian `i64` at `ptr`.
-    pub(crate) fn write_i64(
-        &self,
-        store: &impl AsStoreRef,
-        ptr: u32,
-        value: i64,
-    ) -> Result<(), OutOfBounds> {
-        self.write(store, ptr, &value.to_le_bytes())
-    }
 }
