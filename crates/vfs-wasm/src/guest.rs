@@ -280,10 +280,13 @@ impl Guest {
 
     // ---- calls -----------------------------------------------------------
 
-    /// Runs `f` as a call for `caller`: the VFS serves only its files, its
-    /// allocations are charged to `slot`, and the time budget of the whole
-    /// call starts now. Afterwards the VFS serves nobody and allocations
-    /// are charged to the instance again, whatever `f` returned.
+    /// Runs `f` as a call for database `db`: the VFS serves only its
+    /// files, its allocations are charged to `slot`, and the time budget of
+    /// the whole call starts now. Afterwards the VFS serves nobody and
+    /// allocations are charged to the instance again, whatever `f`
+    /// returned. Neither the store's ownership check nor poisoning applies
+    /// (closing, seeding); a tenant's statement goes through
+    /// [`Guest::with_db`].
     pub(crate) fn with_caller<T>(
         &mut self,
         db: Arc<str>,
