@@ -26,7 +26,7 @@ pub struct SltArgs {
     /// `pool` (SQLite in wasm through driver-fs and the pool), `native`
     /// (rusqlite's bundled SQLite on a file, for comparison) or `both` (the
     /// pool, then native on the same files, with their times side by side).
-    #[arg(long, default_value = "pool")]
+    #[arg(long, default_value = "pool", value_parser = ["pool", "native", "both"])]
     pub engine: String,
 }
 
@@ -35,6 +35,12 @@ pub struct SltArgs {
 pub const CI_CORPUS: &str = "tests/slt";
 
 /// Builds the runner in release and runs it on `args.paths`.
+///
+/// `cargo run --package vfs-slt` resolves features for that package alone
+/// (as `cargo xtask demo` does for its own), not for the whole workspace
+/// with its dev-dependencies, so its first build compiles wasmer and the
+/// SQLite module once more than the test suite's build; later runs reuse
+/// it. CI does not pay that: see [`ci`].
 pub fn run(root: &Path, args: &SltArgs) -> Result<()> {
     deps::ensure(deps::Purpose::Build, true)?;
     // Relative paths are the caller's, and the runner starts in the root.
@@ -48,7 +54,7 @@ pub fn run(root: &Path, args: &SltArgs) -> Result<()> {
         "cargo run --quiet --release --package vfs-slt -- --engine {engine} {paths...}"
     )
     .run()
-    .context("sqllogictest records failed")?;
+    .context("the sqllogictest run failed (see its report above)")?;
     Ok(())
 }
 
