@@ -56,7 +56,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use vfs_core::{FaultyKv, KvLimits, KvStore, MemoryKv, PAGE_SIZE, code};
+use vfs_core::{FaultyKv, KvLimits, KvStore, MemoryKv, PAGE_SIZE, sqlite};
 use vfs_wasm::{DbId, Error, Instance, InstanceConfig, ModuleConfig, Rows, SqliteModule, Value};
 
 use crate::Finding;
@@ -551,7 +551,7 @@ impl TenantRun<'_> {
             Err(Error::Broken { reason }) => Err(self.broken(reason)),
             Err(Error::Sqlite {
                 code: c, message, ..
-            }) if c & 0xff == code::SQLITE_CORRUPT => {
+            }) if c & 0xff == sqlite::SQLITE_CORRUPT => {
                 Err(self.tenant_finding(format!("{which}integrity_check: corrupt: {message}")))
             }
             // Budgets cut the check short; that proves nothing either way.

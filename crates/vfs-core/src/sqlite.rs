@@ -75,6 +75,24 @@ pub const SQLITE_LIMIT_LIKE_PATTERN_LENGTH: i32 = 8;
 /// `SQLITE_LIMIT_TRIGGER_DEPTH`: deepest trigger recursion.
 pub const SQLITE_LIMIT_TRIGGER_DEPTH: i32 = 10;
 
+// Fundamental datatypes (`sqlite3_column_type`).
+
+/// `SQLITE_INTEGER`: a 64-bit signed integer.
+pub const SQLITE_INTEGER: i32 = 1;
+/// `SQLITE_FLOAT`: a 64-bit IEEE float.
+pub const SQLITE_FLOAT: i32 = 2;
+/// `SQLITE_TEXT`: a string.
+pub const SQLITE_TEXT: i32 = 3;
+/// `SQLITE_BLOB`: a blob.
+pub const SQLITE_BLOB: i32 = 4;
+/// `SQLITE_NULL`: NULL.
+pub const SQLITE_NULL: i32 = 5;
+
+// Prepare flags.
+
+/// `SQLITE_PREPARE_PERSISTENT`: the statement will be kept and reused.
+pub const SQLITE_PREPARE_PERSISTENT: i32 = 0x01;
+
 // VFS flags and file controls.
 
 /// `SQLITE_OPEN_CREATE`: `xOpen` may create the file.

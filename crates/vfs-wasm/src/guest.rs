@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use vfs_core::{Poison, code};
+use vfs_core::{Poison, sqlite};
 use wasmer::{FunctionEnv, Memory, MemoryType, Pages, RuntimeError, Store, TypedFunction};
 
 use crate::config::InstanceConfig;
@@ -207,7 +207,7 @@ impl Guest {
                 i64::try_from(config.tenant_memory_reserve_bytes).unwrap_or(i64::MAX),
             )
             .map_err(|e| Error::instantiate("shim_init trapped", e))?;
-        if rc != code::SQLITE_OK {
+        if rc != sqlite::SQLITE_OK {
             return Err(Error::Instantiate {
                 what: format!("sqlite3_initialize failed with code {rc}"),
                 source: None,
@@ -436,7 +436,7 @@ impl Guest {
         self.mem
             .read_cstr(&self.store, ptr.get())
             .map_err(|e| Error::Sqlite {
-                code: code::SQLITE_ERROR,
+                code: sqlite::SQLITE_ERROR,
                 message: format!("SQLite returned a string the host cannot read: {e}"),
                 kv: None,
             })
@@ -455,22 +455,22 @@ impl Guest {
         let vfs = state.last_error.take();
         let interrupted = state.interrupted;
         match code & 0xff {
-            code::SQLITE_INTERRUPT if interrupted => Error::Interrupted {
+            sqlite::SQLITE_INTERRUPT if interrupted => Error::Interrupted {
                 budget_ms: self
                     .config
                     .statement_timeout
                     .map_or(0, |t| t.as_millis() as u64),
             },
-            code::SQLITE_NOMEM | code::SQLITE_TOOBIG => Error::LimitExceeded {
+            sqlite::SQLITE_NOMEM | sqlite::SQLITE_TOOBIG => Error::LimitExceeded {
                 what: self.nomem_reason(message),
             },
-            _ if code == code::SQLITE_IOERR_NOMEM => Error::LimitExceeded {
+            _ if code == sqlite::SQLITE_IOERR_NOMEM => Error::LimitExceeded {
                 what: self.nomem_reason(message),
             },
             primary => {
                 let relevant = matches!(
                     primary,
-                    code::SQLITE_IOERR | code::SQLITE_CANTOPEN | code::SQLITE_FULL
+                    sqlite::SQLITE_IOERR | sqlite::SQLITE_CANTOPEN | sqlite::SQLITE_FULL
                 );
                 // SQLite's own words for these ("disk I/O error", "unable
                 // to open database file") say less than the failed
@@ -578,7 +578,7 @@ impl Guest {
             out.get(),
             out.get() + 4
         ))?;
-        if rc != code::SQLITE_OK {
+        if rc != sqlite::SQLITE_OK {
             return Err(self.sqlite_error(conn, rc));
         }
         let stmt = self.read_u32(out)?;

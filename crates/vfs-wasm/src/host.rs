@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use vfs_core::{FileTag, KvError, KvVfs, ReadOutcome, VfsError, code};
+use vfs_core::{FileTag, KvError, KvVfs, ReadOutcome, VfsError, sqlite};
 use wasmer::{Function, FunctionEnv, FunctionEnvMut, Imports, Memory, Store, imports};
 
 use crate::memory::GuestMemory;
@@ -131,7 +131,7 @@ impl HostState {
     fn mem(&self) -> Result<&GuestMemory, VfsError> {
         self.memory
             .as_ref()
-            .ok_or_else(|| VfsError::new(code::SQLITE_MISUSE, "guest memory not attached"))
+            .ok_or_else(|| VfsError::new(sqlite::SQLITE_MISUSE, "guest memory not attached"))
     }
 
     /// The file name SQLite passed as `(ptr, len)` in guest memory.
@@ -148,7 +148,7 @@ impl HostState {
 }
 
 fn bad_pointer(e: &crate::memory::OutOfBounds) -> VfsError {
-    VfsError::new(code::SQLITE_MISUSE, e.to_string())
+    VfsError::new(sqlite::SQLITE_MISUSE, e.to_string())
 }
 
 /// What the caller reads for a failed file operation: what failed, then
@@ -277,7 +277,7 @@ fn guard(
         }
         Err(payload) => {
             let e = VfsError::new(
-                code::SQLITE_IOERR,
+                sqlite::SQLITE_IOERR,
                 format!("the host panicked: {}", wait::take_panic(payload)),
             );
             state.poison(&e);
@@ -299,26 +299,26 @@ fn vfs_open(
         let tag = resolved.tag;
         let file = settle(
             state.store_deadline(),
-            code::SQLITE_CANTOPEN,
+            sqlite::SQLITE_CANTOPEN,
             false,
             || format!("open of {}", file_words(tag)),
             state
                 .vfs
-                .open(&resolved, flags & code::SQLITE_OPEN_CREATE != 0),
+                .open(&resolved, flags & sqlite::SQLITE_OPEN_CREATE != 0),
         )?;
         state
             .mem()?
             .write(store, out_id, &state.vfs.next_file_id().to_le_bytes())
             .map_err(|e| bad_pointer(&e))?;
         state.vfs.add_file(resolved.db_name, file);
-        Ok(code::SQLITE_OK)
+        Ok(sqlite::SQLITE_OK)
     })
 }
 
 fn vfs_close(mut env: FunctionEnvMut<'_, HostState>, id: u32) -> i32 {
     guard(&mut env, |state, _| {
         state.vfs.close(id)?;
-        Ok(code::SQLITE_OK)
+        Ok(sqlite::SQLITE_OK)
     })
 }
 
@@ -331,15 +331,17 @@ fn vfs_read(
 ) -> i32 {
     guard(&mut env, |state, store| {
         let (Ok(amt), Ok(offset)) = (usize::try_from(amt), u64::try_from(offset)) else {
-            return Err(VfsError::new(code::SQLITE_IOERR_READ, "negative read").into());
+            return Err(VfsError::new(sqlite::SQLITE_IOERR_READ, "negative read").into());
         };
         // The buffer must lie in guest memory before the host allocates
         // its copy: the guest cannot make the host allocate more than that.
         let mem = state.mem()?.clone();
         if u64::from(buf) + amt as u64 > mem.size(store) {
-            return Err(
-                VfsError::new(code::SQLITE_IOERR_READ, "read buffer outside guest memory").into(),
-            );
+            return Err(VfsError::new(
+                sqlite::SQLITE_IOERR_READ,
+                "read buffer outside guest memory",
+            )
+            .into());
         }
         let mut data = vec![0u8; amt];
         let deadline = state.store_deadline();
@@ -347,7 +349,7 @@ fn vfs_read(
         let tag = file.tag();
         let outcome = settle(
             deadline,
-            code::SQLITE_IOERR_READ,
+            sqlite::SQLITE_IOERR_READ,
             true,
             || span_words("read", tag, offset, amt as u64),
             file.read(&mut data, offset),
@@ -357,8 +359,8 @@ fn vfs_read(
             .write(store, buf, &data)
             .map_err(|e| bad_pointer(&e))?;
         Ok(match outcome {
-            ReadOutcome::Full => code::SQLITE_OK,
-            ReadOutcome::Short => code::SQLITE_IOERR_SHORT_READ,
+            ReadOutcome::Full => sqlite::SQLITE_OK,
+            ReadOutcome::Short => sqlite::SQLITE_IOERR_SHORT_READ,
         })
     })
 }
@@ -372,7 +374,7 @@ fn vfs_write(
 ) -> i32 {
     guard(&mut env, |state, store| {
         let (Ok(amt), Ok(offset)) = (u32::try_from(amt), u64::try_from(offset)) else {
-            return Err(VfsError::new(code::SQLITE_IOERR_WRITE, "negative write").into());
+            return Err(VfsError::new(sqlite::SQLITE_IOERR_WRITE, "negative write").into());
         };
         let data = state
             .mem()?
@@ -383,31 +385,31 @@ fn vfs_write(
         let tag = file.tag();
         settle(
             deadline,
-            code::SQLITE_IOERR_WRITE,
+            sqlite::SQLITE_IOERR_WRITE,
             false,
             || span_words("write", tag, offset, u64::from(amt)),
             file.write(&data, offset),
         )?;
-        Ok(code::SQLITE_OK)
+        Ok(sqlite::SQLITE_OK)
     })
 }
 
 fn vfs_truncate(mut env: FunctionEnvMut<'_, HostState>, id: u32, size: i64) -> i32 {
     guard(&mut env, |state, _| {
         let Ok(size) = u64::try_from(size) else {
-            return Err(VfsError::new(code::SQLITE_IOERR_TRUNCATE, "negative size").into());
+            return Err(VfsError::new(sqlite::SQLITE_IOERR_TRUNCATE, "negative size").into());
         };
         let deadline = state.store_deadline();
         let file = state.vfs.file(id)?;
         let tag = file.tag();
         settle(
             deadline,
-            code::SQLITE_IOERR_TRUNCATE,
+            sqlite::SQLITE_IOERR_TRUNCATE,
             false,
             || format!("truncate of {} to {size} bytes", file_words(tag)),
             file.truncate(size),
         )?;
-        Ok(code::SQLITE_OK)
+        Ok(sqlite::SQLITE_OK)
     })
 }
 
@@ -418,12 +420,12 @@ fn vfs_sync(mut env: FunctionEnvMut<'_, HostState>, id: u32, _flags: i32) -> i32
         let tag = file.tag();
         settle(
             deadline,
-            code::SQLITE_IOERR_FSYNC,
+            sqlite::SQLITE_IOERR_FSYNC,
             false,
             || format!("sync of {}", file_words(tag)),
             file.sync(),
         )?;
-        Ok(code::SQLITE_OK)
+        Ok(sqlite::SQLITE_OK)
     })
 }
 
@@ -434,7 +436,7 @@ fn vfs_file_size(mut env: FunctionEnvMut<'_, HostState>, id: u32, out: u32) -> i
             .mem()?
             .write(store, out, &size.to_le_bytes())
             .map_err(|e| bad_pointer(&e))?;
-        Ok(code::SQLITE_OK)
+        Ok(sqlite::SQLITE_OK)
     })
 }
 
@@ -443,21 +445,21 @@ fn vfs_file_control(mut env: FunctionEnvMut<'_, HostState>, id: u32, op: i32) ->
         let deadline = state.store_deadline();
         let file = state.vfs.file(id)?;
         match op {
-            code::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => file.begin_atomic()?,
-            code::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => {
+            sqlite::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => file.begin_atomic()?,
+            sqlite::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => {
                 let tag = file.tag();
                 settle(
                     deadline,
-                    code::SQLITE_IOERR_COMMIT_ATOMIC,
+                    sqlite::SQLITE_IOERR_COMMIT_ATOMIC,
                     false,
                     || format!("commit of {}", file_words(tag)),
                     file.commit_atomic(),
                 )?;
             }
-            code::SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE => file.rollback_atomic(),
-            _ => return Ok(code::SQLITE_NOTFOUND),
+            sqlite::SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE => file.rollback_atomic(),
+            _ => return Ok(sqlite::SQLITE_NOTFOUND),
         }
-        Ok(code::SQLITE_OK)
+        Ok(sqlite::SQLITE_OK)
     })
 }
 
@@ -472,16 +474,16 @@ fn vfs_delete(
         let resolved = state
             .vfs
             .resolve(&name)
-            .map_err(|e| VfsError::new(code::SQLITE_IOERR_DELETE, e.message().to_owned()))?;
+            .map_err(|e| VfsError::new(sqlite::SQLITE_IOERR_DELETE, e.message().to_owned()))?;
         let tag = resolved.tag;
         settle(
             state.store_deadline(),
-            code::SQLITE_IOERR_DELETE,
+            sqlite::SQLITE_IOERR_DELETE,
             false,
             || format!("delete of {}", file_words(tag)),
             state.vfs.delete(&resolved),
         )?;
-        Ok(code::SQLITE_OK)
+        Ok(sqlite::SQLITE_OK)
     })
 }
 
@@ -500,7 +502,7 @@ fn vfs_access(
         let exists = match state.vfs.resolve(&name) {
             Ok(resolved) => settle(
                 state.store_deadline(),
-                code::SQLITE_IOERR_ACCESS,
+                sqlite::SQLITE_IOERR_ACCESS,
                 true,
                 || format!("existence check of {}", file_words(resolved.tag)),
                 state.vfs.exists(&resolved),
@@ -511,7 +513,7 @@ fn vfs_access(
             .mem()?
             .write(store, out, &u32::from(exists).to_le_bytes())
             .map_err(|e| bad_pointer(&e))?;
-        Ok(code::SQLITE_OK)
+        Ok(sqlite::SQLITE_OK)
     })
 }
 
@@ -543,6 +545,10 @@ fn host_time_ms(_env: FunctionEnvMut<'_, HostState>) -> i64 {
 
 fn host_sleep(_env: FunctionEnvMut<'_, HostState>, micros: i32) -> i32 {
     let wanted = Duration::from_micros(u64::try_from(micros).unwrap_or(0));
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "SQLite's xSleep asks for exactly this, bounded by MAX_SLEEP"
+    )]
     std::thread::sleep(wanted.min(MAX_SLEEP));
     micros
 }

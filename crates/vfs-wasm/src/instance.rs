@@ -33,7 +33,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use vfs_core::{FileTag, KvFile, KvStore, MemoryKv, RegistryError, code};
+use vfs_core::{FileTag, KvFile, KvStore, MemoryKv, RegistryError, sqlite};
 
 use crate::cache::StatementCache;
 use crate::config::InstanceConfig;
@@ -342,7 +342,7 @@ impl Instance {
                 Ok(())
             }
             other => Err(Error::Sqlite {
-                code: code::SQLITE_ERROR,
+                code: sqlite::SQLITE_ERROR,
                 message: format!(
                     "generating page 1 produced {} bytes instead of one valid page",
                     other.map_or(0, |p| p.len())
@@ -373,21 +373,25 @@ fn configure(conn: &mut Connection<'_>) -> Result<()> {
     );
     let ptr = conn.ptr();
     let g = conn.guest();
-    g.limit(ptr, code::SQLITE_LIMIT_LENGTH, max_length)?;
-    g.limit(ptr, code::SQLITE_LIMIT_SQL_LENGTH, max_length.min(1 << 20))?;
-    g.limit(ptr, code::SQLITE_LIMIT_TRIGGER_DEPTH, 100)?;
-    g.limit(ptr, code::SQLITE_LIMIT_LIKE_PATTERN_LENGTH, like)?;
+    g.limit(ptr, sqlite::SQLITE_LIMIT_LENGTH, max_length)?;
+    g.limit(
+        ptr,
+        sqlite::SQLITE_LIMIT_SQL_LENGTH,
+        max_length.min(1 << 20),
+    )?;
+    g.limit(ptr, sqlite::SQLITE_LIMIT_TRIGGER_DEPTH, 100)?;
+    g.limit(ptr, sqlite::SQLITE_LIMIT_LIKE_PATTERN_LENGTH, like)?;
     conn.exec_script(&pragmas)?;
     let page_size = conn.query_once("PRAGMA page_size")?;
     if page_size != [vec![Value::Integer(vfs_core::PAGE_SIZE as i64)]] {
         return Err(Error::Sqlite {
-            code: code::SQLITE_CORRUPT,
+            code: sqlite::SQLITE_CORRUPT,
             message: format!("database page size is {page_size:?}, expected 4096"),
             kv: None,
         });
     }
     let rc = conn.guest().lockdown(ptr)?;
-    if rc != code::SQLITE_OK {
+    if rc != sqlite::SQLITE_OK {
         return Err(conn.error(rc));
     }
     Ok(())

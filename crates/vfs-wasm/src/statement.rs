@@ -13,7 +13,7 @@
 //! a row whose count differs from the shape read is refused, so the host
 //! never reads records this call did not write.
 
-use vfs_core::code;
+use vfs_core::sqlite;
 
 use crate::cache::StatementCache;
 use crate::error::{Error, Result};
@@ -21,17 +21,8 @@ use crate::guest::{ConnPtr, Guest, StmtPtr};
 use crate::memory::GuestPtr;
 use crate::value::{Rows, Value};
 
-/// `SQLITE_PREPARE_PERSISTENT`: the statement will be reused.
-const PREPARE_PERSISTENT: i32 = 0x01;
 /// Size of one column record written by `shim_row`.
 const COLUMN_RECORD: u32 = 16;
-/// The kinds of value in a column record: SQLite's fundamental datatypes
-/// (`SQLITE_INTEGER` … `SQLITE_NULL`).
-const SQLITE_INTEGER: i32 = 1;
-const SQLITE_FLOAT: i32 = 2;
-const SQLITE_TEXT: i32 = 3;
-const SQLITE_BLOB: i32 = 4;
-const SQLITE_NULL: i32 = 5;
 
 /// One connection of the guest, borrowed for one call.
 pub(crate) struct Connection<'g> {
@@ -49,7 +40,7 @@ impl<'g> Connection<'g> {
     /// returned as its error.
     pub(crate) fn open(guest: &'g mut Guest, name: &str) -> Result<Self> {
         let (rc, conn) = guest.open(name)?;
-        if rc != code::SQLITE_OK {
+        if rc != sqlite::SQLITE_OK {
             let err = guest.sqlite_error(conn, rc);
             if !conn.is_null() {
                 guest.close(conn)?;
@@ -80,7 +71,7 @@ impl<'g> Connection<'g> {
             self.guest.finalize(stmt)?;
         }
         let rc = self.guest.close(self.conn)?;
-        if rc != code::SQLITE_OK {
+        if rc != sqlite::SQLITE_OK {
             return Err(self.error(rc));
         }
         Ok(())
@@ -173,9 +164,13 @@ impl<'g> Connection<'g> {
             return Ok(Some(stmt));
         }
         let (buf, out) = self.guest.alloc(sql.as_bytes(), 8)?;
-        let prepared =
-            self.guest
-                .prepare(self.conn, buf, sql.len() as u32, out, PREPARE_PERSISTENT);
+        let prepared = self.guest.prepare(
+            self.conn,
+            buf,
+            sql.len() as u32,
+            out,
+            sqlite::SQLITE_PREPARE_PERSISTENT,
+        );
         if !self.guest.is_broken() {
             self.guest.free(buf)?;
         }
@@ -282,7 +277,7 @@ impl<'g> Connection<'g> {
                     self.guest.bind_owned(stmt, index, value, false)?
                 }
             };
-            if rc != code::SQLITE_OK {
+            if rc != sqlite::SQLITE_OK {
                 return Err(self.error(rc));
             }
         }
@@ -317,7 +312,7 @@ impl<'g> Connection<'g> {
         let mut budget = ResultBudget::new(self.guest.config().max_result_bytes);
         loop {
             let rc = self.guest.step(stmt)?;
-            if first && (rc == code::SQLITE_ROW || rc == code::SQLITE_DONE) {
+            if first && (rc == sqlite::SQLITE_ROW || rc == sqlite::SQLITE_DONE) {
                 first = false;
                 if let Some(rows) = rows.as_deref_mut() {
                     rows.columns = self.column_names(stmt)?;
@@ -330,7 +325,7 @@ impl<'g> Connection<'g> {
                 }
             }
             match rc {
-                code::SQLITE_ROW => {
+                sqlite::SQLITE_ROW => {
                     if let Some(rows) = rows.as_deref_mut()
                         && !rows.columns.is_empty()
                     {
@@ -338,7 +333,7 @@ impl<'g> Connection<'g> {
                         rows.rows.push(row);
                     }
                 }
-                code::SQLITE_DONE => return Ok(()),
+                sqlite::SQLITE_DONE => return Ok(()),
                 rc => return Err(self.error(rc)),
             }
         }
@@ -374,7 +369,7 @@ impl<'g> Connection<'g> {
             // The shape changed under a running statement: never read
             // records this call did not write.
             return Err(Error::Sqlite {
-                code: code::SQLITE_ERROR,
+                code: sqlite::SQLITE_ERROR,
                 message: format!("the row has {written} columns where the statement had {ncol}"),
                 kv: None,
             });
@@ -398,7 +393,7 @@ impl<'g> Connection<'g> {
         let bytes: u64 = records
             .iter()
             .map(|&(kind, len, _)| {
-                let data = if kind == SQLITE_TEXT || kind == SQLITE_BLOB {
+                let data = if kind == sqlite::SQLITE_TEXT || kind == sqlite::SQLITE_BLOB {
                     u64::from(len)
                 } else {
                     0
@@ -412,12 +407,12 @@ impl<'g> Connection<'g> {
         for (kind, len, value) in records {
             let data = GuestPtr::new(value as u32);
             let value = match kind {
-                SQLITE_INTEGER => Value::Integer(value),
-                SQLITE_FLOAT => Value::Real(f64::from_bits(value as u64)),
-                SQLITE_TEXT => Value::Text(self.guest.read_str(data, len)?),
-                SQLITE_BLOB if len == 0 => Value::Blob(Vec::new()),
-                SQLITE_BLOB => Value::Blob(self.guest.read(data, len)?),
-                SQLITE_NULL => Value::Null,
+                sqlite::SQLITE_INTEGER => Value::Integer(value),
+                sqlite::SQLITE_FLOAT => Value::Real(f64::from_bits(value as u64)),
+                sqlite::SQLITE_TEXT => Value::Text(self.guest.read_str(data, len)?),
+                sqlite::SQLITE_BLOB if len == 0 => Value::Blob(Vec::new()),
+                sqlite::SQLITE_BLOB => Value::Blob(self.guest.read(data, len)?),
+                sqlite::SQLITE_NULL => Value::Null,
                 _ => {
                     return Err(Error::LimitExceeded {
                         what: "guest memory exhausted converting a column".into(),

@@ -159,6 +159,10 @@ mod tests {
     fn a_future_woken_from_another_thread_completes() {
         let (tx, rx) = futures::channel::oneshot::channel::<u32>();
         let sender = thread::spawn(move || {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the waiter must be parked before the wake-up comes"
+            )]
             thread::sleep(Duration::from_millis(10));
             tx.send(3).unwrap();
         });

@@ -277,6 +277,10 @@ impl KvStore for DeadlineKv {
         self.seen.lock().push(deadline);
         if self.retry_reads.load(Ordering::SeqCst) {
             let until = deadline.unwrap_or_else(|| Instant::now() + Self::HORIZON);
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "this store blocks its thread on purpose, as a badly written store would"
+            )]
             std::thread::sleep(until.saturating_duration_since(Instant::now()));
             return Err(KvError::Unavailable {
                 message: "gave up retrying at the call's deadline".into(),
@@ -422,7 +426,7 @@ fn a_failed_store_call_is_named_by_its_operation() {
     assert!(!text.contains("open of the journal"), "{text}");
     // The code is the failed commit's, not that of SQLite's journal retry.
     assert!(
-        matches!(err, Error::Sqlite { code: c, .. } if c == vfs_core::code::SQLITE_IOERR_COMMIT_ATOMIC),
+        matches!(err, Error::Sqlite { code: c, .. } if c == vfs_core::sqlite::SQLITE_IOERR_COMMIT_ATOMIC),
         "{err:?}"
     );
     assert!(
