@@ -13,7 +13,8 @@ use driver_engine::{Error, MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES, PgOpt
 use vfs_core::{KvError, KvStore};
 use vfs_pool::ActorStorage;
 
-use common::{admin, key, report};
+use common::{admin, key};
+use vfs_pool::testing::report;
 
 fn page(i: u32, fill: u8) -> Bytes {
     let mut value = vec![fill; 4096];

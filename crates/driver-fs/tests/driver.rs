@@ -6,8 +6,9 @@ mod common;
 
 use std::time::Instant;
 
-use common::{config, report};
+use common::config;
 use driver_fs::{DATA_FILE, Error, FileFaults, FsDriver, FsOptions, FsStorage};
+use vfs_pool::testing::report;
 use vfs_pool::testing::{integrity, scalar};
 use vfs_pool::{ActorDriver, KvError, StorageDriver, Value};
 

@@ -7,10 +7,10 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::report;
 use driver_fs::{
     DATA_FILE, Error, FileFaults, FsOptions, FsStorage, MAX_BATCH_KEYS, MAX_VALUE_BYTES,
 };
+use vfs_pool::testing::report;
 use vfs_pool::{ActorStorage, KvError};
 
 fn b(s: &[u8]) -> Bytes {

@@ -7,7 +7,10 @@
 //! - [`GateKv`]: a store whose writes can be held at a gate, to catch a
 //!   call in the middle of its commit;
 //! - [`integrity`] and [`scalar`]: one-value queries that fail the test on
-//!   anything unexpected.
+//!   anything unexpected;
+//! - [`report`]: an error with all its causes on one line, to assert on
+//!   words a cause holds (errors here keep causes in `source()`, not in
+//!   their own message).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -64,6 +67,19 @@ async fn scalar_value(db: &Database, sql: &str) -> Value {
         },
         Err(rows) => panic!("{sql}: {} rows, not one", rows.len()),
     }
+}
+
+/// `error` and all its sources on one line, each after a `": "`, as an
+/// error reporter prints them.
+pub fn report(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A store whose writes can be held at a gate: once [armed](Self::arm), the

@@ -46,19 +46,6 @@ pub async fn ids(db: &Database) -> BTreeSet<i64> {
         .collect()
 }
 
-/// `error` and all its sources on one line, as a reporter prints them: the
-/// driver keeps PostgreSQL's words in the sources, not in the message.
-pub fn report(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Polls `done` every 10 ms until it holds, failing the test after `limit`.
 pub async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + limit;

@@ -14,15 +14,3 @@ pub fn config(actors_per_instance: usize) -> PoolConfig {
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("module-cache"),
     )
 }
-
-/// `error` and all its sources on one line, as a reporter prints them.
-pub fn report(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
