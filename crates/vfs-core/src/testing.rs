@@ -28,6 +28,9 @@
 //!   a batch, sync) change nothing when they fail.
 //! - Every stored key decodes, and after a final clean sync no page is left
 //!   past the end of the file.
+//!
+//! It also holds [`report`], which tests across the workspace use to assert
+//! on the words of an error's causes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -515,4 +518,19 @@ pub async fn check_file_ops(ops: &[FileOp]) -> Result<(), Divergence> {
         op: None,
         message,
     })
+}
+
+/// `error` and all its sources on one line, each after a `": "`, as an
+/// error reporter prints them. Errors in this workspace keep their causes
+/// in `source()` and out of their own message, so a test that looks for a
+/// cause's words looks here.
+pub fn report(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -22,6 +22,8 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::{Database, KvError, KvLimits, KvStore, MemoryKv, PoolConfig, Value};
 
+pub use vfs_core::testing::report;
+
 /// A configuration for tests: `actors_per_instance` seats per instance, the
 /// compiled module cached in `module_cache_dir` (pass a directory every test
 /// binary shares, such as `env!("CARGO_TARGET_TMPDIR")` joined with a name,
@@ -67,19 +69,6 @@ async fn scalar_value(db: &Database, sql: &str) -> Value {
         },
         Err(rows) => panic!("{sql}: {} rows, not one", rows.len()),
     }
-}
-
-/// `error` and all its sources on one line, each after a `": "`, as an
-/// error reporter prints them.
-pub fn report(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A store whose writes can be held at a gate: once [armed](Self::arm), the

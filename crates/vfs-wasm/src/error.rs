@@ -9,11 +9,12 @@ use vfs_core::KvError;
 #[non_exhaustive]
 pub enum Error {
     /// SQLite returned an error. For I/O errors `kv` holds the storage error
-    /// that caused it (also returned by `source()`).
+    /// that caused it, which is also the `source()` (so the message does
+    /// not repeat it).
     ///
     /// When a file operation failed, `code` and `message` are those of that
     /// operation (the first one with a storage error behind it): the message
-    /// names it ("commit of the main file failed (...): injected fault ..."),
+    /// names it ("commit of the main file failed (...)"),
     /// where SQLite would say "disk I/O error" and may report the code of
     /// its retry through the journal instead.
     #[error("sqlite error {code}: {message}")]
@@ -76,7 +77,7 @@ pub enum Error {
     /// (the message says which). The database is not poisoned: once the
     /// store allows again (a renewed lease: nobody else took the data), the
     /// same connection carries on.
-    #[error("{message}: {kv}")]
+    #[error("{message}")]
     Store {
         /// Which check refused, in words.
         message: String,

@@ -480,7 +480,7 @@ impl Guest {
                 match vfs.filter(|_| relevant) {
                     Some(vfs) => Error::Sqlite {
                         code: vfs.code(),
-                        message: host::describe(&vfs),
+                        message: vfs.message().to_owned(),
                         kv: vfs.into_kv_error(),
                     },
                     None => Error::Sqlite {
@@ -720,7 +720,7 @@ fn poison_error(poison: Poison) -> Error {
             code: cause.code(),
             message: format!(
                 "{}; the database is poisoned until it is reopened",
-                host::describe(&cause)
+                cause.message()
             ),
             kv: cause.into_kv_error(),
         },

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use vfs_core::testing::report;
 use vfs_core::{CountingKv, FaultyKv, KvError, KvLimits, KvStore, MemoryKv};
 use vfs_wasm::{Error, InstanceConfig};
 
@@ -142,7 +143,7 @@ fn a_lapsed_lease_refuses_a_read_the_page_cache_could_answer() {
         .query(db, sql, &[])
         .expect_err("a host without its lease serves nothing");
     assert!(is_fenced(&err), "{err:?}");
-    assert!(err.to_string().contains("lease lapsed"), "{err}");
+    assert!(report(&err).contains("lease lapsed"), "{err}");
     for result in [
         inst.exec(db, "SELECT 1").map(|()| 0),
         inst.execute(db, "INSERT INTO t VALUES (3)", &[]),
@@ -218,7 +219,7 @@ fn an_unknown_commit_outcome_poisons_the_database_until_a_reopen_reads_the_store
         matches!(kv_cause(&err), Some(KvError::OutcomeUnknown { .. })),
         "{err:?}"
     );
-    let text = err.to_string();
+    let text = report(&err);
     assert!(text.contains("commit of the main file failed"), "{text}");
     assert!(text.contains("the answer to the write was lost"), "{text}");
     store.lose_answers(false);
@@ -419,7 +420,7 @@ fn a_failed_store_call_is_named_by_its_operation() {
     let err = inst
         .execute(db, "INSERT INTO t VALUES (2)", &[])
         .expect_err("the store refuses every call");
-    let text = err.to_string();
+    let text = report(&err);
     assert!(text.contains("commit of the main file failed"), "{text}");
     assert!(text.contains("injected fault"), "{text}");
     assert!(!text.contains("disk I/O error"), "{text}");
@@ -447,7 +448,7 @@ fn a_failed_store_call_is_named_by_its_operation() {
     let err = inst
         .query(db, "SELECT sum(length(b)) FROM wide", &[])
         .expect_err("the pages are not all cached");
-    let text = err.to_string();
+    let text = report(&err);
     assert!(text.contains("read of page"), "{text}");
     assert!(text.contains("of the main file failed"), "{text}");
     assert!(text.contains("injected fault"), "{text}");
