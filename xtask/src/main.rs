@@ -26,9 +26,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run every check CI runs: system dependencies, formatting, clippy, the
-    /// whole test suite (in release, the profile the demo and benches use)
-    /// and a short fuzz smoke run.
+    /// Run every check CI runs: system dependencies, formatting, clippy, a
+    /// short fuzz smoke run, the whole test suite (in release, the profile
+    /// the demo and benches use) and SQLite's sqllogictest corpus through
+    /// the pool (`tests/slt`).
     Ci(ci::CiArgs),
     /// Check the system packages the build and the tests need (clang with the
     /// wasm32 target, lld, wasi-libc, the wasm32 compiler-rt, PostgreSQL) and,
