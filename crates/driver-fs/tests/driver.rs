@@ -362,6 +362,30 @@ async fn a_disk_failure_reaches_the_caller_and_loses_only_the_failed_commit() {
     only_the_kept_row_after_reopening(dir.path(), "fragile").await;
 }
 
+/// A database the application closed itself (as it must close a poisoned
+/// one) is not handed out again: the next `open_database` opens the actor
+/// afresh, and the old handle stays closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_closed_by_its_caller_is_reopened_not_handed_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = FsDriver::open(dir.path(), config(50)).await.unwrap();
+    let db = driver.open_database("closer").await.unwrap();
+    db.exec("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    assert!(db.is_closed());
+
+    let again = driver.open_database("closer").await.unwrap();
+    assert!(!again.is_closed());
+    again.exec("INSERT INTO t VALUES (2)").await.unwrap();
+    assert_eq!(scalar(&again, "SELECT sum(v) FROM t").await, 3);
+    let old = db.exec("INSERT INTO t VALUES (4)").await.unwrap_err();
+    assert!(matches!(old, vfs_pool::Error::Closed), "{old}");
+    assert_eq!(driver.open_actors(), vec!["closer"]);
+    driver.shutdown().await;
+}
+
 /// A full disk under a commit reaches the SQL caller as a full store: the
 /// storage error is `KvError::StorageFull` and the error's text says "no
 /// space left", not whatever a later retry ran into. After reopening, the

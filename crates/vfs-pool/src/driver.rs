@@ -21,7 +21,8 @@ use crate::{Database, Error, PoolConfig, PooledHandle, Result, SqliteVfsPool};
 pub trait ActorDriver: Send + Sync {
     /// Acquires the actor's seat and opens its database on the actor's own
     /// storage namespace. Opening an actor that is already open returns the
-    /// open database.
+    /// open database; once that database was closed (with
+    /// [`Database::close`]), it opens the actor afresh.
     async fn open_database(&self, actor_id: &str) -> Result<Database>;
     /// Closes the actor (if open), releases its seat, and deletes all of its
     /// stored data and nothing else.
@@ -144,9 +145,16 @@ impl<S: ActorStorage> StorageDriver<S> {
     /// See [`ActorDriver::open_database`].
     pub async fn open_database(&self, actor_id: &str) -> Result<Database> {
         let _serial = self.stripe(actor_id).lock().await;
-        let already = self.open.lock().get(actor_id).map(|(_, db)| db.clone());
-        if let Some(db) = already {
-            return Ok(db);
+        let already = self.open.lock().get(actor_id).cloned();
+        if let Some((handle, db)) = already {
+            if !db.is_closed() && !handle.is_released() {
+                return Ok(db);
+            }
+            // The caller closed it with `Database::close` (a poisoned
+            // database must be) or released its handle: forget it and open
+            // the actor afresh.
+            self.open.lock().remove(actor_id);
+            handle.release().await;
         }
         let handle = self.pool.acquire(actor_id).await?;
         let opened = async {

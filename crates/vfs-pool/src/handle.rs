@@ -183,6 +183,13 @@ impl Database {
         self.call(move |i, db| i.query(db, &sql, &params)).await
     }
 
+    /// Whether [`close`](Self::close) was called on this database (any
+    /// clone). A database closed by a release is not counted: its calls
+    /// fail with [`Error::Released`].
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
+    }
+
     /// Closes the database. Idempotent; a database already closed by a
     /// release closes without error. A failed close poisons the actor's name
     /// in its instance (never reused while the instance lives).
