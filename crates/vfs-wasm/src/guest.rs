@@ -18,7 +18,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use vfs_core::{Poison, sqlite};
-use wasmer::{FunctionEnv, Memory, MemoryType, Pages, RuntimeError, Store, TypedFunction};
+use wasmer::{
+    AsStoreMut, AsStoreRef, FunctionEnv, Memory, MemoryType, Pages, RuntimeError, Store, StoreMut,
+    StoreObjects, StoreRef, TypedFunction,
+};
 
 use crate::config::InstanceConfig;
 use crate::error::{Error, Result};
@@ -99,6 +102,43 @@ struct Exports {
     refused: TypedFunction<(), i32>,
 }
 
+/// The guest's wasmer store, which may move to another thread between calls.
+///
+/// wasmer's `Store` is not `Send` because of what it *could* hold, not what
+/// this guest puts in it: an `on_called` hook and a trap handler (both boxed
+/// closures with no `Send` bound; this crate sets neither), and raw pointers
+/// to the instance, memory and table records it owns (data owned by the store
+/// alone, which wasmer's own VM types already mark `Send`). The per-thread
+/// state wasmer keeps for a call (the trap-handling context, the interrupt
+/// registration, the coroutine stack) is installed when a call into the guest
+/// starts and removed when it returns, so nothing ties a store to a thread
+/// between calls. That is what lets the pool run a statement on its caller's
+/// thread instead of hopping to a thread of the instance's own.
+struct MovableStore(Store);
+
+// SAFETY: see the type's documentation. The store is only ever reached
+// through `&mut Guest` (one thread at a time, never in the middle of a call
+// on another thread: a call borrows the guest until it returns), the hooks
+// that carry non-`Send` closures are never set, and the pointers it holds
+// point into memory the store itself owns and frees.
+unsafe impl Send for MovableStore {}
+
+impl AsStoreRef for MovableStore {
+    fn as_store_ref(&self) -> StoreRef<'_> {
+        self.0.as_store_ref()
+    }
+}
+
+impl AsStoreMut for MovableStore {
+    fn as_store_mut(&mut self) -> StoreMut<'_> {
+        self.0.as_store_mut()
+    }
+
+    fn objects_mut(&mut self) -> &mut StoreObjects {
+        self.0.objects_mut()
+    }
+}
+
 /// Calls guest function `$name` with `$args`; a trap breaks the guest.
 macro_rules! call {
     ($self:ident . $name:ident ( $($arg:expr),* )) => {
@@ -109,7 +149,7 @@ macro_rules! call {
 /// SQLite in one wasmer store: the exports, the guest memory, the host
 /// state its imports share, and whether a trap has broken it.
 pub(crate) struct Guest {
-    store: Store,
+    store: MovableStore,
     env: FunctionEnv<HostState>,
     mem: GuestMemory,
     f: Exports,
@@ -214,7 +254,7 @@ impl Guest {
             });
         }
         Ok(Guest {
-            store,
+            store: MovableStore(store),
             env,
             mem,
             f,

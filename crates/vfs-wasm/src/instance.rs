@@ -61,10 +61,10 @@ struct Db {
 
 /// One wasmer instance of SQLite serving several databases.
 ///
-/// Methods take `&mut self`: an instance runs one call at a time. It is not
-/// `Send` (wasmer 7's `Store` is not): create it on the thread that will
-/// run it, from a [`SqliteModule`] (which is `Send + Sync`), for example
-/// inside the closure given to `std::thread::spawn`.
+/// Methods take `&mut self`: an instance runs one call at a time. It is
+/// `Send`, so it can sit behind a mutex and run each call on whichever
+/// thread holds the lock (between calls it keeps nothing tied to a thread);
+/// it is not `Sync`.
 pub struct Instance {
     guest: Guest,
     module: SqliteModule,
@@ -446,8 +446,10 @@ fn name_error(name: &str, e: RegistryError) -> Error {
     }
 }
 
-/// The module is shared across threads; instances are built where they run.
+/// The module is shared across threads; an instance moves between them.
 const _: () = {
     const fn shareable<T: Send + Sync>() {}
+    const fn movable<T: Send>() {}
     shareable::<SqliteModule>();
+    movable::<Instance>();
 };

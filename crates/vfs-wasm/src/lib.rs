@@ -17,7 +17,7 @@
 //!
 //! ```text
 //! let module = SqliteModule::shared(&ModuleConfig { cache_dir: Some(dir) })?;
-//! // on the thread that will run it (an Instance is not Send):
+//! // an Instance is Send: it can be created on one thread and run on another
 //! let mut instance = Instance::new(&module, InstanceConfig::default())?;
 //! let db = instance.open("actor-a", Arc::new(MemoryKv::new()))?;
 //! instance.exec(db, "CREATE TABLE t (v TEXT)")?;
