@@ -18,8 +18,9 @@ pub struct PoolConfig {
     /// How many actors share one WebAssembly instance. Default 50.
     ///
     /// Higher packs more tenants per instance (less memory per actor); lower
-    /// spreads them over more worker threads (less head-of-line blocking when
-    /// one tenant's storage is slow). Zero is refused by
+    /// spreads them over more instances, each running its own calls (less
+    /// head-of-line blocking when one tenant's storage is slow). Zero is
+    /// refused by
     /// [`SqliteVfsPool::new`](crate::SqliteVfsPool::new).
     pub actors_per_instance: usize,
     /// How long an instance with no actors and no operations in flight stays

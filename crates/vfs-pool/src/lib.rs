@@ -4,9 +4,24 @@
 //! key-value namespace, but actors share instances: up to
 //! [`PoolConfig::actors_per_instance`] of them run in one wasm instance, which
 //! is what makes thousands of databases per machine affordable. The pool
-//! assigns actors to instances (sticky, bin-packed), keeps each instance on a
-//! thread of its own so one slow store stalls only its own instance, and
+//! assigns actors to instances (sticky, bin-packed), runs one call at a time
+//! on each instance so one slow store stalls only its own instance, and
 //! destroys instances that stay idle.
+//!
+//! # Where a call runs
+//!
+//! On a multi-thread tokio runtime a call runs on the caller's own thread:
+//! the caller awaits its instance's lock (a queue of tasks, not threads),
+//! then runs SQLite inside [`tokio::task::block_in_place`], so the runtime
+//! moves that worker's other tasks elsewhere while the call blocks. There
+//! is no thread hop per statement. On a current-thread runtime (where
+//! blocking the caller would stall every task) calls go to a thread the
+//! instance keeps for that, for creating and dropping it, and for bounded
+//! closes. Either way the call is bounded by
+//! [`statement_timeout`](PoolConfig::statement_timeout) and
+//! [`store_timeout`](PoolConfig::store_timeout); a `tokio::time::timeout`
+//! around an inline call takes effect only when the call returns, since the
+//! call blocks its thread until then.
 //!
 //! # Guarantees under failure
 //!

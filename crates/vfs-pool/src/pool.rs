@@ -63,13 +63,15 @@ pub(crate) struct Shared {
     config: PoolConfig,
     module: ModuleConfig,
     state: Mutex<State>,
+    /// Set once, under the state lock, by `shutdown` or the pool's drop;
+    /// read without it by every operation.
+    shutting_down: AtomicBool,
     live_workers: Arc<AtomicUsize>,
     instance_count: watch::Sender<usize>,
 }
 
 #[derive(Default)]
 struct State {
-    shutting_down: bool,
     next_instance: u64,
     next_timer: u64,
     instances: BTreeMap<u64, Slot>,
@@ -81,10 +83,54 @@ struct State {
 /// One instance and its bookkeeping.
 struct Slot {
     worker: Worker,
-    actors: usize,
-    ops: usize,
+    occupancy: Arc<Occupancy>,
     names: ShortNames,
     idle_timer: Option<(u64, TaskHandle<()>)>,
+}
+
+/// Who is using an instance: its actors and the operations running on it.
+///
+/// Operations are counted without the pool's lock (twice per statement,
+/// so it matters); what must never happen is an operation running on an
+/// instance that is being destroyed. An operation counts itself in `ops`
+/// and then checks `retired`; a destroyer sets `retired` and then checks
+/// `ops` (see [`try_retire`](Self::try_retire)). Both sides use sequentially
+/// consistent atomics, so at least one of them sees the other and backs
+/// off. `actors` is written under the pool's lock and read without it by
+/// an operation that ends, to decide whether to start the idle countdown.
+#[derive(Debug, Default)]
+pub(crate) struct Occupancy {
+    actors: AtomicUsize,
+    ops: AtomicUsize,
+    retired: AtomicBool,
+}
+
+impl Occupancy {
+    fn actors(&self) -> usize {
+        self.actors.load(Ordering::SeqCst)
+    }
+
+    fn is_busy(&self) -> bool {
+        self.ops.load(Ordering::SeqCst) != 0
+    }
+
+    /// Marks the instance retired if no operation is running on it; every
+    /// later operation then fails. Returns whether it was retired.
+    fn try_retire(&self) -> bool {
+        self.retired.store(true, Ordering::SeqCst);
+        if self.is_busy() {
+            self.retired.store(false, Ordering::SeqCst);
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Marks the instance retired whatever runs on it (the pool is
+    /// shutting down or the instance failed to start).
+    fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Short names of the actors of one instance: the names their databases have
@@ -121,6 +167,7 @@ pub(crate) struct ActorState {
     pub(crate) instance: u64,
     pub(crate) short_name: u32,
     pub(crate) worker: WorkerSender,
+    occupancy: Arc<Occupancy>,
     startup: watch::Receiver<Startup>,
     pub(crate) released: AtomicBool,
     /// Set when closing one of the actor's databases failed: its short name
@@ -139,18 +186,20 @@ pub(crate) enum DbSlot {
 
 /// Counts an operation as in flight on its instance until dropped, so the
 /// instance is never destroyed under a running call.
-pub(crate) struct OpGuard {
-    shared: Arc<Shared>,
-    instance: u64,
+pub(crate) struct OpGuard<'a> {
+    shared: &'a Arc<Shared>,
+    actor: &'a ActorState,
 }
 
-impl Drop for OpGuard {
+impl Drop for OpGuard<'_> {
     fn drop(&mut self) {
-        let mut state = self.shared.state.lock();
-        if let Some(slot) = state.instances.get_mut(&self.instance) {
-            slot.ops -= 1;
+        let occupancy = &self.actor.occupancy;
+        // Only the last operation on an instance with no actors left takes
+        // the pool's lock, to start the idle countdown.
+        if occupancy.ops.fetch_sub(1, Ordering::SeqCst) == 1 && occupancy.actors() == 0 {
+            let mut state = self.shared.state.lock();
+            self.shared.arm_idle_timer(&mut state, self.actor.instance);
         }
-        self.shared.arm_idle_timer(&mut state, self.instance);
     }
 }
 
@@ -168,6 +217,7 @@ impl SqliteVfsPool {
                 config,
                 module,
                 state: Mutex::new(State::default()),
+                shutting_down: AtomicBool::new(false),
                 live_workers: Arc::new(AtomicUsize::new(0)),
                 instance_count: watch::channel(0).0,
             }),
@@ -238,7 +288,7 @@ impl SqliteVfsPool {
                 .map(|(id, slot)| {
                     let info = InstanceInfo {
                         id: *id,
-                        actors: slot.actors,
+                        actors: slot.occupancy.actors(),
                         poisoned_names: slot.names.poisoned.len(),
                         guest_memory_bytes: 0,
                         broken: slot.worker.health().broken().is_some(),
@@ -275,7 +325,7 @@ impl SqliteVfsPool {
             let idle: Vec<u64> = state
                 .instances
                 .iter()
-                .filter(|(_, s)| s.actors == 0 && s.ops == 0)
+                .filter(|(_, s)| s.occupancy.actors() == 0 && s.occupancy.try_retire())
                 .map(|(id, _)| *id)
                 .collect();
             take_slots(&mut state, &idle)
@@ -319,7 +369,7 @@ impl SqliteVfsPool {
     pub async fn shutdown(&self) {
         let actors: Vec<Arc<ActorState>> = {
             let mut state = self.shared.state.lock();
-            state.shutting_down = true;
+            self.shared.shutting_down.store(true, Ordering::SeqCst);
             state.actors.drain().map(|(_, a)| a).collect()
         };
         let mut closes = tokio::task::JoinSet::new();
@@ -342,10 +392,11 @@ impl Drop for SqliteVfsPool {
         // Without a shutdown, stop the threads anyway (queued jobs still run).
         let slots: Vec<Slot> = {
             let mut state = self.shared.state.lock();
-            state.shutting_down = true;
+            self.shared.shutting_down.store(true, Ordering::SeqCst);
             std::mem::take(&mut state.instances).into_values().collect()
         };
         for mut slot in slots {
+            slot.occupancy.retire();
             if let Some((_, timer)) = slot.idle_timer.take() {
                 timer.abort();
             }
@@ -390,7 +441,7 @@ impl Shared {
     fn seat(&self, actor_id: &str) -> Result<Arc<ActorState>> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
-        if state.shutting_down {
+        if self.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }
         if let Some(actor) = state.actors.get(actor_id) {
@@ -402,8 +453,8 @@ impl Shared {
         let fullest = state
             .instances
             .iter()
-            .filter(|(_, s)| s.actors < cap && s.worker.health().broken().is_none())
-            .max_by_key(|(id, s)| (s.actors, std::cmp::Reverse(**id)))
+            .filter(|(_, s)| s.occupancy.actors() < cap && s.worker.health().broken().is_none())
+            .max_by_key(|(id, s)| (s.occupancy.actors(), std::cmp::Reverse(**id)))
             .map(|(id, _)| *id);
         let instance = if let Some(id) = fullest {
             id
@@ -421,8 +472,7 @@ impl Shared {
                 id,
                 Slot {
                     worker,
-                    actors: 0,
-                    ops: 0,
+                    occupancy: Arc::default(),
                     names: ShortNames::default(),
                     idle_timer: None,
                 },
@@ -434,7 +484,7 @@ impl Shared {
             .instances
             .get_mut(&instance)
             .ok_or(Error::InstanceGone)?;
-        slot.actors += 1;
+        slot.occupancy.actors.fetch_add(1, Ordering::SeqCst);
         if let Some((_, timer)) = slot.idle_timer.take() {
             timer.abort();
         }
@@ -443,6 +493,7 @@ impl Shared {
             instance,
             short_name: slot.names.take(),
             worker: slot.worker.sender(),
+            occupancy: Arc::clone(&slot.occupancy),
             startup: slot.worker.startup(),
             released: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
@@ -484,6 +535,9 @@ impl Shared {
             let mut state = self.state.lock();
             state.actors.retain(|_, a| a.instance != instance);
             let slot = state.instances.remove(&instance);
+            if let Some(slot) = &slot {
+                slot.occupancy.retire();
+            }
             self.publish(&state);
             slot
         };
@@ -493,10 +547,16 @@ impl Shared {
     }
 
     /// Registers an operation on the actor's instance; fails when the pool is
-    /// shutting down or the actor was released.
-    pub(crate) fn begin_op(self: &Arc<Self>, actor: &ActorState) -> Result<OpGuard> {
-        let mut state = self.state.lock();
-        if state.shutting_down {
+    /// shutting down, the actor was released or its instance is destroyed.
+    /// Takes no lock (see [`Occupancy`]).
+    pub(crate) fn begin_op<'a>(self: &'a Arc<Self>, actor: &'a ActorState) -> Result<OpGuard<'a>> {
+        actor.occupancy.ops.fetch_add(1, Ordering::SeqCst);
+        // From here on, dropping the guard undoes the count.
+        let op = OpGuard {
+            shared: self,
+            actor,
+        };
+        if self.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }
         if actor.released.load(Ordering::SeqCst) {
@@ -504,15 +564,10 @@ impl Shared {
                 actor: actor.id.clone(),
             });
         }
-        let slot = state
-            .instances
-            .get_mut(&actor.instance)
-            .ok_or(Error::InstanceGone)?;
-        slot.ops += 1;
-        Ok(OpGuard {
-            shared: Arc::clone(self),
-            instance: actor.instance,
-        })
+        if actor.occupancy.retired.load(Ordering::SeqCst) {
+            return Err(Error::InstanceGone);
+        }
+        Ok(op)
     }
 
     /// Releases an actor: closes its database and frees its seat.
@@ -530,7 +585,7 @@ impl Shared {
             state.actors.remove(&actor.id);
         }
         if let Some(slot) = state.instances.get_mut(&actor.instance) {
-            slot.actors -= 1;
+            slot.occupancy.actors.fetch_sub(1, Ordering::SeqCst);
             slot.names
                 .give_back(actor.short_name, actor.poisoned.load(Ordering::SeqCst));
         }
@@ -583,8 +638,12 @@ impl Shared {
             });
         }
         let health = actor.worker.health();
-        let answer =
-            worker::await_progress(health, actor.worker.call(move |i| i.close(db)), bound).await;
+        let answer = worker::await_progress(
+            health,
+            actor.worker.call_queued(move |i| i.close(db)),
+            bound,
+        )
+        .await;
         let closed = if let Some(closed) = answer {
             closed.and_then(|c| c.map_err(Error::from))
         } else {
@@ -606,14 +665,14 @@ impl Shared {
     /// is destroyed. A broken instance is destroyed at once; a delay too long
     /// to represent never expires.
     fn arm_idle_timer(self: &Arc<Self>, state: &mut State, instance: u64) {
-        if state.shutting_down {
+        if self.shutting_down.load(Ordering::SeqCst) {
             return;
         }
         let timer_id = state.next_timer;
         let Some(slot) = state.instances.get_mut(&instance) else {
             return;
         };
-        if slot.actors != 0 || slot.ops != 0 || slot.idle_timer.is_some() {
+        if slot.occupancy.actors() != 0 || slot.occupancy.is_busy() || slot.idle_timer.is_some() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -644,9 +703,9 @@ impl Shared {
         let slots = {
             let mut state = self.state.lock();
             let idle = state.instances.get(&instance).is_some_and(|s| {
-                s.actors == 0
-                    && s.ops == 0
+                s.occupancy.actors() == 0
                     && s.idle_timer.as_ref().is_some_and(|(t, _)| *t == timer_id)
+                    && s.occupancy.try_retire()
             });
             if !idle {
                 return;
@@ -666,6 +725,9 @@ fn take_slots(state: &mut State, ids: &[u64]) -> Vec<Slot> {
         .iter()
         .filter_map(|id| state.instances.remove(id))
         .collect();
+    for slot in &slots {
+        slot.occupancy.retire();
+    }
     state.tearing_down += slots.len();
     slots
 }

@@ -1,26 +1,37 @@
-//! One OS thread per instance.
+//! Where an instance's calls run.
 //!
 //! A wasm instance runs SQLite synchronously, and SQLite's VFS calls block on
-//! the tenant's key-value store. Running that on a tokio worker would stall
-//! every task scheduled on it; running it on a thread of its own means a slow
-//! store stalls only the tenants of its own instance. Callers send closures to
-//! the thread and await the reply on a oneshot channel.
+//! the tenant's key-value store. Each instance sits behind an async mutex
+//! (its [`Seat`]), and a call runs on one of two threads:
 //!
-//! The thread enters the caller's tokio runtime (when there is one) so that
-//! stores built on tokio (timers, sockets) work when their futures are polled
-//! here; the futures themselves are driven on this thread, never on a tokio
-//! worker.
+//! - **Inline**, on a multi-thread tokio runtime: the caller awaits the lock
+//!   (so callers queued behind a busy instance are tasks, not threads), then
+//!   runs the call on its own thread inside
+//!   [`tokio::task::block_in_place`], which hands that worker's other tasks
+//!   to another thread for as long as the call blocks. No thread hop, and a
+//!   slow store still stalls only the tenants of its own instance.
+//! - **On the instance's thread** otherwise: with no runtime or on a
+//!   current-thread runtime (where blocking the caller would stall every
+//!   task), and for the closes whose wait must stay bounded (a close waits
+//!   on a reply it can give up on, see [`await_progress`]). Callers send
+//!   closures to the thread and await the reply on a oneshot channel.
 //!
-//! Each worker shares a [`Health`] with the pool. The thread marks it broken
-//! when its guest trapped or a job panicked (a panicking job also ends the
-//! thread: an instance whose call unwound half-way is not run again), and
-//! records when its running job started. The pool marks it stuck when one
-//! job held the thread past the stuck bound (see [`await_progress`]): a
-//! queue of calls that each end in time is progress, however long it is;
-//! a single call that never ends is not. The
-//! thread also records, thread-locally, which worker it is, so that a store
+//! The thread also creates the instance and drops it. It enters the
+//! caller's tokio runtime (when there is one) so that stores built on tokio
+//! (timers, sockets) work when their futures are polled there; the futures
+//! themselves are driven on the thread that runs the call, never on a
+//! tokio worker that is not inside `block_in_place`.
+//!
+//! Each worker shares a [`Health`] with the pool. A call marks it broken
+//! when its guest trapped or the call panicked (a panicking call also drops
+//! the instance: an instance whose call unwound half-way is not run again),
+//! and records when the running call started. The pool marks it stuck when
+//! one call held the instance past the stuck bound (see [`await_progress`]):
+//! a queue of calls that each end in time is progress, however long it is;
+//! a single call that never ends is not. Whichever thread runs a call
+//! records, thread-locally, which worker it is serving, so that a store
 //! calling back into its own instance gets [`Error::Reentrant`] instead of
-//! waiting for a job queued behind itself.
+//! waiting for a lock held by the very call that waits for it.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -37,6 +48,14 @@ use crate::{Error, Result};
 
 /// A unit of work for the instance's thread.
 type Job = Box<dyn FnOnce(&mut Instance) + Send>;
+
+/// The instance, shared by its thread and the callers that run calls
+/// inline. `None` until the thread has created it, and again once it is
+/// dropped (a call panicked, or the thread is finishing).
+type Seat = Arc<tokio::sync::Mutex<Option<Instance>>>;
+
+/// Why a call did not run: the instance is gone, or the call panicked.
+struct NotRun;
 
 /// What the instance's thread receives.
 enum Message {
@@ -130,6 +149,7 @@ impl Health {
 /// The owning side of an instance's thread.
 pub(crate) struct Worker {
     jobs: mpsc::Sender<Message>,
+    seat: Seat,
     thread: Option<JoinHandle<()>>,
     /// Disconnected when the thread ends (its sender is dropped last).
     exited: mpsc::Receiver<()>,
@@ -142,6 +162,7 @@ pub(crate) struct Worker {
 #[derive(Clone)]
 pub(crate) struct WorkerSender {
     jobs: mpsc::Sender<Message>,
+    seat: Seat,
     health: Arc<Health>,
     id: u64,
 }
@@ -166,6 +187,8 @@ impl Worker {
         let (startup_tx, startup) = watch::channel(Startup::Starting);
         let (exit_tx, exited) = mpsc::channel::<()>();
         let health = Arc::new(Health::default());
+        let seat: Seat = Arc::new(tokio::sync::Mutex::new(None));
+        let seat_in_thread = Arc::clone(&seat);
         let id = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
         let runtime = tokio::runtime::Handle::try_current().ok();
         live.fetch_add(1, Ordering::SeqCst);
@@ -178,13 +201,24 @@ impl Worker {
             SERVING.set(Some(id));
             {
                 let _runtime = runtime.as_ref().map(tokio::runtime::Handle::enter);
-                serve(&module, config, &receiver, &startup_tx, &health_in_thread);
+                serve(
+                    &Served {
+                        module: &module,
+                        seat: &seat_in_thread,
+                        receiver: &receiver,
+                        startup: &startup_tx,
+                        health: &health_in_thread,
+                        id,
+                    },
+                    config,
+                );
             }
             live_in_thread.fetch_sub(1, Ordering::SeqCst);
         });
         match spawned {
             Ok(thread) => Ok(Worker {
                 jobs,
+                seat,
                 thread: Some(thread),
                 exited,
                 startup,
@@ -201,6 +235,7 @@ impl Worker {
     pub(crate) fn sender(&self) -> WorkerSender {
         WorkerSender {
             jobs: self.jobs.clone(),
+            seat: Arc::clone(&self.seat),
             health: Arc::clone(&self.health),
             id: self.id,
         }
@@ -290,46 +325,86 @@ pub(crate) fn join_within(stopping: Vec<Stopping>, stuck_after: Duration) {
     }
 }
 
-/// The thread's body: create the instance, then run jobs in order.
-fn serve(
-    module: &ModuleConfig,
-    config: InstanceConfig,
-    receiver: &mpsc::Receiver<Message>,
-    startup: &watch::Sender<Startup>,
-    health: &Health,
-) {
-    let created = SqliteModule::shared(module).and_then(|m| Instance::new(&m, config));
-    let mut instance = match created {
-        Ok(instance) => instance,
+/// What the instance's thread works with.
+struct Served<'a> {
+    module: &'a ModuleConfig,
+    seat: &'a Seat,
+    receiver: &'a mpsc::Receiver<Message>,
+    startup: &'a watch::Sender<Startup>,
+    health: &'a Health,
+    id: u64,
+}
+
+/// The thread's body: create the instance, run jobs in order, and drop the
+/// instance at the end (after the calls that hold its lock have finished).
+fn serve(served: &Served<'_>, config: InstanceConfig) {
+    let created = SqliteModule::shared(served.module).and_then(|m| Instance::new(&m, config));
+    match created {
+        Ok(instance) => *served.seat.blocking_lock() = Some(instance),
         Err(e) => {
             tracing::warn!(error = %e, "instance start failed");
-            startup.send_replace(Startup::Failed(Arc::new(e)));
+            served.startup.send_replace(Startup::Failed(Arc::new(e)));
             return;
         }
-    };
-    startup.send_replace(Startup::Ready);
-    while let Ok(Message::Run(job)) = receiver.recv() {
-        health.start_job();
-        let outcome = catch_unwind(AssertUnwindSafe(|| job(&mut instance)));
-        health.end_job();
-        match outcome {
-            Ok(()) => {
-                if instance.is_broken() {
-                    health.mark_broken("its WebAssembly guest trapped");
-                }
-            }
-            Err(panic) => {
-                // The engine reports errors as values, so this is a bug or a
-                // store that unwound through the instance: its state can no
-                // longer be trusted. Stop serving it; the queued callers and
-                // every later one get `InstanceBroken`.
-                let reason = format!("a call panicked on its thread: {}", panic_message(&*panic));
-                tracing::error!(%reason, "instance worker stops");
-                health.mark_broken(reason);
-                return;
-            }
+    }
+    served.startup.send_replace(Startup::Ready);
+    while let Ok(Message::Run(job)) = served.receiver.recv() {
+        let mut seat = served.seat.blocking_lock();
+        if run(&mut seat, served.health, served.id, job).is_err() {
+            // The instance is gone: the queued callers and every later one
+            // get `InstanceBroken` (their replies are dropped with the jobs).
+            return;
         }
     }
+    let instance = served.seat.blocking_lock().take();
+    drop(instance);
+}
+
+/// Runs `f` on the instance in `seat` (whose lock the caller holds) as
+/// worker `id`, on the calling thread.
+///
+/// A trap marks the instance broken; a panic does too, and drops the
+/// instance: the engine reports errors as values, so a panic is a bug or a
+/// store that unwound through the instance, whose state can no longer be
+/// trusted. `Err` when the instance was already gone or `f` panicked.
+fn run<T>(
+    seat: &mut Option<Instance>,
+    health: &Health,
+    id: u64,
+    f: impl FnOnce(&mut Instance) -> T,
+) -> Result<T, NotRun> {
+    let instance = seat.as_mut().ok_or(NotRun)?;
+    let serving = SERVING.replace(Some(id));
+    health.start_job();
+    let outcome = catch_unwind(AssertUnwindSafe(|| f(instance)));
+    health.end_job();
+    SERVING.set(serving);
+    match outcome {
+        Ok(answer) => {
+            if instance.is_broken() {
+                health.mark_broken("its WebAssembly guest trapped");
+            }
+            Ok(answer)
+        }
+        Err(panic) => {
+            let reason = format!(
+                "a call panicked on its instance: {}",
+                panic_message(&*panic)
+            );
+            tracing::error!(%reason, "the instance is dropped");
+            health.mark_broken(reason);
+            *seat = None;
+            Err(NotRun)
+        }
+    }
+}
+
+/// Whether a call made here may run inline: on a multi-thread runtime,
+/// where [`tokio::task::block_in_place`] can move the worker's other tasks
+/// away while the call blocks.
+fn inline_here() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// The message of a panic payload, when it has one.
@@ -342,13 +417,34 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 }
 
 impl WorkerSender {
-    /// Runs `f` on the instance's thread and returns its result.
+    /// Runs `f` on the instance and returns its result: inline on a
+    /// multi-thread runtime, on the instance's thread otherwise (see the
+    /// module's documentation).
     ///
-    /// Called from the instance's own thread (a store calling back into the
-    /// pool while this instance waits for it), it fails at once with
-    /// [`Error::Reentrant`]: the job would queue behind the very call
-    /// that waits for it.
+    /// Called while this instance runs a call on this thread (a store
+    /// calling back into the pool), it fails at once with
+    /// [`Error::Reentrant`]: it would wait for the very call that waits for
+    /// it.
     pub(crate) async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Instance) -> T + Send + 'static,
+    {
+        if SERVING.get() == Some(self.id) {
+            return Err(Error::Reentrant);
+        }
+        if !inline_here() {
+            return self.call_queued(f).await;
+        }
+        let mut seat = self.seat.lock().await;
+        tokio::task::block_in_place(|| run(&mut seat, &self.health, self.id, f))
+            .map_err(|NotRun| self.gone())
+    }
+
+    /// Runs `f` on the instance's thread and returns its result, whatever
+    /// the runtime: the reply is a future that the caller can stop waiting
+    /// for (see [`await_progress`]), which an inline call is not.
+    pub(crate) async fn call_queued<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Instance) -> T + Send + 'static,

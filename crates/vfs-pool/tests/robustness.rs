@@ -76,8 +76,21 @@ async fn an_idle_delay_of_duration_max_means_never() -> TestResult {
     Ok(())
 }
 
+// Each of the next two runs on both kinds of runtime: on a multi-thread
+// runtime calls run inline on the caller's thread, on a current-thread one
+// they run on the instance's own thread.
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_instance_takes_no_new_actors_and_goes_with_its_last_actor() -> TestResult {
+    broken_instance_takes_no_new_actors().await
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_broken_instance_takes_no_new_actors_on_a_current_thread_runtime() -> TestResult {
+    broken_instance_takes_no_new_actors().await
+}
+
+async fn broken_instance_takes_no_new_actors() -> TestResult {
     let pool = SqliteVfsPool::new(config(3))?;
     let mut count = pool.watch_instance_count();
     let kv_a = kv();
@@ -273,6 +286,15 @@ impl KvStore for CallbackKv {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_calling_back_into_its_own_instance_gets_an_error_not_a_deadlock() -> TestResult {
+    callback_into_own_instance_is_refused().await
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_store_calling_back_on_a_current_thread_runtime_gets_an_error() -> TestResult {
+    callback_into_own_instance_is_refused().await
+}
+
+async fn callback_into_own_instance_is_refused() -> TestResult {
     let pool = SqliteVfsPool::new(config(2))?;
     let a = pool.acquire("a").await?;
     let b = pool.acquire("b").await?;

@@ -1,0 +1,162 @@
+//! Where calls run: inline on the caller's thread on a multi-thread tokio
+//! runtime, on the instance's own thread on a current-thread runtime; and
+//! inline calls never stall the runtime's other tasks.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::config;
+use vfs_pool::{KvError, KvLimits, KvStore, MemoryKv, SqliteVfsPool, Value};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A store that records the name of every thread that called it.
+#[derive(Default)]
+struct ThreadsKv {
+    inner: MemoryKv,
+    threads: Mutex<BTreeSet<String>>,
+}
+
+impl ThreadsKv {
+    fn note(&self) {
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("(unnamed)")
+            .to_owned();
+        self.threads.lock().unwrap().insert(name);
+    }
+
+    fn threads(&self) -> BTreeSet<String> {
+        self.threads.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl KvStore for ThreadsKv {
+    async fn get_batch(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, KvError> {
+        self.note();
+        self.inner.get_batch(keys).await
+    }
+
+    async fn put_batch(&self, entries: &[(Bytes, Bytes)]) -> Result<(), KvError> {
+        self.note();
+        self.inner.put_batch(entries).await
+    }
+
+    async fn delete_batch(&self, keys: &[Bytes]) -> Result<(), KvError> {
+        self.note();
+        self.inner.delete_batch(keys).await
+    }
+
+    fn limits(&self) -> KvLimits {
+        self.inner.limits()
+    }
+}
+
+/// Opens a database on a fresh [`ThreadsKv`], writes and reads it back,
+/// and returns the threads its store was called on.
+async fn threads_serving_one_actor(
+    pool: &SqliteVfsPool,
+) -> Result<BTreeSet<String>, Box<dyn std::error::Error>> {
+    let store = Arc::new(ThreadsKv::default());
+    let handle = pool.acquire("a").await?;
+    let db = handle.open(Arc::clone(&store) as Arc<dyn KvStore>).await?;
+    db.exec("CREATE TABLE t (v TEXT)").await?;
+    db.execute("INSERT INTO t VALUES (?1)", &[Value::from("x")])
+        .await?;
+    let rows = db.query("SELECT v FROM t", &[]).await?;
+    assert_eq!(rows.rows, vec![vec![Value::from("x")]]);
+    db.close().await?;
+    handle.release().await;
+    Ok(store.threads())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_multi_thread_runtime_statements_run_on_the_callers_thread() -> TestResult {
+    let pool = SqliteVfsPool::new(config(4))?;
+    let threads = threads_serving_one_actor(&pool).await?;
+    assert!(!threads.is_empty());
+    // The close alone goes through the instance's thread (its wait must
+    // stay bounded), and a close of a clean database writes nothing.
+    assert!(
+        threads.iter().all(|t| !t.starts_with("vfs-instance-")),
+        "the store was called on {threads:?}"
+    );
+    pool.shutdown().await;
+    assert_eq!(pool.worker_threads(), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn on_a_current_thread_runtime_statements_run_on_the_instance_thread() -> TestResult {
+    let pool = SqliteVfsPool::new(config(4))?;
+    let threads = threads_serving_one_actor(&pool).await?;
+    assert!(!threads.is_empty());
+    assert!(
+        threads.iter().all(|t| t.starts_with("vfs-instance-")),
+        "the store was called on {threads:?}"
+    );
+    pool.shutdown().await;
+    assert_eq!(pool.worker_threads(), 0);
+    Ok(())
+}
+
+/// A statement that keeps its thread busy for a while (about a second on
+/// a 2-core machine), far inside the default 10 s budget.
+const LONG_STATEMENT: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+     WHERE x < 1500000) SELECT sum(x) FROM c";
+
+/// Four tenants on four instances each run a long statement inline on a
+/// runtime of two workers. Each call hands its worker's tasks to another
+/// thread, so a task ticking every 5 ms keeps ticking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_inline_statements_never_stall_the_runtime() -> TestResult {
+    let pool = SqliteVfsPool::new(config(1))?;
+    let mut dbs = Vec::new();
+    for i in 0..4 {
+        let handle = pool.acquire(&format!("busy-{i}")).await?;
+        dbs.push(handle.open(Arc::new(MemoryKv::new())).await?);
+    }
+    assert_eq!(pool.instance_count(), 4);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticker = tokio::spawn({
+        let stop = Arc::clone(&stop);
+        async move {
+            let mut worst = Duration::ZERO;
+            let mut ticks = 0_u32;
+            while !stop.load(Ordering::SeqCst) {
+                let before = Instant::now();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                worst = worst.max(before.elapsed());
+                ticks += 1;
+            }
+            (worst, ticks)
+        }
+    });
+    let started = Instant::now();
+    let statements: Vec<_> = dbs
+        .iter()
+        .cloned()
+        .map(|db| tokio::spawn(async move { db.query(LONG_STATEMENT, &[]).await }))
+        .collect();
+    for statement in statements {
+        let rows = statement.await??;
+        assert_eq!(rows.rows, vec![vec![Value::Integer(1_125_000_750_000)]]);
+    }
+    let busy = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let (worst, ticks) = ticker.await?;
+    eprintln!("4 long statements took {busy:?}; ticker: {ticks} ticks, worst gap {worst:?}");
+    assert!(
+        worst < Duration::from_millis(50),
+        "a task waited {worst:?} for a 5 ms timer while statements ran inline"
+    );
+    pool.shutdown().await;
+    Ok(())
+}
