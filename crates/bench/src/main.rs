@@ -65,8 +65,8 @@ struct Args {
     /// density: actors open at once.
     #[arg(long, default_value_t = 10_000)]
     density_actors: usize,
-    /// engine_commits: actors committing concurrently.
-    #[arg(long, default_value_t = 200)]
+    /// engine_commits: actors committing concurrently (on each backend).
+    #[arg(long, default_value_t = 1000)]
     commit_actors: usize,
     /// PostgreSQL URL for the engine backend; without it a throwaway server
     /// is started from the machine's PostgreSQL binaries (or the engine rows
@@ -224,10 +224,63 @@ fn percentile(samples: &mut [Duration], p: f64) -> f64 {
     ms(samples[rank])
 }
 
+/// CPU time (user + system) this process has used so far: all its threads,
+/// running and ended, from `/proc/self/stat` (the crate forbids the
+/// `unsafe` a `getrusage` call needs). The kernel reports it in clock ticks
+/// (USER_HZ, 100 per second on Linux), so a difference of two readings is
+/// exact to about 10 ms: time phases that use a second or more of CPU.
+fn cpu_time() -> Result<Duration> {
+    const TICKS_PER_S: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
+    // The command name (field 2) is in parentheses and may hold spaces;
+    // field 3 comes right after its closing one.
+    let (_, rest) = stat
+        .rsplit_once(')')
+        .context("no command name in /proc/self/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64> {
+        fields
+            .get(n - 3)
+            .with_context(|| format!("/proc/self/stat has no field {n}"))?
+            .parse()
+            .with_context(|| format!("/proc/self/stat field {n}"))
+    };
+    // Field 14 is utime, field 15 stime.
+    let ticks = field(14)? + field(15)?;
+    Ok(Duration::from_millis(ticks * 1000 / TICKS_PER_S))
+}
+
+/// CPU microseconds per operation between two [`cpu_time`] readings.
+fn cpu_us_per(count: usize, before: Duration, after: Duration) -> f64 {
+    after.saturating_sub(before).as_secs_f64() * 1e6 / count.max(1) as f64
+}
+
 fn config(per_instance: usize) -> PoolConfig {
     PoolConfig {
         actors_per_instance: per_instance,
         ..PoolConfig::default()
+    }
+}
+
+/// The engine settings the pool gives each of its instances for `config`
+/// (a copy of the crate-private `PoolConfig::instance_config`): the same
+/// limits, and each database's memory reserve cut so that a full
+/// instance's reserves take at most half its memory.
+fn instance_config(config: &PoolConfig) -> InstanceConfig {
+    let engine = InstanceConfig::default();
+    let fair = config.memory_limit_bytes / 2 / config.actors_per_instance.max(1) as u64;
+    InstanceConfig {
+        statement_timeout: config.statement_timeout,
+        memory_limit_bytes: config.memory_limit_bytes,
+        cache_size_kib: config.cache_size_kib,
+        tenant_memory_limit_bytes: config.tenant_memory_limit_bytes,
+        tenant_memory_reserve_bytes: engine
+            .tenant_memory_reserve_bytes
+            .min(fair)
+            .min(config.tenant_memory_limit_bytes),
+        max_result_bytes: config.max_result_bytes,
+        store_timeout: config.store_timeout,
+        ..engine
     }
 }
 
@@ -253,10 +306,14 @@ async fn insert_rows(
 // ---------------------------------------------------------------- scenarios
 
 /// Many actors on in-memory stores: open, write, read; memory per actor.
+/// Baselines: the same statements on the same instances without the pool
+/// (`floor_*`: wasm SQLite called directly on one thread), and on native
+/// SQLite.
 async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
     let (actors, rows) = (args.actors, args.rows);
     let rss_before = rss_kb();
-    let pool = SqliteVfsPool::new(config(args.per_instance))?;
+    let pool_config = config(args.per_instance);
+    let pool = SqliteVfsPool::new(pool_config.clone())?;
     // Compile (or load) the module before timing opens.
     pool.acquire("warm-up").await?.release().await;
 
@@ -270,11 +327,13 @@ async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
     }
     let open_ms_per_actor = ms(started.elapsed()) / actors as f64;
 
+    let cpu_before = cpu_time()?;
     let started = Instant::now();
     for (a, db) in dbs.iter().enumerate() {
         insert_rows(db, a, 1..=rows).await?;
     }
     let write_tx_per_s = per_s(actors * rows, started.elapsed());
+    let write_cpu_us_per_tx = cpu_us_per(actors * rows, cpu_before, cpu_time()?);
 
     let started = Instant::now();
     for (a, db) in dbs.iter().enumerate() {
@@ -290,6 +349,7 @@ async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
     let rss_after = rss_kb();
     let instances = pool.instance_count();
 
+    let cpu_before = cpu_time()?;
     let started = Instant::now();
     let tasks: Vec<_> = dbs
         .iter()
@@ -301,8 +361,12 @@ async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
         task.await??;
     }
     let concurrent_write_tx_per_s = per_s(actors * rows, started.elapsed());
+    let concurrent_write_cpu_us_per_tx = cpu_us_per(actors * rows, cpu_before, cpu_time()?);
     pool.shutdown().await;
     drop(dbs);
+
+    let floor =
+        tokio::task::spawn_blocking(move || floor_workload(&pool_config, actors, rows)).await??;
 
     let (native_write_tx_per_s, native_point_reads_per_s) =
         tokio::task::spawn_blocking(move || native_workload(actors, rows)).await??;
@@ -318,9 +382,86 @@ async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
         "write_tx_per_s": write_tx_per_s,
         "point_reads_per_s": point_reads_per_s,
         "concurrent_write_tx_per_s": concurrent_write_tx_per_s,
+        "write_cpu_us_per_tx": write_cpu_us_per_tx,
+        "concurrent_write_cpu_us_per_tx": concurrent_write_cpu_us_per_tx,
+        "floor_instances": floor.instances,
+        "floor_write_tx_per_s": floor.write_tx_per_s,
+        "floor_point_reads_per_s": floor.point_reads_per_s,
+        "floor_write_cpu_us_per_tx": floor.write_cpu_us_per_tx,
+        "pool_over_floor_write": floor.write_tx_per_s / write_tx_per_s,
+        "pool_over_floor_read": floor.point_reads_per_s / point_reads_per_s,
         "native_write_tx_per_s": native_write_tx_per_s,
         "native_point_reads_per_s": native_point_reads_per_s,
     })))
+}
+
+/// What [`floor_workload`] measured.
+struct Floor {
+    instances: usize,
+    write_tx_per_s: f64,
+    point_reads_per_s: f64,
+    write_cpu_us_per_tx: f64,
+}
+
+/// The pool part of `pool_workload` without the pool: the same statements
+/// on `vfs_wasm` instances called directly on this one thread (no worker
+/// threads, no channels, no async), as many instances as the pool used,
+/// built from the same module with the same settings, each actor's
+/// database on its own `MemoryKv`. The pool's per-call overhead is what
+/// separates its figures from these.
+fn floor_workload(pool_config: &PoolConfig, actors: usize, rows: usize) -> Result<Floor> {
+    let per_instance = pool_config.actors_per_instance;
+    let module = SqliteModule::shared(&ModuleConfig {
+        cache_dir: pool_config.module_cache_dir.clone(),
+    })?;
+    let mut instances = (0..actors.div_ceil(per_instance))
+        .map(|_| Instance::new(&module, instance_config(pool_config)))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The pool fills one instance before it starts the next; so does this.
+    let mut dbs = Vec::with_capacity(actors);
+    for a in 0..actors {
+        let i = a / per_instance;
+        let instance = &mut instances[i];
+        let db = instance.open(&format!("actor-{a}"), Arc::new(MemoryKv::new()))?;
+        instance.exec(db, CREATE)?;
+        dbs.push((i, db));
+    }
+
+    let cpu_before = cpu_time()?;
+    let started = Instant::now();
+    for (a, &(i, db)) in dbs.iter().enumerate() {
+        for id in 1..=rows {
+            instances[i].execute(
+                db,
+                INSERT,
+                &[Value::Integer(id as i64), Value::Text(text100(a, id))],
+            )?;
+        }
+    }
+    let write_tx_per_s = per_s(actors * rows, started.elapsed());
+    let write_cpu_us_per_tx = cpu_us_per(actors * rows, cpu_before, cpu_time()?);
+
+    let started = Instant::now();
+    for (a, &(i, db)) in dbs.iter().enumerate() {
+        for id in 1..=rows {
+            let got = instances[i].query(db, SELECT, &[Value::Integer(id as i64)])?;
+            ensure!(
+                got.rows == vec![vec![Value::Text(text100(a, id))]],
+                "floor row {a}/{id}"
+            );
+        }
+    }
+    let point_reads_per_s = per_s(actors * rows, started.elapsed());
+
+    for &(i, db) in &dbs {
+        instances[i].close(db)?;
+    }
+    Ok(Floor {
+        instances: instances.len(),
+        write_tx_per_s,
+        point_reads_per_s,
+        write_cpu_us_per_tx,
+    })
 }
 
 /// The same workload on native SQLite (in-memory databases, one per actor).
@@ -712,13 +853,35 @@ async fn stall_run(latency: Duration) -> Result<[f64; 4]> {
 }
 
 /// Durable commits: many actors at once, and one actor alone, on the
-/// local-disk driver and on PostgreSQL.
+/// local-disk driver and on PostgreSQL. Baseline for the disk: how many
+/// `fdatasync`s per second its filesystem does, measured first.
 async fn engine_commits(args: &Args) -> Result<Vec<Map<String, Json>>> {
     let mut out = Vec::new();
-    let fs_dir = tempfile::tempdir()?;
-    let fs = driver_fs::FsDriver::open(fs_dir.path(), config(args.per_instance)).await?;
-    out.push(commit_figures(&fs, "fs", args.commit_actors).await?);
+    // The probe file sits next to the data directory, on the same
+    // filesystem.
+    let parent = tempfile::tempdir()?;
+    let probe = parent.path().join("fdatasync-probe");
+    let disk_fdatasync_per_s =
+        tokio::task::spawn_blocking(move || fdatasync_rate(&probe)).await??;
+    let fs_dir = parent.path().join("data");
+    std::fs::create_dir(&fs_dir)?;
+    let fs = driver_fs::FsDriver::open(&fs_dir, config(args.per_instance)).await?;
+    let mut fs_row = commit_figures(&fs, "fs", args.commit_actors, || {
+        let stats = fs.storage().stats();
+        Some((stats.batches_committed, stats.write_transactions))
+    })
+    .await?;
     fs.shutdown().await;
+    let commits_per_s = fs_row
+        .get("commits_per_s")
+        .and_then(Json::as_f64)
+        .unwrap_or(0.0);
+    fs_row.insert("disk_fdatasync_per_s".into(), json!(disk_fdatasync_per_s));
+    fs_row.insert(
+        "commits_over_fdatasync".into(),
+        json!(commits_per_s / disk_fdatasync_per_s),
+    );
+    out.push(fs_row);
 
     let url = match &args.database_url {
         Some(url) => Some(url.clone()),
@@ -732,16 +895,49 @@ async fn engine_commits(args: &Args) -> Result<Vec<Map<String, Json>>> {
     };
     if let Some(url) = url {
         let engine = driver_engine::EngineDriver::connect(&url, config(args.per_instance)).await?;
-        out.push(commit_figures(&engine, "engine", args.commit_actors).await?);
+        out.push(commit_figures(&engine, "engine", args.commit_actors, || None).await?);
         engine.shutdown().await;
     }
     Ok(out)
 }
 
+/// The disk's own rate of durable writes: 4 KiB written at offset 0 of
+/// `path` and flushed with `fdatasync`, over and over for about a second.
+fn fdatasync_rate(path: &std::path::Path) -> Result<f64> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let mut page = vec![0_u8; 4096];
+    // Allocated and flushed once before timing, so every timed flush is
+    // of data only, as a commit to an existing file is.
+    file.write_all_at(&page, 0)?;
+    file.sync_all()?;
+    let started = Instant::now();
+    let mut done = 0;
+    while started.elapsed() < Duration::from_secs(1) {
+        let byte = done % page.len();
+        page[byte] ^= 1;
+        file.write_all_at(&page, 0)?;
+        file.sync_data()?;
+        done += 1;
+    }
+    Ok(per_s(done, started.elapsed()))
+}
+
+/// Commits of `actors` actors, all at once (throughput, each commit's
+/// latency meanwhile, and this process's CPU per commit: for driver-fs that
+/// includes its committer thread, for PostgreSQL not the server's work),
+/// then of one actor alone. `store_counts` gives the store's (batches
+/// committed, durable transactions) when it counts them.
 async fn commit_figures(
     driver: &impl ActorDriver,
     backend: &str,
     actors: usize,
+    store_counts: impl Fn() -> Option<(u64, u64)>,
 ) -> Result<Map<String, Json>> {
     const COMMITS: usize = 20;
     let mut dbs = Vec::with_capacity(actors);
@@ -750,17 +946,32 @@ async fn commit_figures(
         db.exec(CREATE).await?;
         dbs.push(db);
     }
+    let counts_before = store_counts();
+    let cpu_before = cpu_time()?;
     let started = Instant::now();
     let tasks: Vec<_> = dbs
         .iter()
         .cloned()
         .enumerate()
-        .map(|(a, db)| tokio::spawn(async move { insert_rows(&db, a, 1..=COMMITS).await }))
+        .map(|(a, db)| {
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(COMMITS);
+                for id in 1..=COMMITS {
+                    let started = Instant::now();
+                    insert_rows(&db, a, id..=id).await?;
+                    lat.push(started.elapsed());
+                }
+                Ok::<_, anyhow::Error>(lat)
+            })
+        })
         .collect();
+    let mut concurrent_lat = Vec::with_capacity(actors * COMMITS);
     for t in tasks {
-        t.await??;
+        concurrent_lat.extend(t.await??);
     }
     let commits_per_s = per_s(actors * COMMITS, started.elapsed());
+    let concurrent_cpu_us_per_commit = cpu_us_per(actors * COMMITS, cpu_before, cpu_time()?);
+    let counts_after = store_counts();
 
     let single = &dbs[0];
     let mut lat = Vec::with_capacity(200);
@@ -769,12 +980,24 @@ async fn commit_figures(
         insert_rows(single, 0, id..=id).await?;
         lat.push(started.elapsed());
     }
-    Ok(record(json!({
+    let mut row = record(json!({
         "scenario": "engine_commits",
         "backend": backend,
         "actors": actors,
         "commits_per_s": commits_per_s,
+        "concurrent_commit_p50_ms": percentile(&mut concurrent_lat, 0.50),
+        "concurrent_commit_p99_ms": percentile(&mut concurrent_lat, 0.99),
+        "concurrent_cpu_us_per_commit": concurrent_cpu_us_per_commit,
         "single_commit_p50_ms": percentile(&mut lat, 0.50),
         "single_commit_p99_ms": percentile(&mut lat, 0.99),
-    })))
+    }));
+    if let (Some((batches0, txns0)), Some((batches1, txns1))) = (counts_before, counts_after) {
+        // Group commit: how many commits shared each flush of the store
+        // (each commit here is one batch: SQLite's atomic batch write).
+        row.insert(
+            "commits_per_store_flush".into(),
+            json!((batches1 - batches0) as f64 / (txns1 - txns0).max(1) as f64),
+        );
+    }
+    Ok(row)
 }
