@@ -29,6 +29,35 @@ pub struct CiArgs {
     pub fuzz: bool,
 }
 
+/// wasmer features under which a store is tied to the thread that ran it
+/// (vfs-wasm's `MovableStore` moves stores between threads between calls,
+/// which is sound only without them).
+const THREAD_BOUND_WASMER_FEATURES: [&str; 2] =
+    ["experimental-async", "experimental-host-interrupt"];
+
+/// Fails if any crate of the workspace turns on a wasmer or wasmer-vm
+/// feature that would make moving a store between threads unsound.
+fn wasmer_features(sh: &Shell) -> Result<()> {
+    let format = "{f}";
+    for package in ["wasmer", "wasmer-vm"] {
+        let features = cmd!(
+            sh,
+            "cargo tree --workspace --locked -e features -f {format} -i {package} --depth 0"
+        )
+        .read()?;
+        for feature in features.split([',', '\n']).map(str::trim) {
+            if THREAD_BOUND_WASMER_FEATURES.contains(&feature) {
+                bail!(
+                    "{package} is built with feature {feature:?}, under which a store is tied to \
+                     its thread; vfs-wasm moves stores between threads (see MovableStore)"
+                );
+            }
+        }
+        println!("{package}: {}", features.trim());
+    }
+    Ok(())
+}
+
 /// Runs every step in order and stops at the first failure.
 pub fn run(root: &Path, args: &CiArgs) -> Result<()> {
     let sh = Shell::new()?;
@@ -51,6 +80,7 @@ pub fn run(root: &Path, args: &CiArgs) -> Result<()> {
         .run()
         .context("clippy found problems")
     })?;
+    step("wasmer features", || wasmer_features(&sh))?;
     // Before the tests, so the suite's summary stays the last thing CI prints.
     step("fuzz smoke", || fuzz::smoke(root, args.fuzz))?;
     let mut totals = TestTotals::default();
@@ -139,6 +169,13 @@ fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::TestTotals;
+
+    #[test]
+    fn the_workspace_builds_wasmer_without_thread_bound_features() {
+        let sh = xshell::Shell::new().unwrap();
+        sh.change_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        super::wasmer_features(&sh).unwrap();
+    }
 
     #[test]
     fn summary_lines_are_summed() {

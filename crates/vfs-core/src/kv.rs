@@ -298,16 +298,29 @@ pub fn call_deadline() -> Option<std::time::Instant> {
 /// (the earlier of it and any deadline already set), then restores the
 /// previous value, even if `body` panics.
 pub fn with_deadline<R>(deadline: std::time::Instant, body: impl FnOnce() -> R) -> R {
+    let effective = call_deadline().map_or(deadline, |p| p.min(deadline));
+    deadline_scope(Some(effective), body)
+}
+
+/// Runs `body` with no [`call_deadline`] on this thread, then restores the
+/// previous value, even if `body` panics. For a database call that a store
+/// makes from inside another call on the same thread: it is a call of its
+/// own, with its own budget, not a part of the outer one.
+pub fn without_deadline<R>(body: impl FnOnce() -> R) -> R {
+    deadline_scope(None, body)
+}
+
+/// Runs `body` with [`call_deadline`] returning `deadline`, then restores
+/// the previous value, even if `body` panics.
+fn deadline_scope<R>(deadline: Option<std::time::Instant>, body: impl FnOnce() -> R) -> R {
     struct Restore(Option<std::time::Instant>);
     impl Drop for Restore {
         fn drop(&mut self) {
             DEADLINE.with(|cell| cell.set(self.0));
         }
     }
-    let previous = call_deadline();
-    let _restore = Restore(previous);
-    let effective = previous.map_or(deadline, |p| p.min(deadline));
-    DEADLINE.with(|cell| cell.set(Some(effective)));
+    let _restore = Restore(call_deadline());
+    DEADLINE.with(|cell| cell.set(deadline));
     body()
 }
 

@@ -63,7 +63,7 @@ pub use format::{
 };
 pub use kv::{
     CountingKv, FaultyKv, InjectedFault, KvError, KvLimits, KvOp, KvStore, MemoryKv, call_deadline,
-    with_deadline,
+    with_deadline, without_deadline,
 };
 pub use registry::{
     FileRegistry, MAX_NAME_LEN, RegistryError, ResolvedFile, validate_database_name,

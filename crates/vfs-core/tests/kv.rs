@@ -317,3 +317,38 @@ fn storage_full_says_no_space_left_and_keeps_its_source() {
     assert!(std::error::Error::source(&bare).is_none());
     assert!(!KvError::backend("x", std::io::Error::other("EIO")).is_storage_full());
 }
+
+#[test]
+fn deadlines_nest_to_the_earliest_and_a_nested_call_can_start_without_one() {
+    use std::time::{Duration, Instant};
+    let now = Instant::now();
+    let (early, late) = (now + Duration::from_secs(1), now + Duration::from_secs(2));
+    assert_eq!(vfs_core::call_deadline(), None);
+    vfs_core::with_deadline(early, || {
+        assert_eq!(vfs_core::call_deadline(), Some(early));
+        vfs_core::with_deadline(late, || {
+            assert_eq!(
+                vfs_core::call_deadline(),
+                Some(early),
+                "the earlier one holds"
+            );
+            vfs_core::without_deadline(|| {
+                assert_eq!(vfs_core::call_deadline(), None, "a call of its own");
+                vfs_core::with_deadline(late, || {
+                    assert_eq!(vfs_core::call_deadline(), Some(late));
+                });
+            });
+            assert_eq!(vfs_core::call_deadline(), Some(early), "restored");
+        });
+        let unwound = std::panic::catch_unwind(|| {
+            vfs_core::without_deadline(|| panic!("store panicked"));
+        });
+        assert!(unwound.is_err());
+        assert_eq!(
+            vfs_core::call_deadline(),
+            Some(early),
+            "restored after a panic"
+        );
+    });
+    assert_eq!(vfs_core::call_deadline(), None);
+}

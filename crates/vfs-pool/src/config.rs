@@ -92,6 +92,19 @@ pub struct PoolConfig {
     /// the store call returns). So with a hanging store they return at
     /// most this bound after the hanging call began.
     pub close_timeout: Duration,
+    /// Most calls that may run inline at once (see the crate's "Where a call
+    /// runs"). Default 64.
+    ///
+    /// An inline call that blocks (on its store, or waiting for its
+    /// instance) occupies one of the runtime's blocking threads, of which
+    /// tokio allows a bounded number (512 by default) for everything in the
+    /// process; past this limit, further calls go to their instance's own
+    /// thread instead, as on a current-thread runtime. Zero turns inline
+    /// calls off: every call then takes the hop to its instance's thread, a
+    /// `tokio::time::timeout` around it returns on time (the call itself
+    /// goes on), and a store that blocks its thread for ever holds an
+    /// instance thread rather than one of the runtime's.
+    pub max_inline_calls: usize,
     /// Directory for the compiled-module cache, so that a process start
     /// deserializes the compiled SQLite module in milliseconds instead of
     /// compiling it. `None` compiles in memory on every process start.
@@ -113,6 +126,7 @@ impl Default for PoolConfig {
             max_result_bytes: engine.max_result_bytes,
             store_timeout: engine.store_timeout,
             close_timeout: Duration::from_secs(5),
+            max_inline_calls: 64,
             module_cache_dir: Some(default_module_cache_dir()),
         }
     }

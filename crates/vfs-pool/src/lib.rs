@@ -49,8 +49,9 @@
 //!   [`PoolConfig::store_timeout`] (default 30 s) or the call's
 //!   [`statement_timeout`](PoolConfig::statement_timeout) (default 10 s).
 //! - **Re-entrant stores**: a `KvStore` that, from inside a call, calls back
-//!   into a database on the same instance gets [`Error::Reentrant`] at once
-//!   instead of a deadlock. (A callback from another thread, such as a
+//!   into a database on the same instance (directly, or through other
+//!   instances whose stores call on, on the same thread) gets
+//!   [`Error::Reentrant`] at once instead of a deadlock. (A callback from another thread, such as a
 //!   spawned task the store awaits, cannot be recognised; it waits in the
 //!   queue and is cut by `store_timeout`.)
 //!

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use vfs_wasm::{DbId, ModuleConfig};
 
 use crate::handle::PooledHandle;
-use crate::worker::{self, Startup, Stopping, Worker, WorkerSender};
+use crate::worker::{self, InlineLimit, Startup, Stopping, Worker, WorkerSender};
 use crate::{Error, PoolConfig, Result};
 
 /// Longest accepted actor id, in bytes.
@@ -67,6 +67,7 @@ pub(crate) struct Shared {
     /// read without it by every operation.
     shutting_down: AtomicBool,
     live_workers: Arc<AtomicUsize>,
+    inline: Arc<InlineLimit>,
     instance_count: watch::Sender<usize>,
 }
 
@@ -212,6 +213,7 @@ impl SqliteVfsPool {
         let module = ModuleConfig {
             cache_dir: config.module_cache_dir.clone(),
         };
+        let inline = Arc::new(InlineLimit::new(config.max_inline_calls));
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
@@ -219,6 +221,7 @@ impl SqliteVfsPool {
                 state: Mutex::new(State::default()),
                 shutting_down: AtomicBool::new(false),
                 live_workers: Arc::new(AtomicUsize::new(0)),
+                inline,
                 instance_count: watch::channel(0).0,
             }),
         })
@@ -466,6 +469,7 @@ impl Shared {
                 self.module.clone(),
                 self.config.instance_config(),
                 &self.live_workers,
+                &self.inline,
             )?;
             tracing::debug!(instance = id, "instance created");
             state.instances.insert(
@@ -550,6 +554,13 @@ impl Shared {
     /// shutting down, the actor was released or its instance is destroyed.
     /// Takes no lock (see [`Occupancy`]).
     pub(crate) fn begin_op<'a>(self: &'a Arc<Self>, actor: &'a ActorState) -> Result<OpGuard<'a>> {
+        // Checked first as well, so that calls on a released actor's
+        // handle do not count themselves at all.
+        if actor.released.load(Ordering::SeqCst) {
+            return Err(Error::Released {
+                actor: actor.id.clone(),
+            });
+        }
         actor.occupancy.ops.fetch_add(1, Ordering::SeqCst);
         // From here on, dropping the guard undoes the count.
         let op = OpGuard {
@@ -702,12 +713,20 @@ impl Shared {
     async fn idle_expired(&self, instance: u64, timer_id: u64) {
         let slots = {
             let mut state = self.state.lock();
-            let idle = state.instances.get(&instance).is_some_and(|s| {
-                s.occupancy.actors() == 0
-                    && s.idle_timer.as_ref().is_some_and(|(t, _)| *t == timer_id)
-                    && s.occupancy.try_retire()
-            });
-            if !idle {
+            let Some(slot) = state.instances.get_mut(&instance) else {
+                return;
+            };
+            if slot.occupancy.actors() != 0
+                || slot.idle_timer.as_ref().is_none_or(|(t, _)| *t != timer_id)
+            {
+                return;
+            }
+            if !slot.occupancy.try_retire() {
+                // An operation is still running (one that is about to fail,
+                // typically: its actor was released). This timer is spent;
+                // that operation's end arms the next one, which it could
+                // not do while this one was set.
+                slot.idle_timer = None;
                 return;
             }
             // The slot's timer is this very task: it is dropped (detached),

@@ -34,7 +34,7 @@
 //! waiting for a lock held by the very call that waits for it.
 
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
@@ -70,8 +70,65 @@ enum Message {
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
-    /// The worker whose thread this is, if any.
-    static SERVING: Cell<Option<u64>> = const { Cell::new(None) };
+    /// The workers this thread is running a call for, innermost last: its
+    /// own worker on an instance's thread, and every instance whose call is
+    /// running here (a store may call another instance from inside a call,
+    /// which may call a third, and so on).
+    static SERVING: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether this thread is running a call of worker `id` (so a call to it
+/// from here would wait for itself).
+fn serving(id: u64) -> bool {
+    SERVING.with_borrow(|ids| ids.contains(&id))
+}
+
+/// Runs `body` counted in [`SERVING`] as a call of worker `id`.
+fn as_serving<R>(id: u64, body: impl FnOnce() -> R) -> R {
+    struct Pop;
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            SERVING.with_borrow_mut(Vec::pop);
+        }
+    }
+    SERVING.with_borrow_mut(|ids| ids.push(id));
+    let _pop = Pop;
+    body()
+}
+
+/// How many calls may run inline at once, in one pool.
+#[derive(Debug)]
+pub(crate) struct InlineLimit {
+    running: AtomicUsize,
+    max: usize,
+}
+
+impl InlineLimit {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            running: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A place for one more inline call, if there is one.
+    fn enter(&self) -> Option<InlineSlot<'_>> {
+        if self.running.fetch_add(1, Ordering::SeqCst) < self.max {
+            Some(InlineSlot(self))
+        } else {
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            None
+        }
+    }
+}
+
+/// One inline call counted in its [`InlineLimit`] until dropped.
+struct InlineSlot<'a>(&'a InlineLimit);
+
+impl Drop for InlineSlot<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Start-up state of a worker, observed by the acquires waiting for it.
@@ -155,6 +212,7 @@ pub(crate) struct Worker {
     exited: mpsc::Receiver<()>,
     startup: watch::Receiver<Startup>,
     health: Arc<Health>,
+    inline: Arc<InlineLimit>,
     id: u64,
 }
 
@@ -164,6 +222,7 @@ pub(crate) struct WorkerSender {
     jobs: mpsc::Sender<Message>,
     seat: Seat,
     health: Arc<Health>,
+    inline: Arc<InlineLimit>,
     id: u64,
 }
 
@@ -182,6 +241,7 @@ impl Worker {
         module: ModuleConfig,
         config: InstanceConfig,
         live: &Arc<AtomicUsize>,
+        inline: &Arc<InlineLimit>,
     ) -> Result<Worker> {
         let (jobs, receiver) = mpsc::channel::<Message>();
         let (startup_tx, startup) = watch::channel(Startup::Starting);
@@ -198,7 +258,7 @@ impl Worker {
             // Declared first, dropped last: its end tells `join_within` that
             // the thread is done.
             let _exit = exit_tx;
-            SERVING.set(Some(id));
+            SERVING.with_borrow_mut(|ids| ids.push(id));
             {
                 let _runtime = runtime.as_ref().map(tokio::runtime::Handle::enter);
                 serve(
@@ -223,6 +283,7 @@ impl Worker {
                 exited,
                 startup,
                 health,
+                inline: Arc::clone(inline),
                 id,
             }),
             Err(e) => {
@@ -237,6 +298,7 @@ impl Worker {
             jobs: self.jobs.clone(),
             seat: Arc::clone(&self.seat),
             health: Arc::clone(&self.health),
+            inline: Arc::clone(&self.inline),
             id: self.id,
         }
     }
@@ -374,11 +436,13 @@ fn run<T>(
     f: impl FnOnce(&mut Instance) -> T,
 ) -> Result<T, NotRun> {
     let instance = seat.as_mut().ok_or(NotRun)?;
-    let serving = SERVING.replace(Some(id));
     health.start_job();
-    let outcome = catch_unwind(AssertUnwindSafe(|| f(instance)));
+    // A call made by a store from inside another call on this thread is a
+    // call of its own: the outer call's store deadline does not cut it.
+    let outcome = as_serving(id, || {
+        vfs_core::without_deadline(|| catch_unwind(AssertUnwindSafe(|| f(instance))))
+    });
     health.end_job();
-    SERVING.set(serving);
     match outcome {
         Ok(answer) => {
             if instance.is_broken() {
@@ -430,12 +494,17 @@ impl WorkerSender {
         T: Send + 'static,
         F: FnOnce(&mut Instance) -> T + Send + 'static,
     {
-        if SERVING.get() == Some(self.id) {
+        if serving(self.id) {
             return Err(Error::Reentrant);
         }
-        if !inline_here() {
+        let slot = if inline_here() {
+            self.inline.enter()
+        } else {
+            None
+        };
+        let Some(_slot) = slot else {
             return self.call_queued(f).await;
-        }
+        };
         let mut seat = self.seat.lock().await;
         tokio::task::block_in_place(|| run(&mut seat, &self.health, self.id, f))
             .map_err(|NotRun| self.gone())
@@ -449,7 +518,7 @@ impl WorkerSender {
         T: Send + 'static,
         F: FnOnce(&mut Instance) -> T + Send + 'static,
     {
-        if SERVING.get() == Some(self.id) {
+        if serving(self.id) {
             return Err(Error::Reentrant);
         }
         let (reply, answer) = oneshot::channel();

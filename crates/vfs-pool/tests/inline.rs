@@ -6,12 +6,14 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::config;
-use vfs_pool::{KvError, KvLimits, KvStore, MemoryKv, SqliteVfsPool, Value};
+use vfs_pool::{
+    Database, Error, KvError, KvLimits, KvStore, MemoryKv, PoolConfig, SqliteVfsPool, Value,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -92,6 +94,22 @@ async fn on_a_multi_thread_runtime_statements_run_on_the_callers_thread() -> Tes
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_inline_calls_turned_off_statements_run_on_the_instance_thread() -> TestResult {
+    let pool = SqliteVfsPool::new(PoolConfig {
+        max_inline_calls: 0,
+        ..config(4)
+    })?;
+    let threads = threads_serving_one_actor(&pool).await?;
+    assert!(!threads.is_empty());
+    assert!(
+        threads.iter().all(|t| t.starts_with("vfs-instance-")),
+        "the store was called on {threads:?}"
+    );
+    pool.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn on_a_current_thread_runtime_statements_run_on_the_instance_thread() -> TestResult {
     let pool = SqliteVfsPool::new(config(4))?;
@@ -159,4 +177,109 @@ async fn long_inline_statements_never_stall_the_runtime() -> TestResult {
     );
     pool.shutdown().await;
     Ok(())
+}
+
+/// A store whose next write, once armed, runs `sql` on another database
+/// from inside the store call and records how that call ended.
+#[derive(Default)]
+struct CallingKv {
+    inner: MemoryKv,
+    armed: AtomicBool,
+    target: OnceLock<(Database, &'static str)>,
+    outcome: Mutex<Option<Result<u64, Error>>>,
+}
+
+impl CallingKv {
+    fn outcome(&self) -> Option<Result<u64, Error>> {
+        self.outcome.lock().unwrap().take()
+    }
+}
+
+#[async_trait::async_trait]
+impl KvStore for CallingKv {
+    async fn get_batch(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, KvError> {
+        self.inner.get_batch(keys).await
+    }
+
+    async fn put_batch(&self, entries: &[(Bytes, Bytes)]) -> Result<(), KvError> {
+        if self.armed.swap(false, Ordering::SeqCst)
+            && let Some((db, sql)) = self.target.get()
+        {
+            let outcome = db.execute(sql, &[]).await;
+            *self.outcome.lock().unwrap() = Some(outcome);
+        }
+        self.inner.put_batch(entries).await
+    }
+
+    async fn delete_batch(&self, keys: &[Bytes]) -> Result<(), KvError> {
+        self.inner.delete_batch(keys).await
+    }
+
+    fn limits(&self) -> KvLimits {
+        self.inner.limits()
+    }
+}
+
+/// Instance 1's store calls instance 2, whose store calls back into
+/// instance 1, all on one thread: the innermost call is refused at once
+/// (it would wait for the outermost), and the two outer calls succeed.
+async fn a_cycle_through_two_instances_is_refused() -> TestResult {
+    let pool = SqliteVfsPool::new(config(2))?;
+    let (first, first_peer, second) = (
+        pool.acquire("first").await?,
+        pool.acquire("first-peer").await?,
+        pool.acquire("second").await?,
+    );
+    assert_eq!(first.instance_id(), first_peer.instance_id());
+    assert_ne!(first.instance_id(), second.instance_id());
+    let (first_kv, second_kv) = (
+        Arc::new(CallingKv::default()),
+        Arc::new(CallingKv::default()),
+    );
+    let db_first = first
+        .open(Arc::clone(&first_kv) as Arc<dyn KvStore>)
+        .await?;
+    let db_second = second
+        .open(Arc::clone(&second_kv) as Arc<dyn KvStore>)
+        .await?;
+    let db_peer = first_peer.open(Arc::new(MemoryKv::new())).await?;
+    db_first.exec("CREATE TABLE t (v)").await?;
+    db_second.exec("CREATE TABLE t (v)").await?;
+    db_peer.exec("CREATE TABLE t (v)").await?;
+
+    assert!(
+        first_kv
+            .target
+            .set((db_second.clone(), "INSERT INTO t VALUES (2)"))
+            .is_ok()
+    );
+    assert!(
+        second_kv
+            .target
+            .set((db_peer.clone(), "INSERT INTO t VALUES (3)"))
+            .is_ok()
+    );
+    first_kv.armed.store(true, Ordering::SeqCst);
+    second_kv.armed.store(true, Ordering::SeqCst);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        db_first.execute("INSERT INTO t VALUES (1)", &[]),
+    )
+    .await??;
+
+    let inner = second_kv.outcome();
+    assert!(matches!(inner, Some(Err(Error::Reentrant))), "{inner:?}");
+    let outer = first_kv.outcome();
+    assert!(matches!(outer, Some(Ok(1))), "{outer:?}");
+    for (db, rows) in [(&db_first, 1), (&db_second, 1), (&db_peer, 0)] {
+        let count = db.query("SELECT count(*) FROM t", &[]).await?;
+        assert_eq!(count.rows, vec![vec![Value::Integer(rows)]]);
+    }
+    pool.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_through_two_instances_is_refused_inline() -> TestResult {
+    a_cycle_through_two_instances_is_refused().await
 }

@@ -104,23 +104,30 @@ struct Exports {
 
 /// The guest's wasmer store, which may move to another thread between calls.
 ///
-/// wasmer's `Store` is not `Send` because of what it *could* hold, not what
-/// this guest puts in it: an `on_called` hook and a trap handler (both boxed
-/// closures with no `Send` bound; this crate sets neither), and raw pointers
-/// to the instance, memory and table records it owns (data owned by the store
-/// alone, which wasmer's own VM types already mark `Send`). The per-thread
-/// state wasmer keeps for a call (the trap-handling context, the interrupt
-/// registration, the coroutine stack) is installed when a call into the guest
-/// starts and removed when it returns, so nothing ties a store to a thread
-/// between calls. That is what lets the pool run a statement on its caller's
-/// thread instead of hopping to a thread of the instance's own.
+/// wasmer's `Store` is not `Send` because of what it *could* hold:
+/// - an `on_called` hook, a boxed closure with no `Send` bound, set only by
+///   a host function through `StoreMut::on_called` (none of ours does);
+/// - host data of its functions (`Box<dyn Any>` with no `Send` bound): ours
+///   come from `Function::new_typed_with_env`, which requires the
+///   environment to be `Send` and the function `Send + Sync`;
+/// - raw pointers to the instance, memory, table and global records, which
+///   point into memory the store itself owns and frees.
+///
+/// wasmer's per-thread state for a store (the trap-handling context, the
+/// unwinding point, the stack of installed stores) is pushed when a call
+/// into the guest starts and popped when it returns; the coroutine stacks
+/// and signal stacks it caches are per thread, not per store. The two
+/// features that would tie a store to a thread between calls (the
+/// `experimental-async` host functions, which have no `Send` bound, and
+/// `experimental-host-interrupt`, which records the thread running a
+/// store) are not enabled: the workspace asks for `sys` and `cranelift`
+/// only, and `cargo xtask ci` fails if any crate turns them on.
 struct MovableStore(Store);
 
-// SAFETY: see the type's documentation. The store is only ever reached
-// through `&mut Guest` (one thread at a time, never in the middle of a call
-// on another thread: a call borrows the guest until it returns), the hooks
-// that carry non-`Send` closures are never set, and the pointers it holds
-// point into memory the store itself owns and frees.
+// SAFETY: see the type's documentation: nothing a guest store holds here is
+// tied to a thread between calls. The store is only reached through
+// `&mut Guest`, so it is used by one thread at a time and never moved in
+// the middle of a call (a call borrows the guest until it returns).
 unsafe impl Send for MovableStore {}
 
 impl AsStoreRef for MovableStore {
