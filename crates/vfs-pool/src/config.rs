@@ -95,11 +95,11 @@ pub struct PoolConfig {
     /// Most calls that may run inline at once (see the crate's "Where a call
     /// runs"). Default 64.
     ///
-    /// An inline call that blocks (on its store, or waiting for its
-    /// instance) occupies one of the runtime's blocking threads, of which
-    /// tokio allows a bounded number (512 by default) for everything in the
-    /// process; past this limit, further calls go to their instance's own
-    /// thread instead, as on a current-thread runtime. Zero turns inline
+    /// An inline call occupies one of the runtime's blocking threads while
+    /// it runs (for instance while it waits for its store), and tokio
+    /// allows a bounded number of those (512 by default) for everything in
+    /// the process; past this limit, further calls go to their instance's
+    /// own thread instead, as on a current-thread runtime. Zero turns inline
     /// calls off: every call then takes the hop to its instance's thread, a
     /// `tokio::time::timeout` around it returns on time (the call itself
     /// goes on), and a store that blocks its thread for ever holds an

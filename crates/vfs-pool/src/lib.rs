@@ -10,14 +10,15 @@
 //!
 //! # Where a call runs
 //!
-//! On a multi-thread tokio runtime a call runs on the caller's own thread:
-//! the caller awaits its instance's lock (a queue of tasks, not threads),
-//! then runs SQLite inside [`tokio::task::block_in_place`], so the runtime
-//! moves that worker's other tasks elsewhere while the call blocks. There
-//! is no thread hop per statement. On a current-thread runtime (where
-//! blocking the caller would stall every task) calls go to a thread the
-//! instance keeps for that, for creating and dropping it, and for bounded
-//! closes. Either way the call is bounded by
+//! On a multi-thread tokio runtime a call that finds its instance free runs
+//! on the caller's own thread, inside [`tokio::task::block_in_place`], so
+//! the runtime moves that worker's other tasks elsewhere while the call
+//! blocks: no thread hop per statement. A call that finds its instance busy
+//! queues for a thread the instance keeps, which serves its queue back to
+//! back (waiting callers are tasks, not threads); so do all calls on a
+//! current-thread runtime (where blocking the caller would stall every
+//! task), calls past [`PoolConfig::max_inline_calls`], and closes, whose
+//! wait stays bounded. Either way the call is bounded by
 //! [`statement_timeout`](PoolConfig::statement_timeout) and
 //! [`store_timeout`](PoolConfig::store_timeout); a `tokio::time::timeout`
 //! around an inline call takes effect only when the call returns, since the

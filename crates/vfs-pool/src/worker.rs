@@ -4,17 +4,22 @@
 //! the tenant's key-value store. Each instance sits behind an async mutex
 //! (its [`Seat`]), and a call runs on one of two threads:
 //!
-//! - **Inline**, on a multi-thread tokio runtime: the caller awaits the lock
-//!   (so callers queued behind a busy instance are tasks, not threads), then
-//!   runs the call on its own thread inside
+//! - **Inline**, on a multi-thread tokio runtime, when the instance is free:
+//!   the caller takes the lock and runs the call on its own thread inside
 //!   [`tokio::task::block_in_place`], which hands that worker's other tasks
-//!   to another thread for as long as the call blocks. No thread hop, and a
-//!   slow store still stalls only the tenants of its own instance.
-//! - **On the instance's thread** otherwise: with no runtime or on a
-//!   current-thread runtime (where blocking the caller would stall every
-//!   task), and for the closes whose wait must stay bounded (a close waits
-//!   on a reply it can give up on, see [`await_progress`]). Callers send
-//!   closures to the thread and await the reply on a oneshot channel.
+//!   to another thread for as long as the call blocks. No thread hop.
+//! - **On the instance's thread** otherwise: when the instance is busy (the
+//!   thread then serves the queue back to back, cheaper than one hand-over
+//!   of a runtime worker per queued call), past
+//!   [`PoolConfig::max_inline_calls`](crate::PoolConfig::max_inline_calls),
+//!   with no runtime or on a current-thread runtime (where blocking the
+//!   caller would stall every task), and for the closes whose wait must
+//!   stay bounded (a close waits on a reply it can give up on, see
+//!   [`await_progress`]). Callers send closures to the thread and await the
+//!   reply on a oneshot channel, so callers waiting for a busy instance are
+//!   tasks, not threads.
+//!
+//! Either way a slow store stalls only the tenants of its own instance.
 //!
 //! The thread also creates the instance and drops it. It enters the
 //! caller's tokio runtime (when there is one) so that stores built on tokio
@@ -505,7 +510,14 @@ impl WorkerSender {
         let Some(_slot) = slot else {
             return self.call_queued(f).await;
         };
-        let mut seat = self.seat.lock().await;
+        // Only a call that finds its instance free runs inline. Under
+        // contention the instance's thread serves the queue back to back,
+        // which costs less than handing a runtime worker's tasks to another
+        // thread (what `block_in_place` does) once per queued call. The lock
+        // is fair: this never overtakes a call waiting for it.
+        let Ok(mut seat) = self.seat.try_lock() else {
+            return self.call_queued(f).await;
+        };
         tokio::task::block_in_place(|| run(&mut seat, &self.health, self.id, f))
             .map_err(|NotRun| self.gone())
     }
