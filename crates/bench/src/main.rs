@@ -327,6 +327,82 @@ async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
     }
     let open_ms_per_actor = ms(started.elapsed()) / actors as f64;
 
+    let inline = timed_phases(&dbs, rows, rss_kb).await?;
+    let rss_after = inline.rss_after_reads;
+    let instances = pool.instance_count();
+    pool.shutdown().await;
+    drop(dbs);
+
+    // The same phases with every call taking the hop to its instance's
+    // thread (inline calls off), the way every call ran before inline
+    // execution: the before-and-after of that change, in one run.
+    let hop_pool = SqliteVfsPool::new(PoolConfig {
+        max_inline_calls: 0,
+        ..pool_config.clone()
+    })?;
+    let mut dbs = Vec::with_capacity(actors);
+    for a in 0..actors {
+        let handle = hop_pool.acquire(&format!("actor-{a}")).await?;
+        let db = handle.open(Arc::new(MemoryKv::new())).await?;
+        db.exec(CREATE).await?;
+        dbs.push(db);
+    }
+    let hop = timed_phases(&dbs, rows, || 0).await?;
+    hop_pool.shutdown().await;
+    drop(dbs);
+
+    let floor =
+        tokio::task::spawn_blocking(move || floor_workload(&pool_config, actors, rows)).await??;
+
+    let (native_write_tx_per_s, native_point_reads_per_s) =
+        tokio::task::spawn_blocking(move || native_workload(actors, rows)).await??;
+
+    Ok(record(json!({
+        "scenario": "pool_workload",
+        "actors": actors,
+        "rows": rows,
+        "per_instance": args.per_instance,
+        "instances": instances,
+        "rss_delta_kb_per_actor": rss_after.saturating_sub(rss_before) as f64 / actors as f64,
+        "open_ms_per_actor": open_ms_per_actor,
+        "write_tx_per_s": inline.write_tx_per_s,
+        "point_reads_per_s": inline.point_reads_per_s,
+        "concurrent_write_tx_per_s": inline.concurrent_write_tx_per_s,
+        "write_cpu_us_per_tx": inline.write_cpu_us_per_tx,
+        "concurrent_write_cpu_us_per_tx": inline.concurrent_write_cpu_us_per_tx,
+        "hop_write_tx_per_s": hop.write_tx_per_s,
+        "hop_point_reads_per_s": hop.point_reads_per_s,
+        "hop_concurrent_write_tx_per_s": hop.concurrent_write_tx_per_s,
+        "hop_write_cpu_us_per_tx": hop.write_cpu_us_per_tx,
+        "hop_concurrent_write_cpu_us_per_tx": hop.concurrent_write_cpu_us_per_tx,
+        "floor_instances": floor.instances,
+        "floor_write_tx_per_s": floor.write_tx_per_s,
+        "floor_point_reads_per_s": floor.point_reads_per_s,
+        "floor_write_cpu_us_per_tx": floor.write_cpu_us_per_tx,
+        "pool_over_floor_write": floor.write_tx_per_s / inline.write_tx_per_s,
+        "pool_over_floor_read": floor.point_reads_per_s / inline.point_reads_per_s,
+        "native_write_tx_per_s": native_write_tx_per_s,
+        "native_point_reads_per_s": native_point_reads_per_s,
+    })))
+}
+
+/// What [`timed_phases`] measured.
+struct Phases {
+    write_tx_per_s: f64,
+    write_cpu_us_per_tx: f64,
+    point_reads_per_s: f64,
+    /// `rss()` taken after the reads.
+    rss_after_reads: u64,
+    concurrent_write_tx_per_s: f64,
+    concurrent_write_cpu_us_per_tx: f64,
+}
+
+/// The timed part of `pool_workload` on open databases holding the table
+/// and no rows: `rows` single-row write transactions per actor, one actor
+/// at a time; a point read of each row; then `rows` more write
+/// transactions per actor with all actors at once.
+async fn timed_phases(dbs: &[Database], rows: usize, rss: impl Fn() -> u64) -> Result<Phases> {
+    let actors = dbs.len();
     let cpu_before = cpu_time()?;
     let started = Instant::now();
     for (a, db) in dbs.iter().enumerate() {
@@ -346,8 +422,7 @@ async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
         }
     }
     let point_reads_per_s = per_s(actors * rows, started.elapsed());
-    let rss_after = rss_kb();
-    let instances = pool.instance_count();
+    let rss_after_reads = rss();
 
     let cpu_before = cpu_time()?;
     let started = Instant::now();
@@ -360,39 +435,14 @@ async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
     for task in tasks {
         task.await??;
     }
-    let concurrent_write_tx_per_s = per_s(actors * rows, started.elapsed());
-    let concurrent_write_cpu_us_per_tx = cpu_us_per(actors * rows, cpu_before, cpu_time()?);
-    pool.shutdown().await;
-    drop(dbs);
-
-    let floor =
-        tokio::task::spawn_blocking(move || floor_workload(&pool_config, actors, rows)).await??;
-
-    let (native_write_tx_per_s, native_point_reads_per_s) =
-        tokio::task::spawn_blocking(move || native_workload(actors, rows)).await??;
-
-    Ok(record(json!({
-        "scenario": "pool_workload",
-        "actors": actors,
-        "rows": rows,
-        "per_instance": args.per_instance,
-        "instances": instances,
-        "rss_delta_kb_per_actor": rss_after.saturating_sub(rss_before) as f64 / actors as f64,
-        "open_ms_per_actor": open_ms_per_actor,
-        "write_tx_per_s": write_tx_per_s,
-        "point_reads_per_s": point_reads_per_s,
-        "concurrent_write_tx_per_s": concurrent_write_tx_per_s,
-        "write_cpu_us_per_tx": write_cpu_us_per_tx,
-        "concurrent_write_cpu_us_per_tx": concurrent_write_cpu_us_per_tx,
-        "floor_instances": floor.instances,
-        "floor_write_tx_per_s": floor.write_tx_per_s,
-        "floor_point_reads_per_s": floor.point_reads_per_s,
-        "floor_write_cpu_us_per_tx": floor.write_cpu_us_per_tx,
-        "pool_over_floor_write": floor.write_tx_per_s / write_tx_per_s,
-        "pool_over_floor_read": floor.point_reads_per_s / point_reads_per_s,
-        "native_write_tx_per_s": native_write_tx_per_s,
-        "native_point_reads_per_s": native_point_reads_per_s,
-    })))
+    Ok(Phases {
+        write_tx_per_s,
+        write_cpu_us_per_tx,
+        point_reads_per_s,
+        rss_after_reads,
+        concurrent_write_tx_per_s: per_s(actors * rows, started.elapsed()),
+        concurrent_write_cpu_us_per_tx: cpu_us_per(actors * rows, cpu_before, cpu_time()?),
+    })
 }
 
 /// What [`floor_workload`] measured.
