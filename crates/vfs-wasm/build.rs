@@ -39,6 +39,8 @@ const EXPORTS: &[&str] = &[
     "sqlite3_soft_heap_limit64",
     "sqlite3_memory_used",
     "sqlite3_get_autocommit",
+    // Memory accounting only (`Instance::database_status`).
+    "sqlite3_db_status",
 ];
 
 /// Compile-time options; see the crate docs for why each is there.

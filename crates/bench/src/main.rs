@@ -76,6 +76,10 @@ struct Args {
     /// Internal: this process is the child running one scenario.
     #[arg(long, hide = true)]
     child: bool,
+    /// Internal: this child runs only `density`'s probe of bare instances
+    /// (a fresh process, so the heap it measures is new, not reused).
+    #[arg(long, hide = true)]
+    bare_probe: bool,
 }
 
 fn main() -> Result<()> {
@@ -85,6 +89,15 @@ fn main() -> Result<()> {
             SCENARIOS.contains(&s.as_str()),
             "unknown scenario {s:?}; known: {SCENARIOS:?}"
         );
+    }
+    if args.child && args.bare_probe {
+        let probe = bare_probe(
+            &config(args.per_instance),
+            BARE_INSTANCES,
+            args.per_instance,
+        )?;
+        println!("{}", Json::Object(probe));
+        return Ok(());
     }
     if args.child {
         let name = args.scenarios.first().context("child needs --scenario")?;
@@ -765,24 +778,55 @@ async fn instantiate() -> Result<Map<String, Json>> {
     })))
 }
 
-/// Many actors open at once after one write each: memory per actor.
+/// Many actors open at once after one write each: memory per actor, and
+/// an account of where it goes (see "Where the memory goes" in
+/// BENCHMARKS.md).
+///
+/// The account has three sources:
+/// - the process's resident memory by kind, from `/proc/self/smaps`, before
+///   and after the actors open ([`Residency`]): guest linear memories,
+///   thread stacks, wasmer's coroutine stacks, mapped files and the rest
+///   (malloc's heap);
+/// - the stores' own copy of the pages: the bytes every actor's `MemoryKv`
+///   holds (keys and values);
+/// - what the pool does not expose, measured on bare `vfs_wasm::Instance`s
+///   built like `floor_workload`'s (same module, same `instance_config()`),
+///   with `--per-instance` databases each, in a fresh process of its own
+///   ([`bare_probe`]; a heap that memory was freed into would hand it out
+///   again and hide the growth); its fields start with `bare_`, and the
+///   per-actor figures taken from it say so below.
+///
+/// The `*_kb_per_actor` parts that add up to `rss_kb_per_actor` are:
+/// `guest_resident`, `worker_stack_resident`, `wasm_stack_resident`,
+/// `other_stack_resident`, `file_resident`, `store_pages`, `wasmer_heap`,
+/// `host_heap` and `unaccounted` (what is left). The `sqlite_*` parts lie
+/// inside `guest_resident` (SQLite's heap is in the guest memory), and
+/// `guest_committed` is address space made accessible, resident or not.
 async fn density(args: &Args) -> Result<Map<String, Json>> {
     let actors = args.density_actors;
+    let pool_config = config(args.per_instance);
+    let res_before = Residency::now()?;
     let rss_before = rss_kb();
-    let pool = SqliteVfsPool::new(config(args.per_instance))?;
+    let pool = SqliteVfsPool::new(pool_config.clone())?;
     let mut dbs = Vec::with_capacity(actors);
+    let mut stores = Vec::with_capacity(actors);
     for a in 0..actors {
+        let store = Arc::new(MemoryKv::new());
         let db = pool
             .acquire(&format!("dense-{a}"))
             .await?
-            .open(Arc::new(MemoryKv::new()))
+            .open(Arc::clone(&store) as Arc<dyn KvStore>)
             .await?;
         db.exec(CREATE).await?;
         insert_rows(&db, a, 1..=1).await?;
         dbs.push(db);
+        stores.push(store);
     }
     let rss_kb_per_actor = rss_kb().saturating_sub(rss_before) as f64 / actors as f64;
+    let res = Residency::now()?.minus(&res_before);
     let instances = pool.instance_count();
+    let store_bytes: usize = stores.iter().map(|s| stored_bytes(s)).sum();
+    drop(stores);
     pool.shutdown().await;
     drop(dbs);
 
@@ -801,13 +845,402 @@ async fn density(args: &Args) -> Result<Map<String, Json>> {
     })
     .await??;
 
-    Ok(record(json!({
+    let per_instance = args.per_instance;
+    let bare = tokio::task::spawn_blocking(move || run_bare_probe(per_instance)).await??;
+    let field = |name: &str| bare.get(name).and_then(Json::as_f64).unwrap_or(0.0);
+
+    let per_actor = |kib: u64| kib as f64 / actors as f64;
+    let instances_per_actor = instances as f64 / actors as f64;
+    let store_pages = store_bytes as f64 / 1024.0 / actors as f64;
+    // From the bare probe: wasmer's (and the host's) heap per instance,
+    // spread over its actors, and the host's heap per database.
+    let wasmer_heap = field("bare_wasmer_heap_kb_per_instance") * instances_per_actor;
+    let host_heap = field("bare_host_heap_kb_per_database");
+    let sqlite_db = field("bare_sqlite_db_heap_kb");
+    let sqlite_instance = field("bare_sqlite_instance_heap_kb_per_instance") * instances_per_actor;
+    let (cache, schema, stmt) = (
+        field("bare_sqlite_cache_kb"),
+        field("bare_sqlite_schema_kb"),
+        field("bare_sqlite_stmt_kb"),
+    );
+    let lookaside = instance_config(&pool_config)
+        .lookaside
+        .map_or(0.0, |l| f64::from(l.slot_size * l.slots) / 1024.0);
+    let guest_resident = per_actor(res.guest_resident_kb);
+    let accounted = guest_resident
+        + per_actor(res.worker_stack_kb)
+        + per_actor(res.wasm_stack_kb)
+        + per_actor(res.other_stack_kb)
+        + per_actor(res.file_kb)
+        + store_pages
+        + wasmer_heap
+        + host_heap;
+    let rss_without_store = rss_kb_per_actor - store_pages;
+
+    let mut out = record(json!({
         "scenario": "density",
         "actors": actors,
         "instances": instances,
         "rss_kb_per_actor": rss_kb_per_actor,
         "native_rss_kb_per_actor": native_rss_kb_per_actor,
+        "ratio_to_native": rss_kb_per_actor / native_rss_kb_per_actor,
+        // Like with like: a native connection holds its pages once (its
+        // page cache); an actor holds them in its page cache and in the
+        // store's copy, which a remote store would not keep in this process.
+        "rss_without_store_kb_per_actor": rss_without_store,
+        "ratio_to_native_without_store": rss_without_store / native_rss_kb_per_actor,
+        // Measured in the pool (smaps, before and after the actors opened).
+        "smaps_resident_kb_per_actor": per_actor(res.total_kb()),
+        "guest_memories": res.guest_memories,
+        "guest_committed_kb_per_actor": per_actor(res.guest_committed_kb),
+        "guest_resident_kb_per_actor": guest_resident,
+        "worker_threads": res.worker_threads,
+        "worker_stack_resident_kb_per_actor": per_actor(res.worker_stack_kb),
+        "wasm_stacks": res.wasm_stacks,
+        "wasm_stack_resident_kb_per_actor": per_actor(res.wasm_stack_kb),
+        "other_stack_resident_kb_per_actor": per_actor(res.other_stack_kb),
+        "file_resident_kb_per_actor": per_actor(res.file_kb),
+        "heap_resident_kb_per_actor": per_actor(res.heap_kb),
+        // The heap, split: the stores' bytes are measured in the pool,
+        // wasmer's and the host's per-database state on bare instances;
+        // the pool's own bookkeeping is in what is left.
+        "store_pages_kb_per_actor": store_pages,
+        "wasmer_heap_kb_per_actor": wasmer_heap,
+        "host_heap_kb_per_actor": host_heap,
+        "heap_unaccounted_kb_per_actor": per_actor(res.heap_kb) - store_pages - wasmer_heap - host_heap,
+        // Inside the guest memory, from the bare probe.
+        "sqlite_heap_kb_per_actor": sqlite_db + sqlite_instance,
+        "sqlite_db_heap_kb_per_actor": sqlite_db,
+        "sqlite_cache_kb_per_actor": cache,
+        "sqlite_schema_kb_per_actor": schema,
+        "sqlite_stmt_kb_per_actor": stmt,
+        "sqlite_lookaside_kb_per_actor": lookaside,
+        "sqlite_connection_and_spare_cache_kb_per_actor": sqlite_db - cache - schema - stmt - lookaside,
+        "sqlite_instance_heap_kb_per_actor": sqlite_instance,
+        "guest_outside_sqlite_heap_kb_per_actor": guest_resident - sqlite_db - sqlite_instance,
+        "unaccounted_kb_per_actor": rss_kb_per_actor - accounted,
+    }));
+    out.extend(bare);
+    Ok(out)
+}
+
+/// Bytes a `MemoryKv` holds: its keys and values (the store's copy of the
+/// pages; the map's own nodes are not counted).
+fn stored_bytes(store: &MemoryKv) -> usize {
+    store
+        .snapshot()
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum()
+}
+
+/// Bare instances the probe builds.
+const BARE_INSTANCES: usize = 20;
+
+/// Runs [`bare_probe`] in a fresh child process and returns its fields.
+fn run_bare_probe(per_instance: usize) -> Result<Map<String, Json>> {
+    let output = Command::new(std::env::current_exe()?)
+        .args(["--child", "--bare-probe", "--scenario", "density"])
+        .args(["--per-instance", &per_instance.to_string()])
+        .output()
+        .context("running the bare-instance probe")?;
+    ensure!(
+        output.status.success(),
+        "the bare-instance probe failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().context("the probe printed nothing")?;
+    serde_json::from_str(line).with_context(|| format!("probe output {line:?}"))
+}
+
+/// `SQLITE_DBSTATUS_CACHE_USED`: page cache bytes in use.
+const DBSTATUS_CACHE_USED: i32 = 1;
+/// `SQLITE_DBSTATUS_SCHEMA_USED`: bytes of the parsed schema.
+const DBSTATUS_SCHEMA_USED: i32 = 2;
+/// `SQLITE_DBSTATUS_STMT_USED`: bytes of prepared statements.
+const DBSTATUS_STMT_USED: i32 = 3;
+
+/// What the pool does not expose, measured on `count` bare instances built
+/// like `floor_workload`'s (same module, same `instance_config()`), each
+/// with `per_instance` databases holding what a `density` actor holds (one
+/// table, one row, over a `MemoryKv`). Run in a process of its own, on its
+/// main thread, after one warm-up instance (module loaded, page 1
+/// generated, this thread's wasm stack mapped).
+///
+/// Fields (KiB, per instance or per database):
+/// - `bare_wasmer_heap_kb_per_instance`: heap growth per instance created,
+///   before any database opens (wasmer's store, instance, tables, globals
+///   and function environments; the host's VFS state);
+/// - `bare_guest_{committed,resident}_kb_per_{empty,full}_instance`: the
+///   guest memory of an instance before and after its databases open;
+/// - `bare_heap_kb_per_database`: heap growth per database opened, its
+///   store included; `bare_store_pages_kb_per_database` the store's bytes;
+///   `bare_host_heap_kb_per_database` the difference: the host's state of
+///   one database (registry entry, open `KvFile`s with the pages they keep
+///   after open, which share the `MemoryKv`'s buffers here, VFS maps,
+///   statement-cache entries) and the store's map nodes;
+/// - `bare_sqlite_db_heap_kb`: guest heap charged to one database
+///   (`database_memory_bytes`), and what `sqlite3_db_status` names in it:
+///   `bare_sqlite_{cache,schema,stmt}_kb`;
+/// - `bare_sqlite_instance_heap_kb_per_instance`: guest heap charged to no
+///   database.
+fn bare_probe(
+    pool_config: &PoolConfig,
+    count: usize,
+    per_instance: usize,
+) -> Result<Map<String, Json>> {
+    let module = SqliteModule::shared(&ModuleConfig {
+        cache_dir: pool_config.module_cache_dir.clone(),
+    })?;
+    let mut warm = Instance::new(&module, instance_config(pool_config))?;
+    let warm_db = warm.open("warm", Arc::new(MemoryKv::new()))?;
+    warm.exec(warm_db, CREATE)?;
+
+    let before = Residency::now()?;
+    let mut instances = (0..count)
+        .map(|_| Instance::new(&module, instance_config(pool_config)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let empty = Residency::now()?.minus(&before);
+
+    let mut dbs = Vec::with_capacity(count * per_instance);
+    let mut stores = Vec::with_capacity(count * per_instance);
+    for (i, instance) in instances.iter_mut().enumerate() {
+        for d in 0..per_instance {
+            let store = Arc::new(MemoryKv::new());
+            let db = instance.open(
+                &format!("bare-{i}-{d}"),
+                Arc::clone(&store) as Arc<dyn KvStore>,
+            )?;
+            instance.exec(db, CREATE)?;
+            instance.execute(db, INSERT, &[Value::Integer(1), Value::Text(text100(d, 1))])?;
+            dbs.push((i, db));
+            stores.push(store);
+        }
+    }
+    let full = Residency::now()?.minus(&before);
+
+    let (mut charged, mut cache, mut schema, mut stmt) = (0u64, 0i64, 0i64, 0i64);
+    for &(i, db) in &dbs {
+        let instance = &mut instances[i];
+        charged += instance.database_memory_bytes(db)?;
+        cache += instance.database_status(db, DBSTATUS_CACHE_USED)?;
+        schema += instance.database_status(db, DBSTATUS_SCHEMA_USED)?;
+        stmt += instance.database_status(db, DBSTATUS_STMT_USED)?;
+    }
+    let mut heap = 0;
+    for instance in &mut instances {
+        heap += instance.guest_heap_bytes()?;
+    }
+    let store_bytes: usize = stores.iter().map(|s| stored_bytes(s)).sum();
+    let n = count as f64;
+    let databases = dbs.len() as f64;
+    let per_db_kb = |bytes: f64| bytes / 1024.0 / databases;
+    let heap_per_db = full.heap_kb.saturating_sub(empty.heap_kb) as f64 / databases;
+    let store_per_db = per_db_kb(store_bytes as f64);
+    Ok(record(json!({
+        "bare_instances": count,
+        "bare_databases_per_instance": per_instance,
+        "bare_wasmer_heap_kb_per_instance": empty.heap_kb as f64 / n,
+        "bare_guest_committed_kb_per_empty_instance": empty.guest_committed_kb as f64 / n,
+        "bare_guest_resident_kb_per_empty_instance": empty.guest_resident_kb as f64 / n,
+        "bare_guest_committed_kb_per_full_instance": full.guest_committed_kb as f64 / n,
+        "bare_guest_resident_kb_per_full_instance": full.guest_resident_kb as f64 / n,
+        "bare_heap_kb_per_database": heap_per_db,
+        "bare_store_pages_kb_per_database": store_per_db,
+        "bare_host_heap_kb_per_database": heap_per_db - store_per_db,
+        "bare_sqlite_db_heap_kb": per_db_kb(charged as f64),
+        "bare_sqlite_cache_kb": per_db_kb(cache as f64),
+        "bare_sqlite_schema_kb": per_db_kb(schema as f64),
+        "bare_sqlite_stmt_kb": per_db_kb(stmt as f64),
+        "bare_sqlite_instance_heap_kb_per_instance": heap.saturating_sub(charged) as f64 / 1024.0 / n,
     })))
+}
+
+/// This process's resident memory by kind, in KiB, from `/proc/self/smaps`
+/// (a mapping's `Rss:` is the memory it has touched and still holds).
+///
+/// Kinds, by mapping:
+/// - guest memory: a read-write anonymous mapping followed at once by an
+///   inaccessible one, together at least 4 GiB: wasmer's static memory
+///   (the accessible part is what the guest committed, the rest reserved
+///   address space). Committed is the read-write size, resident its `Rss`;
+/// - thread stacks: the mapping holding a thread's stack pointer (from
+///   `/proc/self/task/*/syscall`, which a thread blocked in a system call
+///   reports), split into the pool's workers (threads named
+///   `vfs-instance-*`) and the others (the main thread's `[stack]`, tokio's);
+/// - wasm stacks: wasmer's coroutine stacks, on which guest code runs (a
+///   1 MiB read-write mapping right above a guard page), cached per thread
+///   that ran guest code;
+/// - files: mappings of files (the binary, libraries, the compiled module);
+/// - heap: every other anonymous mapping: malloc's heap and arenas, and
+///   the small signal stacks.
+#[derive(Debug, Default, Clone, Copy)]
+struct Residency {
+    guest_memories: usize,
+    guest_committed_kb: u64,
+    guest_resident_kb: u64,
+    worker_threads: usize,
+    worker_stack_kb: u64,
+    other_stack_kb: u64,
+    wasm_stacks: usize,
+    wasm_stack_kb: u64,
+    file_kb: u64,
+    heap_kb: u64,
+}
+
+/// How the pool names its worker threads (`vfs-instance-ID`, cut to 15
+/// bytes in `/proc`).
+const WORKER_PREFIX: &str = "vfs-instance";
+
+/// One mapping of `/proc/self/smaps`.
+struct Vma {
+    start: u64,
+    end: u64,
+    readable: bool,
+    accessible: bool,
+    /// A file or a named kernel mapping (`[heap]`, `[stack]`, `[vdso]`).
+    path: Option<String>,
+    rss_kb: u64,
+}
+
+impl Residency {
+    fn now() -> Result<Residency> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").context("reading smaps")?;
+        let vmas = parse_smaps(&smaps);
+        let stacks = thread_stack_pointers();
+        let mut r = Residency {
+            worker_threads: stacks
+                .iter()
+                .filter(|(_, name)| name.starts_with(WORKER_PREFIX))
+                .count(),
+            ..Residency::default()
+        };
+        for (i, vma) in vmas.iter().enumerate() {
+            let next = vmas.get(i + 1);
+            let prev = i.checked_sub(1).map(|p| &vmas[p]);
+            let stack_of = stacks
+                .iter()
+                .find(|(sp, _)| (vma.start..vma.end).contains(sp))
+                .map(|(_, name)| name.as_str());
+            match (&vma.path, stack_of) {
+                (_, Some(name)) if name.starts_with(WORKER_PREFIX) => {
+                    r.worker_stack_kb += vma.rss_kb;
+                }
+                (_, Some(_)) => r.other_stack_kb += vma.rss_kb,
+                (Some(path), None) if path == "[heap]" => r.heap_kb += vma.rss_kb,
+                (Some(path), None) if path == "[stack]" => r.other_stack_kb += vma.rss_kb,
+                (Some(_), None) => r.file_kb += vma.rss_kb,
+                (None, None) => {
+                    let size = vma.end - vma.start;
+                    let guest = vma.readable
+                        && next.is_some_and(|n| {
+                            n.start == vma.end
+                                && !n.accessible
+                                && n.path.is_none()
+                                && size + (n.end - n.start) >= 4 << 30
+                        });
+                    let wasm_stack = vma.readable
+                        && size == 1 << 20
+                        && prev.is_some_and(|p| {
+                            p.end == vma.start && !p.accessible && p.end - p.start == 4096
+                        });
+                    if guest {
+                        r.guest_memories += 1;
+                        r.guest_committed_kb += size / 1024;
+                        r.guest_resident_kb += vma.rss_kb;
+                    } else if wasm_stack {
+                        r.wasm_stacks += 1;
+                        r.wasm_stack_kb += vma.rss_kb;
+                    } else {
+                        r.heap_kb += vma.rss_kb;
+                    }
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// What changed since `before` (counts and sizes may shrink: zero then).
+    fn minus(&self, before: &Residency) -> Residency {
+        Residency {
+            guest_memories: self.guest_memories.saturating_sub(before.guest_memories),
+            guest_committed_kb: self
+                .guest_committed_kb
+                .saturating_sub(before.guest_committed_kb),
+            guest_resident_kb: self
+                .guest_resident_kb
+                .saturating_sub(before.guest_resident_kb),
+            worker_threads: self.worker_threads.saturating_sub(before.worker_threads),
+            worker_stack_kb: self.worker_stack_kb.saturating_sub(before.worker_stack_kb),
+            other_stack_kb: self.other_stack_kb.saturating_sub(before.other_stack_kb),
+            wasm_stacks: self.wasm_stacks.saturating_sub(before.wasm_stacks),
+            wasm_stack_kb: self.wasm_stack_kb.saturating_sub(before.wasm_stack_kb),
+            file_kb: self.file_kb.saturating_sub(before.file_kb),
+            heap_kb: self.heap_kb.saturating_sub(before.heap_kb),
+        }
+    }
+
+    /// Every kind's resident KiB together.
+    fn total_kb(&self) -> u64 {
+        self.guest_resident_kb
+            + self.worker_stack_kb
+            + self.other_stack_kb
+            + self.wasm_stack_kb
+            + self.file_kb
+            + self.heap_kb
+    }
+}
+
+/// The mappings of a `/proc/self/smaps` text, in address order.
+fn parse_smaps(text: &str) -> Vec<Vma> {
+    let mut vmas: Vec<Vma> = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(first) = fields.next() else { continue };
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) =
+                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        {
+            let perms = fields.next().unwrap_or("");
+            // offset, device, inode, then the path (which may hold spaces).
+            let path = fields.skip(3).collect::<Vec<_>>().join(" ");
+            vmas.push(Vma {
+                start,
+                end,
+                readable: perms.starts_with('r'),
+                accessible: perms.chars().take(3).any(|c| c != '-'),
+                path: (!path.is_empty()).then_some(path),
+                rss_kb: 0,
+            });
+        } else if first == "Rss:"
+            && let Some(vma) = vmas.last_mut()
+        {
+            vma.rss_kb = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    vmas
+}
+
+/// Each thread's stack pointer and name, for the threads blocked in a
+/// system call (`/proc/self/task/TID/syscall` ends with the stack pointer
+/// and the program counter; a running thread reports `running`).
+fn thread_stack_pointers() -> Vec<(u64, String)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let dir = task.path();
+            let syscall = std::fs::read_to_string(dir.join("syscall")).ok()?;
+            let fields: Vec<&str> = syscall.split_whitespace().collect();
+            let sp = fields.len().checked_sub(2).map(|i| fields[i])?;
+            let sp = u64::from_str_radix(sp.trim_start_matches("0x"), 16).ok()?;
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            Some((sp, name.trim().to_owned()))
+        })
+        .collect()
 }
 
 /// 50 actors on one instance: half write through a store with 5 ms latency

@@ -100,7 +100,13 @@ struct Exports {
     release_tenant: TypedFunction<i32, ()>,
     trap: TypedFunction<(), ()>,
     refused: TypedFunction<(), i32>,
+    /// `sqlite3_db_status`, for memory accounting; `None` for a prebuilt
+    /// module (`VFS_WASM_MODULE`) built without it.
+    db_status: Option<DbStatusFn>,
 }
+
+/// `sqlite3_db_status(conn, op, *current, *highwater, reset)`.
+type DbStatusFn = TypedFunction<(u32, i32, u32, u32, i32), i32>;
 
 /// The guest's wasmer store, which may move to another thread between calls.
 ///
@@ -237,6 +243,7 @@ impl Guest {
             release_tenant: get!("shim_release_tenant"),
             trap: get!("shim_trap"),
             refused: get!("shim_refused"),
+            db_status: ex.get_typed_function(&store, "sqlite3_db_status").ok(),
         };
         initialize
             .call(&mut store)
@@ -750,6 +757,36 @@ impl Guest {
     /// Bytes currently allocated by SQLite inside the guest.
     pub(crate) fn memory_used(&mut self) -> Result<i64> {
         call!(self.memory_used())
+    }
+
+    /// `sqlite3_db_status(conn, op, &current, &highwater, 0)`: the current
+    /// value of SQLite's per-connection counter `op` (a
+    /// `SQLITE_DBSTATUS_*` code). Read only: nothing is reset. Used for
+    /// memory accounting; a module without the export, or an `op` SQLite
+    /// refuses, is [`Error::Sqlite`].
+    pub(crate) fn db_status(&mut self, conn: ConnPtr, op: i32) -> Result<i32> {
+        let Some(status) = self.f.db_status.clone() else {
+            return Err(Error::Sqlite {
+                code: sqlite::SQLITE_ERROR,
+                message: "this SQLite module does not export sqlite3_db_status".into(),
+                kv: None,
+            });
+        };
+        let (out, _) = self.alloc(&[0; 8], 0)?;
+        let rc = status
+            .call(&mut self.store, conn.0, op, out.get(), out.get() + 4, 0)
+            .map_err(|e| self.trap(&e))?;
+        let current = self.read_u32(out);
+        self.free(out)?;
+        let current = current?;
+        if rc != sqlite::SQLITE_OK {
+            return Err(Error::Sqlite {
+                code: rc,
+                message: format!("sqlite3_db_status refused counter {op}"),
+                kv: None,
+            });
+        }
+        Ok(current as i32)
     }
 
     /// Makes the guest trap (tests only).

@@ -232,6 +232,18 @@ impl Instance {
         Ok(u64::try_from(used).unwrap_or(0))
     }
 
+    /// SQLite's per-connection counter `op` for `db`, as
+    /// `sqlite3_db_status` reports it (its current value; nothing is
+    /// reset): a `SQLITE_DBSTATUS_*` code, for example 1 (`CACHE_USED`,
+    /// page cache bytes), 2 (`SCHEMA_USED`, schema bytes) or 3
+    /// (`STMT_USED`, bytes of prepared statements). For memory accounting
+    /// (the bench's `density` breakdown); it runs no SQL and changes
+    /// nothing. An `op` SQLite does not know is [`Error::Sqlite`].
+    pub fn database_status(&mut self, db: DbId, op: i32) -> Result<i64> {
+        let (_, conn, _) = self.db(db)?;
+        self.guest.db_status(conn, op).map(i64::from)
+    }
+
     /// Number of open databases.
     pub fn database_count(&self) -> usize {
         self.dbs.len()
