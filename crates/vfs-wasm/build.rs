@@ -61,6 +61,11 @@ const DEFINES: &[&str] = &[
     "SQLITE_ENABLE_API_ARMOR",
     "SQLITE_DEFAULT_PAGE_SIZE=4096",
     "SQLITE_MAX_EXPR_DEPTH=256",
+    // No bulk page-cache allocation at a connection's first read: by default
+    // SQLite allocates 20 page slots at once (about 85 KiB) and touches them
+    // all, where a small tenant database uses a few. Pages are then
+    // allocated as the cache grows (see `density` in BENCHMARKS.md).
+    "SQLITE_DEFAULT_PCACHE_INITSZ=0",
 ];
 
 fn fail(message: &str) -> ! {
