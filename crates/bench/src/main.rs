@@ -331,13 +331,7 @@ async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
     pool.acquire("warm-up").await?.release().await;
 
     let started = Instant::now();
-    let mut dbs = Vec::with_capacity(actors);
-    for a in 0..actors {
-        let handle = pool.acquire(&format!("actor-{a}")).await?;
-        let db = handle.open(Arc::new(MemoryKv::new())).await?;
-        db.exec(CREATE).await?;
-        dbs.push(db);
-    }
+    let dbs = open_actors(&pool, actors).await?;
     let open_ms_per_actor = ms(started.elapsed()) / actors as f64;
 
     let inline = timed_phases(&dbs, rows, rss_kb).await?;
@@ -353,13 +347,7 @@ async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
         max_inline_calls: 0,
         ..pool_config.clone()
     })?;
-    let mut dbs = Vec::with_capacity(actors);
-    for a in 0..actors {
-        let handle = hop_pool.acquire(&format!("actor-{a}")).await?;
-        let db = handle.open(Arc::new(MemoryKv::new())).await?;
-        db.exec(CREATE).await?;
-        dbs.push(db);
-    }
+    let dbs = open_actors(&hop_pool, actors).await?;
     let hop = timed_phases(&dbs, rows, || 0).await?;
     hop_pool.shutdown().await;
     drop(dbs);
@@ -397,6 +385,19 @@ async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
         "native_write_tx_per_s": native_write_tx_per_s,
         "native_point_reads_per_s": native_point_reads_per_s,
     })))
+}
+
+/// Acquires `actor-0` … `actor-{actors - 1}`, opens each on a fresh
+/// `MemoryKv` and creates the table.
+async fn open_actors(pool: &SqliteVfsPool, actors: usize) -> Result<Vec<Database>> {
+    let mut dbs = Vec::with_capacity(actors);
+    for a in 0..actors {
+        let handle = pool.acquire(&format!("actor-{a}")).await?;
+        let db = handle.open(Arc::new(MemoryKv::new())).await?;
+        db.exec(CREATE).await?;
+        dbs.push(db);
+    }
+    Ok(dbs)
 }
 
 /// What [`timed_phases`] measured.

@@ -100,20 +100,18 @@ async fn with_inline_calls_turned_off_statements_run_on_the_instance_thread() ->
         max_inline_calls: 0,
         ..config(4)
     })?;
-    let threads = threads_serving_one_actor(&pool).await?;
-    assert!(!threads.is_empty());
-    assert!(
-        threads.iter().all(|t| t.starts_with("vfs-instance-")),
-        "the store was called on {threads:?}"
-    );
-    pool.shutdown().await;
-    Ok(())
+    served_by_instance_threads_only(&pool).await
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn on_a_current_thread_runtime_statements_run_on_the_instance_thread() -> TestResult {
-    let pool = SqliteVfsPool::new(config(4))?;
-    let threads = threads_serving_one_actor(&pool).await?;
+    served_by_instance_threads_only(&SqliteVfsPool::new(config(4))?).await
+}
+
+/// Checks that every store call of [`threads_serving_one_actor`] ran on an
+/// instance's own thread, then shuts the pool down.
+async fn served_by_instance_threads_only(pool: &SqliteVfsPool) -> TestResult {
+    let threads = threads_serving_one_actor(pool).await?;
     assert!(!threads.is_empty());
     assert!(
         threads.iter().all(|t| t.starts_with("vfs-instance-")),
