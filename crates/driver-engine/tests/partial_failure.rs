@@ -508,7 +508,7 @@ async fn a_late_commit_never_overwrites_acknowledged_rows() {
     let driver = EngineDriver::connect_with(&proxy.url(&url), PoolConfig::default(), options())
         .await
         .unwrap();
-    let db = driver.open_database("late-sql").await.unwrap();
+    let mut db = driver.open_database("late-sql").await.unwrap();
     db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         .await
         .unwrap();
@@ -520,16 +520,21 @@ async fn a_late_commit_never_overwrites_acknowledged_rows() {
         acknowledged.push(n);
     }
     // Every connection open now delivers 2 s late: the next commit leaves
-    // on one of them, times out, and SQLite commits again (through its
-    // journal) on fresh connections. The original then arrives.
+    // on one of them and times out, which poisons the database (its write
+    // may still land); the caller reopens it, which reads the store afresh
+    // on fresh connections, and commits again. The original then arrives.
     proxy.delay_open_connections(Duration::from_secs(2), 0);
     for n in 10..40 {
-        if db
+        match db
             .execute("INSERT INTO t VALUES (?, 'y')", &[Value::Integer(n)])
             .await
-            .is_ok()
         {
-            acknowledged.push(n);
+            Ok(_) => acknowledged.push(n),
+            Err(e) if e.is_poisoned() => {
+                let _ = driver.close_actor("late-sql").await;
+                db = driver.open_database("late-sql").await.unwrap();
+            }
+            Err(_) => {}
         }
     }
     // Nothing rewrites those pages afterwards: whatever lands late stays.

@@ -118,16 +118,18 @@ async fn write_until_stopped(
                 }
                 Err(e) => {
                     p.failed.insert(id);
-                    // A clear failure names a transient storage error, or
-                    // says the database must be reopened.
-                    if e.kv_error().is_some_and(vfs_pool::KvError::is_transient) {
-                        if phase.load(Ordering::SeqCst) == DOWN {
-                            p.errors_while_down.push(e.to_string());
-                        }
-                    } else if e.is_poisoned() {
+                    // A clear failure says the database must be reopened
+                    // (checked first: a write-behind flush that failed on a
+                    // transient error poisons too), or names a transient
+                    // storage error.
+                    let transient = e.kv_error().is_some_and(vfs_pool::KvError::is_transient);
+                    if transient && phase.load(Ordering::SeqCst) == DOWN {
+                        p.errors_while_down.push(e.to_string());
+                    }
+                    if e.is_poisoned() {
                         p.reopened += 1;
                         poisoned = true;
-                    } else {
+                    } else if !transient {
                         p.unclear_errors.push(e.to_string());
                     }
                 }

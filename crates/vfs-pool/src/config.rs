@@ -105,6 +105,13 @@ pub struct PoolConfig {
     /// goes on), and a store that blocks its thread for ever holds an
     /// instance thread rather than one of the runtime's.
     pub max_inline_calls: usize,
+    /// Most bytes of one database's store writes that may wait for its
+    /// flusher (see the crate's "Durable acknowledgements"). Past it a
+    /// commit waits, inside its call, for earlier writes to reach the
+    /// store. Zero turns write-behind off: every store write is then
+    /// awaited inside the call that makes it, holding the instance. Default
+    /// 8 MiB.
+    pub write_behind_bytes: usize,
     /// Directory for the compiled-module cache, so that a process start
     /// deserializes the compiled SQLite module in milliseconds instead of
     /// compiling it. `None` compiles in memory on every process start.
@@ -127,6 +134,7 @@ impl Default for PoolConfig {
             store_timeout: engine.store_timeout,
             close_timeout: Duration::from_secs(5),
             max_inline_calls: 64,
+            write_behind_bytes: 8 << 20,
             module_cache_dir: Some(default_module_cache_dir()),
         }
     }

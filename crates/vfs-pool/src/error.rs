@@ -88,6 +88,13 @@ pub enum Error {
     /// listing or deleting an actor's namespace).
     #[error(transparent)]
     Storage(vfs_core::KvError),
+    /// A write this database handed to its store failed, or was not
+    /// confirmed in time, after the call that made it had returned to the
+    /// instance (see the crate's "Durable acknowledgements"). The call that
+    /// made it and every later call fail with this: close the database and
+    /// open it again, which reads the last durable state.
+    #[error("the database is poisoned: a write did not reach its store: {0}")]
+    Poisoned(vfs_core::KvError),
     /// An error from SQLite or the storage under it: SQLite code and message,
     /// the storage error, an interruption or a resource limit.
     #[error(transparent)]
@@ -111,10 +118,17 @@ impl Error {
 
     /// Whether the database is poisoned: its store panicked, did not
     /// answer, or could not tell whether a write was applied during a call,
-    /// so nothing more is accepted on it. Close it and open it again (the
+    /// or a write handed to the store after its call failed
+    /// ([`Error::Poisoned`]), so nothing more is accepted on it. Retrying
+    /// the same database cannot help, even when [`kv_error`](Self::kv_error)
+    /// is transient. Close it and open it again (the
     /// store is then read afresh); acknowledged writes are all there.
     pub fn is_poisoned(&self) -> bool {
-        matches!(self, Error::Sqlite(e) if e.is_poisoned())
+        match self {
+            Error::Sqlite(e) => e.is_poisoned(),
+            Error::Poisoned(_) => true,
+            _ => false,
+        }
     }
 
     /// Whether the actor's store was fenced ([`vfs_core::KvError::Fenced`]):
@@ -130,7 +144,7 @@ impl Error {
     pub fn kv_error(&self) -> Option<&vfs_core::KvError> {
         match self {
             Error::Sqlite(e) => e.kv_error(),
-            Error::Storage(kv) => Some(kv),
+            Error::Storage(kv) | Error::Poisoned(kv) => Some(kv),
             _ => None,
         }
     }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use vfs_core::KvStore;
 use vfs_wasm::{DbId, Instance, Rows, Value};
 
+use crate::flush::WriteBehind;
 use crate::pool::{ActorState, DbSlot, Shared};
 use crate::{Error, Result};
 
@@ -82,23 +83,30 @@ impl PooledHandle {
             *slot = DbSlot::Opening;
         }
         let opened = self.open_on_worker(kv).await;
-        let orphan = {
+        let (orphan, failure) = {
             let mut slot = self.actor.db.lock();
             match opened {
-                Ok(db) if !self.is_released() => {
-                    *slot = DbSlot::Open(db);
-                    return Ok(Database {
-                        inner: Arc::new(DbState {
-                            shared: Arc::clone(&self.shared),
-                            actor: Arc::clone(&self.actor),
-                            db,
-                            closed: AtomicBool::new(false),
-                        }),
-                    });
-                }
-                Ok(db) => {
-                    *slot = DbSlot::Empty;
-                    db
+                Ok((db, behind)) => {
+                    self.actor.behind.lock().clone_from(&behind);
+                    if self.is_released() {
+                        *slot = DbSlot::Empty;
+                        (db, None)
+                    } else if let Some(poison) = behind.as_ref().and_then(|b| b.poison()) {
+                        // Its first writes (a new database's page 1) failed.
+                        *slot = DbSlot::Empty;
+                        (db, Some(Error::Poisoned(poison)))
+                    } else {
+                        *slot = DbSlot::Open(db);
+                        return Ok(Database {
+                            inner: Arc::new(DbState {
+                                shared: Arc::clone(&self.shared),
+                                actor: Arc::clone(&self.actor),
+                                db,
+                                behind,
+                                closed: AtomicBool::new(false),
+                            }),
+                        });
+                    }
                 }
                 Err(e) => {
                     *slot = DbSlot::Empty;
@@ -106,22 +114,35 @@ impl PooledHandle {
                 }
             }
         };
-        // Released while opening: the release could not see this database,
-        // so close it here (a failure poisons the name).
+        // Released while opening (the release could not see this database)
+        // or unusable: close it here (a failure poisons the name).
         let _ = self.shared.close_db(&self.actor, orphan, "close").await;
-        Err(Error::Released {
+        Err(failure.unwrap_or_else(|| Error::Released {
             actor: self.actor.id.clone(),
-        })
+        }))
     }
 
-    async fn open_on_worker(&self, kv: Arc<dyn KvStore>) -> Result<DbId> {
-        let _op = self.shared.begin_op(&self.actor)?;
-        let name = self.actor.short_name.to_string();
-        Ok(self
-            .actor
-            .worker
-            .call_healthy(move |i| i.open(&name, kv))
-            .await??)
+    /// Opens the database on its instance, and waits until whatever the
+    /// open wrote (a new database's first page) is durable.
+    async fn open_on_worker(
+        &self,
+        kv: Arc<dyn KvStore>,
+    ) -> Result<(DbId, Option<Arc<WriteBehind>>)> {
+        self.shared.settle_earlier(&self.actor.id).await?;
+        let (kv, behind) = self.shared.write_behind(kv);
+        let db = {
+            let _op = self.shared.begin_op(&self.actor)?;
+            let name = self.actor.short_name.to_string();
+            self.actor
+                .worker
+                .call_healthy(move |i| i.open(&name, kv))
+                .await??
+        };
+        if let Some(behind) = &behind {
+            // A failure poisons `behind`; the caller closes the database.
+            let _ = self.shared.gate(behind, behind.mark()).await;
+        }
+        Ok((db, behind))
     }
 
     /// Releases the actor: force-closes its database (only this actor's:
@@ -144,6 +165,8 @@ struct DbState {
     shared: Arc<Shared>,
     actor: Arc<ActorState>,
     db: DbId,
+    /// The database's write-behind queue, if it has one.
+    behind: Option<Arc<WriteBehind>>,
     closed: AtomicBool,
 }
 
@@ -236,13 +259,35 @@ impl Database {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
-        let _op = self.inner.shared.begin_op(&self.inner.actor)?;
-        let db = self.inner.db;
-        Ok(self
-            .inner
-            .actor
-            .worker
-            .call_healthy(move |i| f(i, db))
-            .await??)
+        let Some(behind) = &self.inner.behind else {
+            let _op = self.inner.shared.begin_op(&self.inner.actor)?;
+            let db = self.inner.db;
+            return Ok(self
+                .inner
+                .actor
+                .worker
+                .call_healthy(move |i| f(i, db))
+                .await??);
+        };
+        if let Some(poison) = behind.poison() {
+            return Err(Error::Poisoned(poison));
+        }
+        let (result, upto) = {
+            let _op = self.inner.shared.begin_op(&self.inner.actor)?;
+            let db = self.inner.db;
+            let mine = Arc::clone(behind);
+            self.inner
+                .actor
+                .worker
+                .call_healthy(move |i| {
+                    let result = f(i, db);
+                    (result, mine.mark())
+                })
+                .await?
+        };
+        // The output gate: nothing is reported before what the call wrote
+        // is durable, and a failed flush is the call's error.
+        self.inner.shared.gate(behind, upto).await?;
+        Ok(result?)
     }
 }

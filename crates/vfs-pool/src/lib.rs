@@ -24,6 +24,42 @@
 //! around an inline call takes effect only when the call returns, since the
 //! call blocks its thread until then.
 //!
+//! # Durable acknowledgements
+//!
+//! A commit does not hold its instance while its store writes it. The
+//! store of each open database is wrapped in a write-behind queue: SQLite's
+//! atomic commit hands its batch to the queue and the call returns the
+//! instance to its co-tenants at once; the caller's future then waits (the
+//! output gate) until every write the call made is durable, and only then
+//! resolves. So success is never reported for a write that could still be
+//! lost, and a slow store delays only its own actor.
+//!
+//! - Per database, batches reach the store in the order they were
+//!   committed; commits made while one is in flight are sent together in
+//!   the next batch (within the store's limits). A store that answers at
+//!   once is written without any task switch.
+//! - Reads of pages still waiting for the store are served from the queue,
+//!   and a call that read them waits for them as well.
+//! - A write that fails poisons its database: the call that made it and
+//!   every later call fail with [`Error::Poisoned`] (also
+//!   [`Error::is_poisoned`]; check it before retrying on a transient
+//!   [`Error::kv_error`], since retrying cannot help). Close and open the
+//!   database again: it then shows the last durable state. Co-tenants are
+//!   not affected.
+//! - [`Database::close`], [`PooledHandle::release`] and
+//!   [`SqliteVfsPool::shutdown`] wait for queued writes, at most
+//!   [`PoolConfig::close_timeout`]; past it they fail with
+//!   [`Error::TimedOut`], and the actor cannot open again until the store
+//!   has answered the write still in flight (so it can never land on top of
+//!   newer ones).
+//! - A call waits at most twice [`PoolConfig::store_timeout`] for its
+//!   writes; past that the database is poisoned with
+//!   [`KvError::OutcomeUnknown`].
+//!
+//! [`PoolConfig::write_behind_bytes`] bounds the bytes one database may have
+//! queued (a commit past it waits inside its call); zero turns write-behind
+//! off, and without a tokio runtime it is off as well.
+//!
 //! # Guarantees under failure
 //!
 //! - **Configuration** is checked by [`SqliteVfsPool::new`]: a value no
@@ -84,6 +120,7 @@
 mod config;
 mod driver;
 mod error;
+mod flush;
 mod handle;
 mod pool;
 pub mod testing;

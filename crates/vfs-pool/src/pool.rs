@@ -22,8 +22,10 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle as TaskHandle;
 use tracing::Instrument;
+use vfs_core::{KvError, KvStore};
 use vfs_wasm::{DbId, ModuleConfig};
 
+use crate::flush::WriteBehind;
 use crate::handle::PooledHandle;
 use crate::worker::{self, InlineLimit, Startup, Stopping, Worker, WorkerSender};
 use crate::{Error, PoolConfig, Result};
@@ -69,6 +71,11 @@ pub(crate) struct Shared {
     live_workers: Arc<AtomicUsize>,
     inline: Arc<InlineLimit>,
     instance_count: watch::Sender<usize>,
+    /// Write-behind queues of closed databases whose flush was still
+    /// running when their close gave up waiting, by actor id: the actor
+    /// opens again only once that flush has ended, so a late write can
+    /// never land on top of newer ones.
+    unsettled: Mutex<HashMap<String, Arc<WriteBehind>>>,
 }
 
 #[derive(Default)]
@@ -175,6 +182,8 @@ pub(crate) struct ActorState {
     /// must then never be reused in this instance.
     pub(crate) poisoned: AtomicBool,
     pub(crate) db: Mutex<DbSlot>,
+    /// The write-behind queue of the open database, if it has one.
+    pub(crate) behind: Mutex<Option<Arc<WriteBehind>>>,
 }
 
 /// The actor's database, if any.
@@ -223,6 +232,7 @@ impl SqliteVfsPool {
                 live_workers: Arc::new(AtomicUsize::new(0)),
                 inline,
                 instance_count: watch::channel(0).0,
+                unsettled: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -502,6 +512,7 @@ impl Shared {
             released: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             db: Mutex::new(DbSlot::Empty),
+            behind: Mutex::new(None),
         });
         state.actors.insert(actor_id.to_owned(), Arc::clone(&actor));
         Ok(actor)
@@ -668,7 +679,129 @@ impl Shared {
         if closed.is_err() {
             actor.poisoned.store(true, Ordering::SeqCst);
         }
-        closed
+        let behind = actor.behind.lock().take();
+        match behind {
+            Some(behind) => {
+                let drained = self.drain(&actor.id, &behind, operation).await;
+                closed.and(drained)
+            }
+            None => closed,
+        }
+    }
+
+    /// The store a database opened now gets: `kv` itself, or `kv` written
+    /// behind (see [`crate::flush`]) when write-behind is on and a tokio
+    /// runtime is there to run the flusher.
+    pub(crate) fn write_behind(
+        &self,
+        kv: Arc<dyn KvStore>,
+    ) -> (Arc<dyn KvStore>, Option<Arc<WriteBehind>>) {
+        if self.config.write_behind_bytes == 0 {
+            return (kv, None);
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return (kv, None);
+        };
+        let behind = WriteBehind::new(
+            kv,
+            runtime,
+            self.config.store_timeout,
+            self.config.write_behind_bytes,
+        );
+        (Arc::clone(&behind) as Arc<dyn KvStore>, Some(behind))
+    }
+
+    /// The output gate: waits until every store write up to `upto` is
+    /// durable. A flush that failed (now or before) is
+    /// [`Error::Poisoned`]; one the store has not confirmed within twice
+    /// [`PoolConfig::store_timeout`] (the flush ahead of it, then its own)
+    /// poisons the database with [`KvError::OutcomeUnknown`].
+    pub(crate) async fn gate(&self, behind: &WriteBehind, upto: u64) -> Result<()> {
+        let bound = self.config.store_timeout.saturating_mul(2);
+        match tokio::time::timeout(bound, behind.settled(upto)).await {
+            Ok(settled) => settled.map_err(Error::Poisoned),
+            Err(_) => match behind.give_up(
+                upto,
+                KvError::OutcomeUnknown {
+                    message: format!("the store did not confirm a write within {bound:?}"),
+                },
+            ) {
+                Some(poison) => Err(Error::Poisoned(poison)),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Waits, within [`PoolConfig::close_timeout`], for every write of a
+    /// database being closed to be durable (a database poisoned already
+    /// has nothing more to wait for, and closes cleanly). Past the bound the database's
+    /// queue is poisoned (nothing more is sent), and a flush still running
+    /// is remembered so the actor cannot open again before it ends.
+    async fn drain(
+        &self,
+        actor_id: &str,
+        behind: &Arc<WriteBehind>,
+        operation: &'static str,
+    ) -> Result<()> {
+        if behind.poison().is_some() {
+            // Poisoned before the close: every call since has reported it,
+            // and nothing more will be written.
+            return Ok(());
+        }
+        let bound = self.config.close_timeout;
+        let upto = behind.mark();
+        let drained = if let Ok(settled) = tokio::time::timeout(bound, behind.settled(upto)).await {
+            settled.map_err(Error::Poisoned)
+        } else {
+            let _ = behind.give_up(
+                upto,
+                KvError::OutcomeUnknown {
+                    message: format!("the store did not confirm a write within {bound:?}"),
+                },
+            );
+            tracing::error!(
+                actor = actor_id,
+                "the store did not take the database's last writes in time"
+            );
+            Err(Error::TimedOut {
+                operation,
+                after: bound,
+            })
+        };
+        if !behind.is_quiet() {
+            let mut unsettled = self.unsettled.lock();
+            unsettled.retain(|_, earlier| !earlier.is_quiet());
+            unsettled.insert(actor_id.to_owned(), Arc::clone(behind));
+        }
+        drained
+    }
+
+    /// Before an actor opens a database: waits, within
+    /// [`PoolConfig::close_timeout`], for a flush left running by its
+    /// previous database to end. Fails with [`Error::Storage`] if it is
+    /// still running then.
+    pub(crate) async fn settle_earlier(&self, actor_id: &str) -> Result<()> {
+        let earlier = self.unsettled.lock().get(actor_id).cloned();
+        let Some(earlier) = earlier else {
+            return Ok(());
+        };
+        let bound = self.config.close_timeout;
+        if tokio::time::timeout(bound, earlier.quiet()).await.is_err() {
+            return Err(Error::Storage(KvError::Unavailable {
+                message: format!(
+                    "a write of actor {actor_id}'s previous database is still in flight after {bound:?}; \
+                     it opens again once the store has answered it"
+                ),
+            }));
+        }
+        let mut unsettled = self.unsettled.lock();
+        if unsettled
+            .get(actor_id)
+            .is_some_and(|b| Arc::ptr_eq(b, &earlier))
+        {
+            unsettled.remove(actor_id);
+        }
+        Ok(())
     }
 
     /// Starts the idle countdown of an instance with no actors and no

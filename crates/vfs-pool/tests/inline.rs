@@ -11,6 +11,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::config;
+
+/// [`config`] with write-behind off: these tests are about where a call
+/// runs, so every store call, writes included, must be made by the call
+/// itself. (With write-behind on, writes are made by the actor's flusher,
+/// a task of the runtime: see `write_behind.rs`.)
+fn direct(actors_per_instance: usize) -> PoolConfig {
+    PoolConfig {
+        write_behind_bytes: 0,
+        ..config(actors_per_instance)
+    }
+}
 use vfs_pool::{
     Database, Error, KvError, KvLimits, KvStore, MemoryKv, PoolConfig, SqliteVfsPool, Value,
 };
@@ -80,7 +91,7 @@ async fn threads_serving_one_actor(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_multi_thread_runtime_statements_run_on_the_callers_thread() -> TestResult {
-    let pool = SqliteVfsPool::new(config(4))?;
+    let pool = SqliteVfsPool::new(direct(4))?;
     let threads = threads_serving_one_actor(&pool).await?;
     assert!(!threads.is_empty());
     // The close alone goes through the instance's thread (its wait must
@@ -98,14 +109,14 @@ async fn on_a_multi_thread_runtime_statements_run_on_the_callers_thread() -> Tes
 async fn with_inline_calls_turned_off_statements_run_on_the_instance_thread() -> TestResult {
     let pool = SqliteVfsPool::new(PoolConfig {
         max_inline_calls: 0,
-        ..config(4)
+        ..direct(4)
     })?;
     served_by_instance_threads_only(&pool).await
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn on_a_current_thread_runtime_statements_run_on_the_instance_thread() -> TestResult {
-    served_by_instance_threads_only(&SqliteVfsPool::new(config(4))?).await
+    served_by_instance_threads_only(&SqliteVfsPool::new(direct(4))?).await
 }
 
 /// Checks that every store call of [`threads_serving_one_actor`] ran on an
@@ -222,7 +233,7 @@ impl KvStore for CallingKv {
 /// instance 1, all on one thread: the innermost call is refused at once
 /// (it would wait for the outermost), and the two outer calls succeed.
 async fn a_cycle_through_two_instances_is_refused() -> TestResult {
-    let pool = SqliteVfsPool::new(config(2))?;
+    let pool = SqliteVfsPool::new(direct(2))?;
     let (first, first_peer, second) = (
         pool.acquire("first").await?,
         pool.acquire("first-peer").await?,

@@ -218,15 +218,15 @@ async fn close_release_and_shutdown_are_bounded_while_a_store_hangs() -> TestRes
     timeout(bound * 4, a.release()).await?;
     assert_eq!(pool.actor_count(), 0);
 
-    // The same actor comes back on another instance and reads its store.
+    // The same actor comes back on another instance, but cannot open while
+    // its hung write may still land: a clear error, within the bound.
     let a = pool.acquire("a").await?;
     assert_ne!(a.instance_id(), stuck);
-    let rows = a
-        .open(store.clone())
-        .await?
-        .query("SELECT v FROM t", &[])
-        .await?;
-    assert_eq!(rows.rows, vec![vec![Value::from("kept")]]);
+    let early = timeout(bound * 4, a.open(store.clone())).await?;
+    assert!(
+        matches!(&early, Err(Error::Storage(e)) if e.to_string().contains("still in flight")),
+        "{early:?}"
+    );
     let infos = timeout(bound * 4, pool.instances()).await?;
     assert!(infos.iter().any(|i| i.id == stuck && i.broken), "{infos:?}");
 
@@ -238,7 +238,7 @@ async fn close_release_and_shutdown_are_bounded_while_a_store_hangs() -> TestRes
     );
 
     drop(unblock);
-    timeout(Duration::from_secs(5), writer).await??.ok();
+    let written = timeout(Duration::from_secs(5), writer).await??;
     // The detached thread finishes its queue and ends on its own.
     timeout(Duration::from_secs(5), async {
         while pool.worker_threads() != 0 {
@@ -246,6 +246,28 @@ async fn close_release_and_shutdown_are_bounded_while_a_store_hangs() -> TestRes
         }
     })
     .await?;
+
+    // The store holds the hung row if its write was acknowledged, and not
+    // if it failed plainly; a write whose outcome was reported unknown may
+    // have landed either way.
+    let again = SqliteVfsPool::new(config(4))?;
+    let handle = again.acquire("a").await?;
+    let rows = handle
+        .open(store.clone())
+        .await?
+        .query("SELECT v FROM t ORDER BY rowid", &[])
+        .await?;
+    let kept = vec![vec![Value::from("kept")]];
+    let both = vec![vec![Value::from("kept")], vec![Value::from("hung")]];
+    let unknown = written
+        .as_ref()
+        .is_err_and(|e| e.to_string().contains("unknown"));
+    match &written {
+        Ok(_) => assert_eq!(rows.rows, both),
+        Err(_) if unknown => assert!(rows.rows == kept || rows.rows == both, "{rows:?}"),
+        Err(e) => assert_eq!(rows.rows, kept, "the write failed: {e}"),
+    }
+    again.shutdown().await;
     Ok(())
 }
 
@@ -364,8 +386,11 @@ impl KvStore for SpawningKv {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_through_a_spawned_task_is_cut_by_the_store_timeout() -> TestResult {
+    // Without write-behind the write is made inside the call, which holds
+    // the instance the callback needs.
     let pool = SqliteVfsPool::new(PoolConfig {
         store_timeout: Duration::from_millis(200),
+        write_behind_bytes: 0,
         ..config(2)
     })?;
     let a = pool.acquire("a").await?;
@@ -393,6 +418,42 @@ async fn a_callback_through_a_spawned_task_is_cut_by_the_store_timeout() -> Test
     db_a.close().await?;
     let db_a = a.open(store.clone()).await?;
     db_a.execute("INSERT INTO t VALUES (2)", &[]).await?;
+    pool.shutdown().await;
+    assert_eq!(pool.worker_threads(), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_write_behind_a_callback_through_a_spawned_task_completes() -> TestResult {
+    // The write that waits for the callback is flushed after its call has
+    // given the instance back, so the co-tenant's query runs and the write
+    // is acknowledged once it lands.
+    let pool = SqliteVfsPool::new(PoolConfig {
+        store_timeout: Duration::from_millis(200),
+        ..config(2)
+    })?;
+    let a = pool.acquire("a").await?;
+    let b = pool.acquire("b").await?;
+    assert_eq!(a.instance_id(), b.instance_id());
+    let db_b = b.open(kv()).await?;
+    let store = Arc::new(SpawningKv::default());
+    let db_a = a.open(store.clone()).await?;
+    db_a.exec("CREATE TABLE t (v)").await?;
+
+    assert!(store.co_tenant.set(db_b.clone()).is_ok());
+    store.armed.store(true, Ordering::SeqCst);
+    timeout(
+        Duration::from_secs(5),
+        db_a.execute("INSERT INTO t VALUES (1)", &[]),
+    )
+    .await??;
+    assert!(!store.armed.load(Ordering::SeqCst), "the callback ran");
+    db_a.close().await?;
+    let db_a = a.open(store.clone()).await?;
+    assert_eq!(
+        db_a.query("SELECT count(*) FROM t", &[]).await?.rows,
+        vec![vec![Value::Integer(1)]]
+    );
     pool.shutdown().await;
     assert_eq!(pool.worker_threads(), 0);
     Ok(())
