@@ -1247,8 +1247,18 @@ fn thread_stack_pointers() -> Vec<(u64, String)> {
 /// 50 actors on one instance: half write through a store with 5 ms latency
 /// per call, half only read. Baseline: the same with no latency.
 async fn stall() -> Result<Map<String, Json>> {
-    let slow = stall_run(Duration::from_millis(5)).await?;
-    let fast = stall_run(Duration::ZERO).await?;
+    let slow = stall_run(Duration::from_millis(5), config(50)).await?;
+    let fast = stall_run(Duration::ZERO, config(50)).await?;
+    // The same with write-behind off: each commit holds the instance for
+    // its store's round trip, as before the output gates.
+    let direct = stall_run(
+        Duration::from_millis(5),
+        PoolConfig {
+            write_behind_bytes: 0,
+            ..config(50)
+        },
+    )
+    .await?;
     Ok(record(json!({
         "scenario": "stall",
         "reader_p50_ms": slow[0],
@@ -1259,14 +1269,20 @@ async fn stall() -> Result<Map<String, Json>> {
         "baseline_reader_p99_ms": fast[1],
         "baseline_writer_p50_ms": fast[2],
         "baseline_writer_p99_ms": fast[3],
+        "direct_reader_p50_ms": direct[0],
+        "direct_reader_p99_ms": direct[1],
+        "direct_writer_p50_ms": direct[2],
+        "direct_writer_p99_ms": direct[3],
+        "reader_p99_over_baseline": slow[1] / fast[1],
     })))
 }
 
-async fn stall_run(latency: Duration) -> Result<[f64; 4]> {
+async fn stall_run(latency: Duration, config: PoolConfig) -> Result<[f64; 4]> {
     const ACTORS: usize = 50;
     const WRITES: usize = 20;
     const READS: usize = 200;
-    let pool = Arc::new(SqliteVfsPool::new(config(ACTORS))?);
+    ensure!(config.actors_per_instance == ACTORS, "one instance for all");
+    let pool = Arc::new(SqliteVfsPool::new(config)?);
     let mut writers = Vec::new();
     let mut readers = Vec::new();
     for a in 0..ACTORS {
@@ -1356,6 +1372,31 @@ async fn engine_commits(args: &Args) -> Result<Vec<Map<String, Json>>> {
     })
     .await?;
     fs.shutdown().await;
+    // The same with write-behind off (each instance waits for each commit's
+    // store write, so at most one commit per instance joins a flush).
+    let direct_dir = parent.path().join("data-direct");
+    std::fs::create_dir(&direct_dir)?;
+    let direct = driver_fs::FsDriver::open(
+        &direct_dir,
+        PoolConfig {
+            write_behind_bytes: 0,
+            ..config(args.per_instance)
+        },
+    )
+    .await?;
+    let direct_row = commit_figures(&direct, "fs", args.commit_actors, || None).await?;
+    direct.shutdown().await;
+    for field in [
+        "commits_per_s",
+        "concurrent_commit_p50_ms",
+        "concurrent_commit_p99_ms",
+        "concurrent_cpu_us_per_commit",
+        "single_commit_p50_ms",
+    ] {
+        if let Some(value) = direct_row.get(field) {
+            fs_row.insert(format!("direct_{field}"), value.clone());
+        }
+    }
     let commits_per_s = fs_row
         .get("commits_per_s")
         .and_then(Json::as_f64)

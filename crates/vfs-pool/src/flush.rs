@@ -83,8 +83,8 @@ struct Queued {
 
 #[derive(Clone)]
 enum Op {
-    Put(Vec<(Bytes, Bytes)>),
-    Delete(Vec<Bytes>),
+    Put(Arc<[(Bytes, Bytes)]>),
+    Delete(Arc<[Bytes]>),
 }
 
 impl Op {
@@ -158,19 +158,23 @@ impl WriteBehind {
         !self.state.lock().flushing
     }
 
+    /// Whether every batch up to `upto` is durable (`Some(Ok)`), the
+    /// database is poisoned first (`Some(Err)`), or neither yet (`None`).
+    pub(crate) fn try_settled(&self, upto: u64) -> Option<Result<(), KvError>> {
+        let state = self.state.lock();
+        if state.durable >= upto {
+            return Some(Ok(()));
+        }
+        state.poison.clone().map(Err)
+    }
+
     /// Waits until every batch up to `upto` is durable (`Ok`), or the
     /// database is poisoned first (the poison).
     pub(crate) async fn settled(&self, upto: u64) -> Result<(), KvError> {
         loop {
             let notified = self.changed.notified();
-            {
-                let state = self.state.lock();
-                if state.durable >= upto {
-                    return Ok(());
-                }
-                if let Some(poison) = &state.poison {
-                    return Err(poison.clone());
-                }
+            if let Some(settled) = self.try_settled(upto) {
+                return settled;
             }
             notified.await;
         }
@@ -210,12 +214,12 @@ impl WriteBehind {
                     queued = true;
                     match &op {
                         Op::Put(entries) => {
-                            for (key, value) in entries {
+                            for (key, value) in entries.iter() {
                                 state.index.insert(key.clone(), (seq, Some(value.clone())));
                             }
                         }
                         Op::Delete(keys) => {
-                            for key in keys {
+                            for key in keys.iter() {
                                 state.index.insert(key.clone(), (seq, None));
                             }
                         }
@@ -315,6 +319,15 @@ impl WriteBehind {
 fn next_flush(queue: &VecDeque<Queued>, limits: KvLimits) -> (Op, u64) {
     let first = &queue[0];
     let mut upto = first.seq;
+    let alone = queue.get(1).is_none_or(|second| {
+        !matches!(
+            (&first.op, &second.op),
+            (Op::Put(_), Op::Put(_)) | (Op::Delete(_), Op::Delete(_))
+        )
+    });
+    if alone {
+        return (first.op.clone(), upto);
+    }
     match &first.op {
         Op::Put(_) => {
             let mut merged: Vec<(Bytes, Bytes)> = Vec::new();
@@ -325,7 +338,7 @@ fn next_flush(queue: &VecDeque<Queued>, limits: KvLimits) -> (Op, u64) {
                 if queued.seq != first.seq && merged.len() + fresh > limits.max_batch_keys {
                     break;
                 }
-                for (key, value) in entries {
+                for (key, value) in entries.iter() {
                     if let Some(&i) = at.get(key) {
                         merged[i].1.clone_from(value);
                     } else {
@@ -335,7 +348,7 @@ fn next_flush(queue: &VecDeque<Queued>, limits: KvLimits) -> (Op, u64) {
                 }
                 upto = queued.seq;
             }
-            (Op::Put(merged), upto)
+            (Op::Put(merged.into()), upto)
         }
         Op::Delete(_) => {
             let mut merged: Vec<Bytes> = Vec::new();
@@ -346,14 +359,14 @@ fn next_flush(queue: &VecDeque<Queued>, limits: KvLimits) -> (Op, u64) {
                 if queued.seq != first.seq && merged.len() + fresh > limits.max_batch_keys {
                     break;
                 }
-                for key in keys {
+                for key in keys.iter() {
                     if seen.insert(key.clone()) {
                         merged.push(key.clone());
                     }
                 }
                 upto = queued.seq;
             }
-            (Op::Delete(merged), upto)
+            (Op::Delete(merged.into()), upto)
         }
     }
 }
@@ -401,13 +414,13 @@ impl KvStore for WriteBehind {
     async fn put_batch(&self, entries: &[(Bytes, Bytes)]) -> Result<(), KvError> {
         self.inner.limits().check_entries(entries)?;
         let bytes = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
-        self.enqueue(Op::Put(entries.to_vec()), bytes).await
+        self.enqueue(Op::Put(entries.into()), bytes).await
     }
 
     async fn delete_batch(&self, keys: &[Bytes]) -> Result<(), KvError> {
         self.inner.limits().check_keys(keys.len())?;
         let bytes = keys.iter().map(Bytes::len).sum();
-        self.enqueue(Op::Delete(keys.to_vec()), bytes).await
+        self.enqueue(Op::Delete(keys.into()), bytes).await
     }
 
     fn limits(&self) -> KvLimits {

@@ -717,6 +717,10 @@ impl Shared {
     /// [`PoolConfig::store_timeout`] (the flush ahead of it, then its own)
     /// poisons the database with [`KvError::OutcomeUnknown`].
     pub(crate) async fn gate(&self, behind: &WriteBehind, upto: u64) -> Result<()> {
+        // A store that answered at once was written during the call.
+        if let Some(settled) = behind.try_settled(upto) {
+            return settled.map_err(Error::Poisoned);
+        }
         let bound = self.config.store_timeout.saturating_mul(2);
         match tokio::time::timeout(bound, behind.settled(upto)).await {
             Ok(settled) => settled.map_err(Error::Poisoned),
