@@ -187,6 +187,9 @@ impl<S: ActorStorage> StorageDriver<S> {
         // Even if closing fails the seat is released; the data is deleted
         // anyway, since that is what was asked.
         let closed = self.close_locked(actor_id).await;
+        // A write the close gave up waiting for could land after the
+        // deletion and bring part of the data back: wait for it first.
+        self.pool.settle_earlier(actor_id).await?;
         self.storage
             .delete_actor(actor_id)
             .await
@@ -219,12 +222,18 @@ impl<S: ActorStorage> StorageDriver<S> {
     pub async fn shutdown(&self) {
         let entries: Vec<(PooledHandle, Database)> =
             self.open.lock().drain().map(|(_, v)| v).collect();
+        // Concurrently: each close may wait up to `close_timeout` for its
+        // queued writes, and a hanging store must not multiply that.
+        let mut closes = tokio::task::JoinSet::new();
         for (handle, db) in entries {
-            if let Err(e) = db.close().await {
-                tracing::warn!(actor = handle.actor_id(), error = %e, "close at shutdown failed");
-            }
-            handle.release().await;
+            closes.spawn(async move {
+                if let Err(e) = db.close().await {
+                    tracing::warn!(actor = handle.actor_id(), error = %e, "close at shutdown failed");
+                }
+                handle.release().await;
+            });
         }
+        while closes.join_next().await.is_some() {}
         self.pool.shutdown().await;
         self.storage.close().await;
     }

@@ -55,6 +55,15 @@ pub(crate) struct WriteBehind {
     changed: Notify,
 }
 
+impl State {
+    /// Forgets every queued batch (after a poison).
+    fn drop_queue(&mut self) {
+        self.queue = VecDeque::new();
+        self.index = HashMap::new();
+        self.pending_bytes = 0;
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Batches not yet durable, oldest first; the first ones may be in
@@ -71,6 +80,8 @@ struct State {
     pending_bytes: usize,
     /// Whether a flusher task is running.
     flushing: bool,
+    /// The last batch of the flush the store is writing now (0: none).
+    in_flight: u64,
     /// The failure that ended write-behind for this database.
     poison: Option<KvError>,
 }
@@ -146,10 +157,33 @@ impl WriteBehind {
         if state.durable >= upto {
             return None;
         }
-        let poison = state.poison.get_or_insert(error).clone();
+        let in_flight = state.in_flight >= upto;
+        let first = state.poison.get_or_insert_with(|| error.clone()).clone();
+        // A batch the store is writing now may still land: the caller hears
+        // that the outcome is unknown, whatever poisoned the queue before.
+        let poison = if in_flight { error } else { first };
+        // Nothing queued will be sent now (a flush in flight holds its own
+        // copy of its batch).
+        state.drop_queue();
         drop(state);
         self.changed.notify_waiters();
         Some(poison)
+    }
+
+    /// Poisons the database with `error` (unless it is poisoned already):
+    /// nothing queued or queued later reaches the store.
+    pub(crate) fn poison_now(&self, error: KvError) {
+        let mut state = self.state.lock();
+        state.poison.get_or_insert(error);
+        state.drop_queue();
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    /// Completes at the next change of state (a flush ended, or the
+    /// database was poisoned). Create it before checking the state.
+    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// Whether no flush is running (the store will get nothing more from
@@ -164,6 +198,11 @@ impl WriteBehind {
         let state = self.state.lock();
         if state.durable >= upto {
             return Some(Ok(()));
+        }
+        if state.in_flight >= upto {
+            // Poisoned or not, the store is writing it now: its answer
+            // decides.
+            return None;
         }
         state.poison.clone().map(Err)
     }
@@ -181,6 +220,7 @@ impl WriteBehind {
     }
 
     /// Waits until no flush is running.
+    #[cfg(test)]
     pub(crate) async fn quiet(&self) {
         loop {
             let notified = self.changed.notified();
@@ -260,6 +300,13 @@ impl WriteBehind {
     /// Sends queued batches to the store, oldest first, until the queue is
     /// empty or a flush fails.
     async fn flush_loop(self: Arc<Self>) {
+        let mut ended = FlusherGone(Some(Arc::clone(&self)));
+        self.flush_until_done().await;
+        ended.0 = None;
+    }
+
+    /// The body of [`flush_loop`](Self::flush_loop).
+    async fn flush_until_done(&self) {
         loop {
             let next = {
                 let mut state = self.state.lock();
@@ -269,7 +316,9 @@ impl WriteBehind {
                     self.changed.notify_waiters();
                     return;
                 }
-                next_flush(&state.queue, self.inner.limits())
+                let next = next_flush(&state.queue, self.inner.limits());
+                state.in_flight = next.1;
+                next
             };
             let (op, upto) = next;
             let deadline = Instant::now() + self.store_timeout;
@@ -279,6 +328,7 @@ impl WriteBehind {
             };
             {
                 let mut state = self.state.lock();
+                state.in_flight = 0;
                 match result {
                     Ok(()) => {
                         while state.queue.front().is_some_and(|q| q.seq <= upto) {
@@ -301,13 +351,37 @@ impl WriteBehind {
                     Err(e) => {
                         tracing::warn!(error = %e, "a write-behind flush failed; the database is poisoned");
                         state.poison.get_or_insert(e);
-                        state.queue.clear();
-                        state.index.clear();
-                        state.pending_bytes = 0;
+                        state.drop_queue();
                     }
+                }
+                if state.queue.is_empty() && state.index.capacity() > 64 {
+                    // A burst is over: give its memory back.
+                    state.drop_queue();
                 }
             }
             self.changed.notify_waiters();
+        }
+    }
+}
+
+/// Ends a flusher whose task was dropped before it finished (its runtime
+/// shut down) or that panicked outside a store call: the database is
+/// poisoned, so its waiters get an error instead of waiting for a flush
+/// that will never come.
+struct FlusherGone(Option<Arc<WriteBehind>>);
+
+impl Drop for FlusherGone {
+    fn drop(&mut self) {
+        if let Some(behind) = self.0.take() {
+            let mut state = behind.state.lock();
+            state.poison.get_or_insert(KvError::Unavailable {
+                message: "the write-behind flusher stopped (its runtime shut down?)".into(),
+            });
+            state.drop_queue();
+            state.flushing = false;
+            state.in_flight = 0;
+            drop(state);
+            behind.changed.notify_waiters();
         }
     }
 }
@@ -461,8 +535,12 @@ impl Future for Guarded<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let deadline = self.deadline;
         let future = &mut self.future;
+        // The flush's own deadline, not the one of the call whose commit
+        // started it (its first poll can run inside that call).
         match catch_unwind(AssertUnwindSafe(|| {
-            vfs_core::with_deadline(deadline, || future.as_mut().poll(cx))
+            vfs_core::without_deadline(|| {
+                vfs_core::with_deadline(deadline, || future.as_mut().poll(cx))
+            })
         })) {
             Ok(poll) => poll,
             Err(payload) => {

@@ -71,11 +71,12 @@ pub(crate) struct Shared {
     live_workers: Arc<AtomicUsize>,
     inline: Arc<InlineLimit>,
     instance_count: watch::Sender<usize>,
-    /// Write-behind queues of closed databases whose flush was still
-    /// running when their close gave up waiting, by actor id: the actor
-    /// opens again only once that flush has ended, so a late write can
-    /// never land on top of newer ones.
-    unsettled: Mutex<HashMap<String, Arc<WriteBehind>>>,
+    /// Write-behind queues of databases being closed, or closed while a
+    /// flush was still running, by actor id. Registered before the close
+    /// awaits anything and dropped once quiet: the actor opens again (or is
+    /// deleted) only once they are all quiet, so a late write can never
+    /// land on top of newer data.
+    unsettled: Mutex<HashMap<String, Vec<Arc<Closing>>>>,
 }
 
 #[derive(Default)]
@@ -186,6 +187,61 @@ pub(crate) struct ActorState {
     pub(crate) behind: Mutex<Option<Arc<WriteBehind>>>,
 }
 
+/// The write-behind queue of a database being closed.
+pub(crate) struct Closing {
+    behind: Arc<WriteBehind>,
+    /// Set once its close has finished (or was abandoned): nothing more
+    /// will be queued.
+    done: AtomicBool,
+    /// Woken when `done` is set.
+    finished: tokio::sync::Notify,
+}
+
+impl Closing {
+    /// Whether nothing more can reach the store through it.
+    fn is_settled(&self) -> bool {
+        self.done.load(Ordering::SeqCst) && self.behind.is_quiet()
+    }
+
+    /// Waits until [`is_settled`](Self::is_settled).
+    async fn settled(&self) {
+        loop {
+            let changed = self.behind.changed();
+            let finished = self.finished.notified();
+            if self.is_settled() {
+                return;
+            }
+            if self.done.load(Ordering::SeqCst) {
+                changed.await;
+            } else {
+                finished.await;
+            }
+        }
+    }
+
+    /// Marks its close finished.
+    fn finish(&self) {
+        self.done.store(true, Ordering::SeqCst);
+        self.finished.notify_waiters();
+    }
+}
+
+/// Ends a close that was abandoned (its future dropped) before it finished:
+/// the queue is poisoned, so nothing the guest's close might still write is
+/// accepted, and marked done.
+struct ClosingGuard(Option<Arc<Closing>>);
+
+impl Drop for ClosingGuard {
+    fn drop(&mut self) {
+        if let Some(closing) = self.0.take() {
+            closing.behind.poison_now(KvError::Unavailable {
+                message: "the close of this database was abandoned".into(),
+            });
+            closing.finish();
+        }
+    }
+}
+
 /// The actor's database, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DbSlot {
@@ -235,6 +291,12 @@ impl SqliteVfsPool {
                 unsettled: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// Waits (bounded) for a write of the actor's previous database that a
+    /// close gave up waiting for; see `Shared::settle_earlier`.
+    pub(crate) async fn settle_earlier(&self, actor_id: &str) -> Result<()> {
+        self.shared.settle_earlier(actor_id).await
     }
 
     /// The configuration this pool was created with.
@@ -649,6 +711,47 @@ impl Shared {
         db: DbId,
         operation: &'static str,
     ) -> Result<()> {
+        // The queue is registered before anything is awaited, so an open
+        // racing this close, or a close whose future is dropped, can never
+        // miss it.
+        let closing = actor.behind.lock().take().map(|behind| {
+            let closing = Arc::new(Closing {
+                behind,
+                done: AtomicBool::new(false),
+                finished: tokio::sync::Notify::new(),
+            });
+            self.unsettled
+                .lock()
+                .entry(actor.id.clone())
+                .or_default()
+                .push(Arc::clone(&closing));
+            closing
+        });
+        let mut guard = ClosingGuard(closing.clone());
+        let closed = self.close_guest(actor, db, operation).await;
+        let result = match &closing {
+            Some(closing) => {
+                let drained = self.drain(&actor.id, &closing.behind, operation).await;
+                closed.and(drained)
+            }
+            None => closed,
+        };
+        guard.0 = None;
+        if let Some(closing) = closing {
+            closing.finish();
+            self.forget_quiet(&actor.id);
+        }
+        result
+    }
+
+    /// [`close_db`](Self::close_db) on the instance: closes the database in
+    /// the guest.
+    async fn close_guest(
+        &self,
+        actor: &ActorState,
+        db: DbId,
+        operation: &'static str,
+    ) -> Result<()> {
         let bound = self.config.stuck_after();
         if let Some(reason) = actor.worker.health().broken()
             && actor.worker.health().is_stuck()
@@ -679,13 +782,18 @@ impl Shared {
         if closed.is_err() {
             actor.poisoned.store(true, Ordering::SeqCst);
         }
-        let behind = actor.behind.lock().take();
-        match behind {
-            Some(behind) => {
-                let drained = self.drain(&actor.id, &behind, operation).await;
-                closed.and(drained)
+        closed
+    }
+
+    /// Drops the actor's closed queues that are quiet (nothing more will be
+    /// written through them).
+    fn forget_quiet(&self, actor_id: &str) {
+        let mut unsettled = self.unsettled.lock();
+        if let Some(queues) = unsettled.get_mut(actor_id) {
+            queues.retain(|c| !c.is_settled());
+            if queues.is_empty() {
+                unsettled.remove(actor_id);
             }
-            None => closed,
         }
     }
 
@@ -738,9 +846,10 @@ impl Shared {
 
     /// Waits, within [`PoolConfig::close_timeout`], for every write of a
     /// database being closed to be durable (a database poisoned already
-    /// has nothing more to wait for, and closes cleanly). Past the bound the database's
-    /// queue is poisoned (nothing more is sent), and a flush still running
-    /// is remembered so the actor cannot open again before it ends.
+    /// has nothing more to wait for, and closes cleanly). Past the bound
+    /// the queue is poisoned (nothing more is sent); a flush still running
+    /// keeps the queue in `unsettled` (registered by `close_db`) until it
+    /// ends, so the actor cannot open again before.
     async fn drain(
         &self,
         actor_id: &str,
@@ -754,7 +863,7 @@ impl Shared {
         }
         let bound = self.config.close_timeout;
         let upto = behind.mark();
-        let drained = if let Ok(settled) = tokio::time::timeout(bound, behind.settled(upto)).await {
+        if let Ok(settled) = tokio::time::timeout(bound, behind.settled(upto)).await {
             settled.map_err(Error::Poisoned)
         } else {
             let _ = behind.give_up(
@@ -771,13 +880,7 @@ impl Shared {
                 operation,
                 after: bound,
             })
-        };
-        if !behind.is_quiet() {
-            let mut unsettled = self.unsettled.lock();
-            unsettled.retain(|_, earlier| !earlier.is_quiet());
-            unsettled.insert(actor_id.to_owned(), Arc::clone(behind));
         }
-        drained
     }
 
     /// Before an actor opens a database: waits, within
@@ -790,7 +893,12 @@ impl Shared {
             return Ok(());
         };
         let bound = self.config.close_timeout;
-        if tokio::time::timeout(bound, earlier.quiet()).await.is_err() {
+        let settled = async {
+            for closing in &earlier {
+                closing.settled().await;
+            }
+        };
+        if tokio::time::timeout(bound, settled).await.is_err() {
             return Err(Error::Storage(KvError::Unavailable {
                 message: format!(
                     "a write of actor {actor_id}'s previous database is still in flight after {bound:?}; \
@@ -798,13 +906,7 @@ impl Shared {
                 ),
             }));
         }
-        let mut unsettled = self.unsettled.lock();
-        if unsettled
-            .get(actor_id)
-            .is_some_and(|b| Arc::ptr_eq(b, &earlier))
-        {
-            unsettled.remove(actor_id);
-        }
+        self.forget_quiet(actor_id);
         Ok(())
     }
 

@@ -400,3 +400,39 @@ async fn acknowledged(mut writers: JoinSet<Option<i64>>) -> Vec<i64> {
     acked.sort_unstable();
     acked
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_close_still_keeps_a_late_write_from_landing_under_a_reopen() -> TestResult {
+    let pool = SqliteVfsPool::new(vfs_pool::PoolConfig {
+        close_timeout: Duration::from_millis(200),
+        ..config(4)
+    })?;
+    let gate = GateKv::new();
+    let handle = pool.acquire("a").await?;
+    let db = handle.open(Arc::clone(&gate) as Arc<dyn KvStore>).await?;
+    db.exec("CREATE TABLE t (v)").await?;
+    gate.arm();
+    let writer = tokio::spawn({
+        let db = db.clone();
+        async move { db.execute("INSERT INTO t VALUES (1)", &[]).await }
+    });
+    timeout(LONG, gate.entered.notified()).await?;
+    // The close is abandoned while it waits for the write at the gate.
+    assert!(
+        timeout(Duration::from_millis(20), db.close())
+            .await
+            .is_err()
+    );
+    // The write may still land, so the actor does not open again yet.
+    let early = timeout(LONG, handle.open(Arc::clone(&gate) as Arc<dyn KvStore>)).await?;
+    assert!(
+        matches!(&early, Err(vfs_pool::Error::Storage(e)) if e.to_string().contains("still in flight")),
+        "{early:?}"
+    );
+    gate.open();
+    let written = timeout(LONG, writer).await??;
+    let db = handle.open(Arc::clone(&gate) as Arc<dyn KvStore>).await?;
+    assert_eq!(count(&db).await?, i64::from(written.is_ok()));
+    pool.shutdown().await;
+    Ok(())
+}
