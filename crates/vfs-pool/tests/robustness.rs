@@ -13,7 +13,8 @@ use common::{config, kv};
 use tokio::sync::Notify;
 use tokio::time::timeout;
 use vfs_pool::{
-    Database, Error, KvError, KvLimits, KvStore, MemoryKv, PoolConfig, Rows, SqliteVfsPool, Value,
+    Database, Error, KvError, KvLimits, KvStore, MemoryKv, PoolConfig, PooledHandle, Rows,
+    SqliteVfsPool, Value,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -384,6 +385,23 @@ impl KvStore for SpawningKv {
     }
 }
 
+/// Actors "a" (on a [`SpawningKv`], armed, with a table `t`) and "b" (its
+/// co-tenant, whose database the store queries) on one instance.
+async fn armed_spawning_tenants(
+    pool: &SqliteVfsPool,
+) -> Result<(PooledHandle, Database, Database, Arc<SpawningKv>), Box<dyn std::error::Error>> {
+    let a = pool.acquire("a").await?;
+    let b = pool.acquire("b").await?;
+    assert_eq!(a.instance_id(), b.instance_id());
+    let db_b = b.open(kv()).await?;
+    let store = Arc::new(SpawningKv::default());
+    let db_a = a.open(store.clone()).await?;
+    db_a.exec("CREATE TABLE t (v)").await?;
+    assert!(store.co_tenant.set(db_b.clone()).is_ok());
+    store.armed.store(true, Ordering::SeqCst);
+    Ok((a, db_a, db_b, store))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_through_a_spawned_task_is_cut_by_the_store_timeout() -> TestResult {
     // Without write-behind the write is made inside the call, which holds
@@ -393,16 +411,7 @@ async fn a_callback_through_a_spawned_task_is_cut_by_the_store_timeout() -> Test
         write_behind_bytes: 0,
         ..config(2)
     })?;
-    let a = pool.acquire("a").await?;
-    let b = pool.acquire("b").await?;
-    assert_eq!(a.instance_id(), b.instance_id());
-    let db_b = b.open(kv()).await?;
-    let store = Arc::new(SpawningKv::default());
-    let db_a = a.open(store.clone()).await?;
-    db_a.exec("CREATE TABLE t (v)").await?;
-
-    assert!(store.co_tenant.set(db_b.clone()).is_ok());
-    store.armed.store(true, Ordering::SeqCst);
+    let (a, db_a, db_b, store) = armed_spawning_tenants(&pool).await?;
     let result = timeout(
         Duration::from_secs(5),
         db_a.execute("INSERT INTO t VALUES (1)", &[]),
@@ -432,16 +441,7 @@ async fn with_write_behind_a_callback_through_a_spawned_task_completes() -> Test
         store_timeout: Duration::from_millis(200),
         ..config(2)
     })?;
-    let a = pool.acquire("a").await?;
-    let b = pool.acquire("b").await?;
-    assert_eq!(a.instance_id(), b.instance_id());
-    let db_b = b.open(kv()).await?;
-    let store = Arc::new(SpawningKv::default());
-    let db_a = a.open(store.clone()).await?;
-    db_a.exec("CREATE TABLE t (v)").await?;
-
-    assert!(store.co_tenant.set(db_b.clone()).is_ok());
-    store.armed.store(true, Ordering::SeqCst);
+    let (a, db_a, _db_b, store) = armed_spawning_tenants(&pool).await?;
     timeout(
         Duration::from_secs(5),
         db_a.execute("INSERT INTO t VALUES (1)", &[]),
