@@ -62,7 +62,8 @@ struct Args {
     /// Actors per instance.
     #[arg(long, default_value_t = 50)]
     per_instance: usize,
-    /// density: actors open at once.
+    /// density: actors open at once (100000 for the one-process scale run
+    /// BENCHMARKS.md records; not part of CI).
     #[arg(long, default_value_t = 10_000)]
     density_actors: usize,
     /// engine_commits: actors committing concurrently (on each backend).
@@ -811,6 +812,7 @@ async fn density(args: &Args) -> Result<Map<String, Json>> {
     let pool = SqliteVfsPool::new(pool_config.clone())?;
     let mut dbs = Vec::with_capacity(actors);
     let mut stores = Vec::with_capacity(actors);
+    let opening = Instant::now();
     for a in 0..actors {
         let store = Arc::new(MemoryKv::new());
         let db = pool
@@ -823,6 +825,8 @@ async fn density(args: &Args) -> Result<Map<String, Json>> {
         dbs.push(db);
         stores.push(store);
     }
+    // Wall time to open every actor (acquire, open, create and one insert).
+    let open_s = opening.elapsed().as_secs_f64();
     let rss_kb_per_actor = rss_kb().saturating_sub(rss_before) as f64 / actors as f64;
     let res = Residency::now()?.minus(&res_before);
     let instances = pool.instance_count();
@@ -882,6 +886,7 @@ async fn density(args: &Args) -> Result<Map<String, Json>> {
         "scenario": "density",
         "actors": actors,
         "instances": instances,
+        "open_s": open_s,
         "rss_kb_per_actor": rss_kb_per_actor,
         "native_rss_kb_per_actor": native_rss_kb_per_actor,
         "ratio_to_native": rss_kb_per_actor / native_rss_kb_per_actor,
