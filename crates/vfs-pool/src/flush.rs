@@ -42,6 +42,14 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use vfs_core::{KvError, KvLimits, KvStore};
 
+/// Why [`WriteBehind::settled_within`] did not see its writes durable.
+pub(crate) enum Unsettled {
+    /// A flush failed (this one or an earlier one): the poison.
+    Failed(KvError),
+    /// The bound passed first; the database is now poisoned with this.
+    TimedOut(KvError),
+}
+
 /// One open database's store, written behind its calls.
 pub(crate) struct WriteBehind {
     inner: Arc<dyn KvStore>,
@@ -173,11 +181,33 @@ impl WriteBehind {
     /// Poisons the database with `error` (unless it is poisoned already):
     /// nothing queued or queued later reaches the store.
     pub(crate) fn poison_now(&self, error: KvError) {
-        let mut state = self.state.lock();
-        state.poison.get_or_insert(error);
-        state.drop_queue();
-        drop(state);
-        self.changed.notify_waiters();
+        // No batch is ever numbered `u64::MAX`: it always gives up.
+        let _ = self.give_up(u64::MAX, error);
+    }
+
+    /// Waits up to `bound` until every batch up to `upto` is durable. On
+    /// the way out it is [`Unsettled::Failed`] with the poison, or, when
+    /// the bound passed first, [`Unsettled::TimedOut`] (the database is then
+    /// poisoned with [`KvError::OutcomeUnknown`], see
+    /// [`give_up`](Self::give_up)).
+    pub(crate) async fn settled_within(&self, upto: u64, bound: Duration) -> Result<(), Unsettled> {
+        // A store that answered at once was written during the call: no
+        // timer needed.
+        if let Some(settled) = self.try_settled(upto) {
+            return settled.map_err(Unsettled::Failed);
+        }
+        match tokio::time::timeout(bound, self.settled(upto)).await {
+            Ok(settled) => settled.map_err(Unsettled::Failed),
+            Err(_) => match self.give_up(
+                upto,
+                KvError::OutcomeUnknown {
+                    message: format!("the store did not confirm a write within {bound:?}"),
+                },
+            ) {
+                Some(poison) => Err(Unsettled::TimedOut(poison)),
+                None => Ok(()),
+            },
+        }
     }
 
     /// Completes at the next change of state (a flush ended, or the

@@ -259,35 +259,28 @@ impl Database {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
-        let Some(behind) = &self.inner.behind else {
-            let _op = self.inner.shared.begin_op(&self.inner.actor)?;
-            let db = self.inner.db;
-            return Ok(self
-                .inner
-                .actor
-                .worker
-                .call_healthy(move |i| f(i, db))
-                .await??);
-        };
-        if let Some(poison) = behind.poison() {
+        let behind = self.inner.behind.clone();
+        if let Some(poison) = behind.as_ref().and_then(|b| b.poison()) {
             return Err(Error::Poisoned(poison));
         }
         let (result, upto) = {
             let _op = self.inner.shared.begin_op(&self.inner.actor)?;
             let db = self.inner.db;
-            let mine = Arc::clone(behind);
+            let mine = behind.clone();
             self.inner
                 .actor
                 .worker
                 .call_healthy(move |i| {
                     let result = f(i, db);
-                    (result, mine.mark())
+                    (result, mine.map(|b| b.mark()))
                 })
                 .await?
         };
         // The output gate: nothing is reported before what the call wrote
         // is durable, and a failed flush is the call's error.
-        self.inner.shared.gate(behind, upto).await?;
+        if let (Some(behind), Some(upto)) = (&behind, upto) {
+            self.inner.shared.gate(behind, upto).await?;
+        }
         Ok(result?)
     }
 }

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use vfs_core::{KvError, KvStore};
 use vfs_wasm::{DbId, ModuleConfig};
 
-use crate::flush::WriteBehind;
+use crate::flush::{Unsettled, WriteBehind};
 use crate::handle::PooledHandle;
 use crate::worker::{self, InlineLimit, Startup, Stopping, Worker, WorkerSender};
 use crate::{Error, PoolConfig, Result};
@@ -825,23 +825,10 @@ impl Shared {
     /// [`PoolConfig::store_timeout`] (the flush ahead of it, then its own)
     /// poisons the database with [`KvError::OutcomeUnknown`].
     pub(crate) async fn gate(&self, behind: &WriteBehind, upto: u64) -> Result<()> {
-        // A store that answered at once was written during the call.
-        if let Some(settled) = behind.try_settled(upto) {
-            return settled.map_err(Error::Poisoned);
-        }
         let bound = self.config.store_timeout.saturating_mul(2);
-        match tokio::time::timeout(bound, behind.settled(upto)).await {
-            Ok(settled) => settled.map_err(Error::Poisoned),
-            Err(_) => match behind.give_up(
-                upto,
-                KvError::OutcomeUnknown {
-                    message: format!("the store did not confirm a write within {bound:?}"),
-                },
-            ) {
-                Some(poison) => Err(Error::Poisoned(poison)),
-                None => Ok(()),
-            },
-        }
+        behind.settled_within(upto, bound).await.map_err(
+            |(Unsettled::Failed(poison) | Unsettled::TimedOut(poison))| Error::Poisoned(poison),
+        )
     }
 
     /// Waits, within [`PoolConfig::close_timeout`], for every write of a
@@ -862,24 +849,19 @@ impl Shared {
             return Ok(());
         }
         let bound = self.config.close_timeout;
-        let upto = behind.mark();
-        if let Ok(settled) = tokio::time::timeout(bound, behind.settled(upto)).await {
-            settled.map_err(Error::Poisoned)
-        } else {
-            let _ = behind.give_up(
-                upto,
-                KvError::OutcomeUnknown {
-                    message: format!("the store did not confirm a write within {bound:?}"),
-                },
-            );
-            tracing::error!(
-                actor = actor_id,
-                "the store did not take the database's last writes in time"
-            );
-            Err(Error::TimedOut {
-                operation,
-                after: bound,
-            })
+        match behind.settled_within(behind.mark(), bound).await {
+            Ok(()) => Ok(()),
+            Err(Unsettled::Failed(poison)) => Err(Error::Poisoned(poison)),
+            Err(Unsettled::TimedOut(_)) => {
+                tracing::error!(
+                    actor = actor_id,
+                    "the store did not take the database's last writes in time"
+                );
+                Err(Error::TimedOut {
+                    operation,
+                    after: bound,
+                })
+            }
         }
     }
 
