@@ -141,6 +141,13 @@ const LONG_STATEMENT: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT 
 /// Four tenants on four instances each run a long statement inline on a
 /// runtime of two workers. Each call hands its worker's tasks to another
 /// thread, so a task ticking every 5 ms keeps ticking.
+///
+/// Six busy threads on a small shared machine also delay a ticker for
+/// reasons that are not the runtime's: the OS scheduler and the host's
+/// steal time. A plain OS thread ticking beside the task measures that
+/// delay in the same window, and the task may be late by at most 50 ms
+/// more than it. A stalled worker would hold the task for about a
+/// second, far past either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_inline_statements_never_stall_the_runtime() -> TestResult {
     let pool = SqliteVfsPool::new(config(1))?;
@@ -166,6 +173,19 @@ async fn long_inline_statements_never_stall_the_runtime() -> TestResult {
             (worst, ticks)
         }
     });
+    // The control: the same tick on a thread of its own, outside the runtime.
+    let control = std::thread::spawn({
+        let stop = Arc::clone(&stop);
+        move || {
+            let mut worst = Duration::ZERO;
+            while !stop.load(Ordering::SeqCst) {
+                let before = Instant::now();
+                std::thread::sleep(Duration::from_millis(5));
+                worst = worst.max(before.elapsed());
+            }
+            worst
+        }
+    });
     let started = Instant::now();
     let statements: Vec<_> = dbs
         .iter()
@@ -179,10 +199,15 @@ async fn long_inline_statements_never_stall_the_runtime() -> TestResult {
     let busy = started.elapsed();
     stop.store(true, Ordering::SeqCst);
     let (worst, ticks) = ticker.await?;
-    eprintln!("4 long statements took {busy:?}; ticker: {ticks} ticks, worst gap {worst:?}");
+    let os_worst = control.join().map_err(|_| "the control thread panicked")?;
+    eprintln!(
+        "4 long statements took {busy:?}; ticker: {ticks} ticks, worst gap {worst:?}; \
+         an OS thread's worst gap in the same window: {os_worst:?}"
+    );
     assert!(
-        worst < Duration::from_millis(50),
-        "a task waited {worst:?} for a 5 ms timer while statements ran inline"
+        worst < os_worst + Duration::from_millis(50),
+        "a task waited {worst:?} for a 5 ms timer while statements ran inline \
+         (an OS thread beside it waited at most {os_worst:?})"
     );
     pool.shutdown().await;
     Ok(())
