@@ -176,6 +176,10 @@ async fn long_inline_statements_never_stall_the_runtime() -> TestResult {
     // The control: the same tick on a thread of its own, outside the runtime.
     let control = std::thread::spawn({
         let stop = Arc::clone(&stop);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the control measures how late the OS wakes a sleeping thread"
+        )]
         move || {
             let mut worst = Duration::ZERO;
             while !stop.load(Ordering::SeqCst) {
