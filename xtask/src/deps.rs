@@ -2,7 +2,9 @@
 //!
 //! The SQLite module is built with Debian's clang for `wasm32-wasi`, which
 //! needs four packages beyond the Rust toolchain; the PostgreSQL driver's tests
-//! start a throwaway server from Debian's `postgresql`. Each requirement is
+//! start a throwaway server from Debian's `postgresql`, and the archive tests
+//! check exports with the `sqlite3` shell and write imports with Python's
+//! `sqlite3` module. Each requirement is
 //! checked by looking for the file or tool it provides (not by asking dpkg), so
 //! the check also works on machines that got the tools another way. As root on
 //! Debian the missing packages are installed; elsewhere the exact command is
@@ -64,6 +66,18 @@ const REQUIREMENTS: &[Requirement] = &[
         provides: "compiler-rt builtins for wasm32",
         present: || clang_file("-print-libgcc-file-name").is_some(),
         tests_only: false,
+    },
+    Requirement {
+        package: "sqlite3",
+        provides: "the sqlite3 shell that checks exported databases in the archive tests",
+        present: || runs("sqlite3", &["--version"]),
+        tests_only: true,
+    },
+    Requirement {
+        package: "python3",
+        provides: "Python's sqlite3 module, which writes databases for the import tests",
+        present: || runs("python3", &["-c", "import sqlite3"]),
+        tests_only: true,
     },
     Requirement {
         package: "postgresql",

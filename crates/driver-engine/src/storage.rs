@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use deadpool_postgres::Client;
 use vfs_core::{KvError, KvStore};
 use vfs_pool::ActorStorage;
@@ -32,6 +33,21 @@ const DELETE_ACTOR_SQL: &str = "/* driver-engine */
 /// Actors that have at least one page (an index probe per actor).
 const LIST_SQL: &str = "
     SELECT a.actor_id FROM vfs_actors a
+    WHERE EXISTS (SELECT 1 FROM vfs_pages p WHERE p.actor = a.id)";
+
+/// Every key of one actor, in ONE statement, so from one snapshot of the
+/// database: each write of a store is one statement too, so the snapshot
+/// holds whole writes only. A plain read: it takes no row lock and bumps
+/// no generation, so the owner (on any host) is not fenced.
+const SNAPSHOT_SQL: &str = "
+    SELECT p.key, p.value FROM vfs_pages p JOIN vfs_actors a ON a.id = p.actor
+    WHERE a.actor_id = $1 ORDER BY p.key";
+
+/// Every actor with a page, with its value of one key (`$1`), in one
+/// statement.
+const LIST_VALUES_SQL: &str = "
+    SELECT a.actor_id, v.value FROM vfs_actors a
+    LEFT JOIN vfs_pages v ON v.actor = a.id AND v.key = $1
     WHERE EXISTS (SELECT 1 FROM vfs_pages p WHERE p.actor = a.id)";
 
 /// Every actor's key-value namespace in one PostgreSQL database.
@@ -178,6 +194,45 @@ impl ActorStorage for PgStorage {
         // Byte order, whatever the database's collation.
         actors.sort();
         Ok(actors)
+    }
+
+    /// One statement, so one snapshot; no ownership is taken.
+    async fn snapshot(&self, actor_id: &str) -> Result<Vec<(Bytes, Bytes)>, KvError> {
+        self.run_for_actor("snapshot", actor_id, |client, actor| async move {
+            let rows = client.query(SNAPSHOT_SQL, &[&&*actor]).await?;
+            rows.iter()
+                .map(|row| {
+                    let key: Vec<u8> = row.try_get(0)?;
+                    let value: Vec<u8> = row.try_get(1)?;
+                    Ok((Bytes::from(key), Bytes::from(value)))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn list_values(&self, key: &[u8]) -> Result<Vec<(String, Option<Bytes>)>, KvError> {
+        let key = key.to_vec();
+        let mut listed = self
+            .shared
+            .pg
+            .spawn_run("list_values", move |client| {
+                let key = key.clone();
+                async move {
+                    let rows = client.query(LIST_VALUES_SQL, &[&key]).await?;
+                    rows.iter()
+                        .map(|row| {
+                            let actor: String = row.try_get(0)?;
+                            let value: Option<Vec<u8>> = row.try_get(1)?;
+                            Ok((actor, value.map(Bytes::from)))
+                        })
+                        .collect::<Result<Vec<_>, Failure>>()
+                }
+            })
+            .await?;
+        // Byte order, whatever the database's collation.
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(listed)
     }
 
     /// Closes the pool: later calls fail with a "closed" error.

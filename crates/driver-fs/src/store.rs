@@ -437,6 +437,48 @@ impl ActorStorage for FsStorage {
         Ok(actors)
     }
 
+    /// One read transaction: every key of the actor as it stood at one
+    /// commit of the shared file.
+    async fn snapshot(&self, actor_id: &str) -> Result<Vec<(Bytes, Bytes)>, KvError> {
+        let what = "reading an actor's snapshot";
+        let db = self.shared.db()?;
+        let txn = db.begin_read().map_err(|e| backend(what, e))?;
+        let table = txn.open_table(PAGES).map_err(|e| backend(what, e))?;
+        let start: (&str, &[u8]) = (actor_id, &[]);
+        let mut entries = Vec::new();
+        for entry in table.range(start..).map_err(|e| backend(what, e))? {
+            let (key, value) = entry.map_err(|e| backend(what, e))?;
+            let (actor, key) = key.value();
+            if actor != actor_id {
+                break;
+            }
+            let value = decode_stored(actor_id, value.value(), MAX_VALUE_BYTES)?;
+            entries.push((Bytes::copy_from_slice(key), value));
+        }
+        Ok(entries)
+    }
+
+    /// One read transaction over the actor list and each actor's `key`.
+    async fn list_values(&self, key: &[u8]) -> Result<Vec<(String, Option<Bytes>)>, KvError> {
+        let what = "listing actors";
+        let db = self.shared.db()?;
+        let txn = db.begin_read().map_err(|e| backend(what, e))?;
+        let actors = txn.open_table(ACTORS).map_err(|e| backend(what, e))?;
+        let pages = txn.open_table(PAGES).map_err(|e| backend(what, e))?;
+        let mut listed = Vec::new();
+        for entry in actors.iter().map_err(|e| backend(what, e))? {
+            let (actor, _) = entry.map_err(|e| backend(what, e))?;
+            let actor = actor.value().to_owned();
+            let value = pages
+                .get((actor.as_str(), key))
+                .map_err(|e| backend(what, e))?
+                .map(|stored| decode_stored(&actor, stored.value(), MAX_VALUE_BYTES))
+                .transpose()?;
+            listed.push((actor, value));
+        }
+        Ok(listed)
+    }
+
     async fn close(&self) {
         if let Some(committer) = self.close_now() {
             // Wait off the async runtime's threads when there is one: the
@@ -482,14 +524,7 @@ impl KvStore for ActorKv {
                     .map_err(|e| backend("reading pages", e))?;
                 found
                     .map(|guard| {
-                        codec::decode(guard.value(), self.limits.max_value_bytes)
-                            .map(Bytes::from)
-                            .map_err(|why| {
-                                KvError::backend(
-                                    format!("stored value of actor {:?} is damaged", self.actor),
-                                    why,
-                                )
-                            })
+                        decode_stored(&self.actor, guard.value(), self.limits.max_value_bytes)
                     })
                     .transpose()
             })
@@ -522,6 +557,13 @@ impl KvStore for ActorKv {
     fn limits(&self) -> KvLimits {
         self.limits
     }
+}
+
+/// A value as the store keeps it (see [`codec`]), decoded for `actor`.
+fn decode_stored(actor: &str, stored: &[u8], max_value_bytes: usize) -> Result<Bytes, KvError> {
+    codec::decode(stored, max_value_bytes)
+        .map(Bytes::from)
+        .map_err(|why| KvError::backend(format!("stored value of actor {actor:?} is damaged"), why))
 }
 
 /// Opens the redb file, turning every way it can fail (including a panic of

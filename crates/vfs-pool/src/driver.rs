@@ -11,9 +11,12 @@ use std::sync::Arc;
 
 use std::hash::{Hash, Hasher};
 
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex as AsyncMutex;
 use vfs_core::{KvError, KvStore};
 
+use crate::archive::{ActorInfo, ImportMode, Snapshot};
 use crate::{Database, Error, PoolConfig, PooledHandle, Result, SqliteVfsPool};
 
 /// The per-actor database service a runtime uses.
@@ -33,6 +36,34 @@ pub trait ActorDriver: Send + Sync {
     async fn list_actors(&self) -> Result<Vec<String>>;
     /// Actors whose database is open through this driver, sorted.
     fn open_actors(&self) -> Vec<String>;
+    /// Every actor that has data, sorted, with the size of its database.
+    /// Takes no ownership.
+    async fn actor_sizes(&self) -> Result<Vec<ActorInfo>>;
+    /// A private, consistent copy of the actor's database, open for
+    /// queries, taken without ownership: a host that owns the actor keeps
+    /// serving it. See [`crate::archive`]. [`Error::NoSuchActor`] when the
+    /// actor has no data.
+    async fn snapshot(&self, actor_id: &str) -> Result<Snapshot>;
+    /// Writes a consistent snapshot of the actor's database to `writer` as
+    /// one standard SQLite file; returns its size. Takes no ownership.
+    async fn export(
+        &self,
+        actor_id: &str,
+        writer: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<u64>;
+    /// Reads a standard SQLite file from `reader` into the actor, after
+    /// checking it (header, page size, `PRAGMA integrity_check`) before
+    /// anything is stored; returns its size. A file that is not SQLite,
+    /// truncated or corrupt fails with [`Error::InvalidImport`] and leaves
+    /// nothing behind. An actor that has data is refused with
+    /// [`Error::ActorExists`] unless `mode` is [`ImportMode::Replace`].
+    /// Takes ownership of the actor, like opening it.
+    async fn import(
+        &self,
+        actor_id: &str,
+        reader: &mut (dyn AsyncRead + Unpin + Send),
+        mode: ImportMode,
+    ) -> Result<u64>;
     /// Closes every database, shuts the pool down and closes the storage.
     async fn shutdown(&self);
 }
@@ -46,6 +77,14 @@ pub trait ActorStorage: Send + Sync + 'static {
     async fn delete_actor(&self, actor_id: &str) -> Result<(), KvError>;
     /// Every actor with data, sorted.
     async fn list_actors(&self) -> Result<Vec<String>, KvError>;
+    /// Every key and value of the actor, read at one point in time (one
+    /// transaction or statement, so whole writes only), WITHOUT taking
+    /// ownership: an owner elsewhere keeps its store. Empty when the actor
+    /// has no data.
+    async fn snapshot(&self, actor_id: &str) -> Result<Vec<(Bytes, Bytes)>, KvError>;
+    /// Every actor with data, sorted, with its value of `key` (read at one
+    /// point in time, without taking ownership).
+    async fn list_values(&self, key: &[u8]) -> Result<Vec<(String, Option<Bytes>)>, KvError>;
     /// Flushes and closes the backend; later calls fail.
     async fn close(&self);
 }
@@ -86,13 +125,18 @@ impl<S: ActorStorage> StorageDriver<S> {
         &self.storage
     }
 
-    fn stripe(&self, actor_id: &str) -> &AsyncMutex<()> {
+    pub(crate) fn stripe(&self, actor_id: &str) -> &AsyncMutex<()> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         actor_id.hash(&mut hasher);
         &self.stripes[(hasher.finish() % STRIPES as u64) as usize]
     }
 
-    async fn close_locked(&self, actor_id: &str) -> Result<()> {
+    /// Whether this driver has the actor's database open.
+    pub(crate) fn is_open(&self, actor_id: &str) -> bool {
+        self.open.lock().contains_key(actor_id)
+    }
+
+    pub(crate) async fn close_locked(&self, actor_id: &str) -> Result<()> {
         let entry = self.open.lock().remove(actor_id);
         if let Some((handle, db)) = entry {
             let closed = db.close().await;
@@ -133,6 +177,31 @@ impl<T: WrapsStorageDriver> ActorDriver for T {
 
     fn open_actors(&self) -> Vec<String> {
         self.storage_driver().open_actors()
+    }
+
+    async fn actor_sizes(&self) -> Result<Vec<ActorInfo>> {
+        self.storage_driver().actor_sizes().await
+    }
+
+    async fn snapshot(&self, actor_id: &str) -> Result<Snapshot> {
+        self.storage_driver().snapshot(actor_id).await
+    }
+
+    async fn export(
+        &self,
+        actor_id: &str,
+        writer: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<u64> {
+        self.storage_driver().export(actor_id, writer).await
+    }
+
+    async fn import(
+        &self,
+        actor_id: &str,
+        reader: &mut (dyn AsyncRead + Unpin + Send),
+        mode: ImportMode,
+    ) -> Result<u64> {
+        self.storage_driver().import(actor_id, reader, mode).await
     }
 
     async fn shutdown(&self) {

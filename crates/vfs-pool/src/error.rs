@@ -95,6 +95,36 @@ pub enum Error {
     /// open it again, which reads the last durable state.
     #[error("the database is poisoned: a write did not reach its store: {0}")]
     Poisoned(vfs_core::KvError),
+    /// The actor has no data in the driver's storage (an export or a
+    /// snapshot of an actor that was never written, or was deleted).
+    #[error("actor {actor:?} has no data")]
+    NoSuchActor {
+        /// The actor.
+        actor: String,
+    },
+    /// An import into an actor that already has data, without asking to
+    /// replace it.
+    #[error("actor {actor:?} already has data; ask to replace it to overwrite it")]
+    ActorExists {
+        /// The actor.
+        actor: String,
+    },
+    /// An import was refused before anything was stored: the file is not a
+    /// SQLite database this store can keep (the words say why).
+    #[error("cannot import this file: {reason}")]
+    InvalidImport {
+        /// What is wrong with the file.
+        reason: String,
+    },
+    /// Reading an import or writing an export failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read or written.
+        what: &'static str,
+        /// The error of the reader or writer.
+        #[source]
+        source: std::io::Error,
+    },
     /// An error from SQLite or the storage under it: SQLite code and message,
     /// the storage error, an interruption or a resource limit.
     #[error(transparent)]

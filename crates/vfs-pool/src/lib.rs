@@ -117,6 +117,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod archive;
 mod config;
 mod driver;
 mod error;
@@ -126,6 +127,7 @@ mod pool;
 pub mod testing;
 mod worker;
 
+pub use archive::{ActorInfo, ImportMode, Snapshot};
 pub use config::PoolConfig;
 pub use driver::{ActorDriver, ActorStorage, StorageDriver, WrapsStorageDriver};
 pub use error::{Error, Result};

@@ -15,7 +15,7 @@
 //! while its calls keep ending within that bound.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -313,7 +313,23 @@ impl SqliteVfsPool {
     #[tracing::instrument(name = "acquire", skip(self), fields(instance))]
     pub async fn acquire(&self, actor_id: &str) -> Result<PooledHandle> {
         validate_actor_id(actor_id)?;
-        let actor = self.shared.seat(actor_id)?;
+        self.seated(actor_id).await
+    }
+
+    /// A seat of the pool's own, for a database no actor id names (an
+    /// archive's private copy, see [`crate::archive`]). Its id starts with a
+    /// NUL byte, which [`validate_actor_id`] refuses, so it can never be an
+    /// actor's; it holds a place on an instance like any actor until
+    /// released.
+    pub(crate) async fn acquire_private(&self, purpose: &str) -> Result<PooledHandle> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = format!("\0{purpose}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        self.seated(&id).await
+    }
+
+    /// Finds or creates the seat of `id` and waits until its instance runs.
+    async fn seated(&self, id: &str) -> Result<PooledHandle> {
+        let actor = self.shared.seat(id)?;
         tracing::Span::current().record("instance", actor.instance);
         if let Err(e) = worker::wait_ready(actor.startup.clone()).await {
             self.shared.forget_instance(actor.instance);

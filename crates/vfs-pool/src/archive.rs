@@ -1,0 +1,532 @@
+//! Whole databases in and out of a driver's storage, as standard SQLite
+//! files: export, import, snapshots and sizes.
+//!
+//! **Snapshots take no ownership.** [`ActorStorage::snapshot`] reads every
+//! key of an actor in one consistent read of the storage, without taking
+//! the actor over: on PostgreSQL a live host that owns the actor keeps
+//! writing, unfenced. The copy is opened in the driver's pool on a private
+//! in-memory store (a seat no actor id can name), so whatever a crashed
+//! writer left behind, such as a hot rollback journal, is rolled back in
+//! the copy, never in the storage. Queries on a [`Snapshot`] see the actor's
+//! last durable state; writes to it change only the copy.
+//!
+//! **Imports are checked before anything is stored.** The file's header,
+//! page size and length are checked, then it is opened on a private copy
+//! and `PRAGMA integrity_check` must say `ok`. Only then is it written to
+//! the storage, in the store's largest batches with the file's size last,
+//! and a batch that fails deletes what was written. A database of up to
+//! the store's batch limit (64 MiB on driver-fs, 32 MiB on driver-engine)
+//! is written in one atomic batch. A refused import takes nothing over; an
+//! import that writes takes ownership of the actor like opening it (on
+//! PostgreSQL, the host that served it is fenced). A replacing import
+//! deletes the old data first: if writing the new file then fails, the
+//! actor is left empty, not half-written.
+//!
+//! Both directions hold the whole file in memory, twice at most.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use vfs_core::{FileMeta, FileTag, KvStore, MemoryKv, PAGE_SIZE, chunk_key, meta_key};
+
+use crate::driver::{ActorStorage, StorageDriver};
+use crate::{Database, Error, PooledHandle, Result, Value};
+
+/// An actor that has data, and the size of its database file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorInfo {
+    /// The actor's id.
+    pub actor_id: String,
+    /// The size of its database file in bytes (0 when only a journal or
+    /// other metadata was ever stored).
+    pub size_bytes: u64,
+}
+
+/// What an import does when the actor already has data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImportMode {
+    /// Refuse with [`Error::ActorExists`].
+    #[default]
+    Create,
+    /// Delete the actor's data first (closing its database if this driver
+    /// has it open).
+    Replace,
+}
+
+/// The first 16 bytes of every SQLite database file.
+const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+/// Length of the database header at the start of page 1.
+const HEADER_LEN: usize = 100;
+
+/// A private copy of one actor's database, open in the driver's pool.
+///
+/// Queries see the actor's last durable state as of the snapshot; writes
+/// change only the copy. [`close`](Self::close) frees its seat; a snapshot
+/// dropped without it is closed by a task on the current tokio runtime.
+pub struct Snapshot {
+    open: Option<(PooledHandle, Database)>,
+    store: Arc<MemoryKv>,
+    actor_id: String,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("actor_id", &self.actor_id)
+            .field("keys", &self.store.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// The copy's database.
+    pub fn database(&self) -> &Database {
+        let (_, db) = self.open.as_ref().expect("open until closed");
+        db
+    }
+
+    /// The actor this is a copy of.
+    pub fn actor_id(&self) -> &str {
+        &self.actor_id
+    }
+
+    /// Closes the copy and frees its seat.
+    pub async fn close(mut self) -> Result<()> {
+        self.close_now().await
+    }
+
+    async fn close_now(&mut self) -> Result<()> {
+        let Some((handle, db)) = self.open.take() else {
+            return Ok(());
+        };
+        let closed = db.close().await;
+        handle.release().await;
+        closed
+    }
+
+    /// Closes the copy and writes it out as one standard SQLite file.
+    async fn write_to(mut self, writer: &mut (dyn AsyncWrite + Unpin + Send)) -> Result<u64> {
+        self.close_now().await?;
+        let image = file_image(&self.store)?;
+        let io = |source| Error::Io {
+            what: "writing the exported database",
+            source,
+        };
+        writer.write_all(&image).await.map_err(io)?;
+        writer.flush().await.map_err(io)?;
+        Ok(image.len() as u64)
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        if let Some((handle, db)) = self.open.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = db.close().await;
+                handle.release().await;
+            });
+        }
+    }
+}
+
+/// The main database file held by `store`, as one byte image: its size
+/// from the file's metadata, its pages in order (a page never written
+/// reads as zeros, as in the VFS).
+fn file_image(store: &MemoryKv) -> Result<Vec<u8>> {
+    let entries = store.snapshot();
+    let size = match entries.get(&meta_key(FileTag::Main)) {
+        Some(meta) => FileMeta::decode(meta).map_err(damaged)?.size,
+        None => 0,
+    };
+    let size = usize::try_from(size).map_err(|_| Error::InvalidImport {
+        reason: format!("a database of {size} bytes does not fit in memory here"),
+    })?;
+    let mut image = vec![0_u8; size];
+    for (index, page) in image.chunks_mut(PAGE_SIZE).enumerate() {
+        let index = u32::try_from(index).expect("sizes stop at 2^32 pages");
+        if let Some(stored) = entries.get(&chunk_key(FileTag::Main, index)) {
+            let n = page.len().min(stored.len());
+            page[..n].copy_from_slice(&stored[..n]);
+        }
+    }
+    Ok(image)
+}
+
+/// A stored value the storage format cannot read.
+fn damaged(why: vfs_core::FormatError) -> Error {
+    Error::Storage(vfs_core::KvError::backend(
+        "the actor's stored file metadata is damaged",
+        why,
+    ))
+}
+
+/// Checks that `image` is a SQLite database file this store can keep, and
+/// turns a write-ahead-log database into a rollback-journal one (the VFS
+/// keeps no WAL; the bytes that say which mode a file is in are all that
+/// differ once its log is checkpointed).
+fn check_image(image: &mut [u8]) -> std::result::Result<(), String> {
+    if image.is_empty() {
+        return Err("the file is empty, not a SQLite database".into());
+    }
+    if image.len() < HEADER_LEN || image[..MAGIC.len()] != MAGIC[..] {
+        if image.len() < HEADER_LEN && MAGIC.starts_with(&image[..image.len().min(MAGIC.len())]) {
+            return Err(format!(
+                "the file is truncated: {} bytes, shorter than a SQLite header",
+                image.len()
+            ));
+        }
+        return Err("not a SQLite database (it does not start with \"SQLite format 3\")".into());
+    }
+    let page_size = match u16::from_be_bytes([image[16], image[17]]) {
+        1 => 65_536,
+        n => usize::from(n),
+    };
+    if !page_size.is_power_of_two() || !(512..=65_536).contains(&page_size) {
+        return Err(format!("the header is damaged: page size {page_size}"));
+    }
+    if page_size != PAGE_SIZE {
+        return Err(format!(
+            "its pages are {page_size} bytes and this store keeps {PAGE_SIZE}-byte pages; \
+             convert it first: sqlite3 FILE 'PRAGMA journal_mode = DELETE; \
+             PRAGMA page_size = {PAGE_SIZE}; VACUUM'"
+        ));
+    }
+    match (image[18], image[19]) {
+        (1, 1) => {}
+        (2, 2) => {
+            image[18] = 1;
+            image[19] = 1;
+        }
+        (write, read) => {
+            return Err(format!(
+                "the header is damaged: file format versions {write} and {read}"
+            ));
+        }
+    }
+    if !image.len().is_multiple_of(PAGE_SIZE) {
+        return Err(format!(
+            "the file is truncated: {} bytes is not a whole number of {PAGE_SIZE}-byte pages",
+            image.len()
+        ));
+    }
+    let pages = u32::from_be_bytes([image[28], image[29], image[30], image[31]]);
+    let counter_valid = image[24..28] == image[92..96];
+    let held = image.len() / PAGE_SIZE;
+    if counter_valid && pages as usize > held {
+        return Err(format!(
+            "the file is truncated: its header counts {pages} pages and it holds {held}"
+        ));
+    }
+    if held > u32::MAX as usize {
+        return Err("the file is larger than this store's 16 TiB limit".into());
+    }
+    Ok(())
+}
+
+/// `image` as the keys and values of a file in the storage format.
+fn image_entries(image: &[u8]) -> Vec<(Bytes, Bytes)> {
+    let mut entries: Vec<(Bytes, Bytes)> = image
+        .chunks(PAGE_SIZE)
+        .enumerate()
+        .map(|(index, page)| {
+            let index = u32::try_from(index).expect("checked to fit in u32 pages");
+            (
+                chunk_key(FileTag::Main, index),
+                Bytes::copy_from_slice(page),
+            )
+        })
+        .collect();
+    let meta = FileMeta {
+        size: image.len() as u64,
+    };
+    entries.push((meta_key(FileTag::Main), meta.encode()));
+    entries
+}
+
+/// Writes `entries` to `store` in batches it accepts, in order.
+async fn put_all(
+    store: &dyn KvStore,
+    entries: &[(Bytes, Bytes)],
+) -> std::result::Result<(), vfs_core::KvError> {
+    let batch = store.limits().max_batch_keys.max(1);
+    for chunk in entries.chunks(batch) {
+        store.put_batch(chunk).await?;
+    }
+    Ok(())
+}
+
+impl<S: ActorStorage> StorageDriver<S> {
+    /// See [`ActorDriver::actor_sizes`](crate::ActorDriver::actor_sizes).
+    pub async fn actor_sizes(&self) -> Result<Vec<ActorInfo>> {
+        let listed = self
+            .storage()
+            .list_values(&meta_key(FileTag::Main))
+            .await
+            .map_err(Error::Storage)?;
+        listed
+            .into_iter()
+            .map(|(actor_id, meta)| {
+                let size_bytes = match meta {
+                    Some(meta) => FileMeta::decode(&meta).map_err(damaged)?.size,
+                    None => 0,
+                };
+                Ok(ActorInfo {
+                    actor_id,
+                    size_bytes,
+                })
+            })
+            .collect()
+    }
+
+    /// See [`ActorDriver::snapshot`](crate::ActorDriver::snapshot).
+    pub async fn snapshot(&self, actor_id: &str) -> Result<Snapshot> {
+        crate::validate_actor_id(actor_id)?;
+        let entries = self
+            .storage()
+            .snapshot(actor_id)
+            .await
+            .map_err(Error::Storage)?;
+        if entries.is_empty() {
+            return Err(Error::NoSuchActor {
+                actor: actor_id.to_owned(),
+            });
+        }
+        let store = Arc::new(MemoryKv::new());
+        put_all(&*store, &entries).await.map_err(Error::Storage)?;
+        self.open_copy(actor_id, store, "snapshot").await
+    }
+
+    /// Opens `store` on a private seat of the pool, and reads the schema
+    /// (which also rolls back a hot journal in the copy).
+    async fn open_copy(
+        &self,
+        actor_id: &str,
+        store: Arc<MemoryKv>,
+        purpose: &str,
+    ) -> Result<Snapshot> {
+        let handle = self.pool().acquire_private(purpose).await?;
+        let db = match handle.open(Arc::clone(&store) as Arc<dyn KvStore>).await {
+            Ok(db) => db,
+            Err(e) => {
+                handle.release().await;
+                return Err(e);
+            }
+        };
+        let snapshot = Snapshot {
+            open: Some((handle, db)),
+            store,
+            actor_id: actor_id.to_owned(),
+        };
+        snapshot
+            .database()
+            .query("SELECT count(*) FROM sqlite_schema", &[])
+            .await?;
+        Ok(snapshot)
+    }
+
+    /// See [`ActorDriver::export`](crate::ActorDriver::export).
+    pub async fn export(
+        &self,
+        actor_id: &str,
+        writer: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<u64> {
+        self.snapshot(actor_id).await?.write_to(writer).await
+    }
+
+    /// See [`ActorDriver::import`](crate::ActorDriver::import).
+    pub async fn import(
+        &self,
+        actor_id: &str,
+        reader: &mut (dyn AsyncRead + Unpin + Send),
+        mode: ImportMode,
+    ) -> Result<u64> {
+        crate::validate_actor_id(actor_id)?;
+        let mut image = Vec::new();
+        reader
+            .read_to_end(&mut image)
+            .await
+            .map_err(|source| Error::Io {
+                what: "reading the database to import",
+                source,
+            })?;
+        check_image(&mut image).map_err(|reason| Error::InvalidImport { reason })?;
+        let size = image.len() as u64;
+        let entries = self.checked_entries(actor_id, &image).await?;
+        drop(image);
+
+        let _serial = self.stripe(actor_id).lock().await;
+        if mode == ImportMode::Replace {
+            let closed = self.close_locked(actor_id).await;
+            self.pool().settle_earlier(actor_id).await?;
+            self.storage()
+                .delete_actor(actor_id)
+                .await
+                .map_err(Error::Storage)?;
+            if let Err(e) = closed {
+                tracing::warn!(actor = actor_id, error = %e, "close before replace failed");
+            }
+        } else {
+            // Checked without ownership first, so that a refused import
+            // never fences a host that serves the actor.
+            let exists = self.is_open(actor_id)
+                || !self
+                    .storage()
+                    .snapshot(actor_id)
+                    .await
+                    .map_err(Error::Storage)?
+                    .is_empty();
+            if exists {
+                return Err(Error::ActorExists {
+                    actor: actor_id.to_owned(),
+                });
+            }
+        }
+        let store = self
+            .storage()
+            .open_actor(actor_id)
+            .await
+            .map_err(Error::Storage)?;
+        // Again through the store just taken (another import or host may
+        // have written in between): on a storage with owners, no other host
+        // can write the actor from here on.
+        let probe: Vec<Bytes> = FileTag::ALL
+            .iter()
+            .map(|&tag| meta_key(tag))
+            .chain([chunk_key(FileTag::Main, 0)])
+            .collect();
+        let found = store.get_batch(&probe).await.map_err(Error::Storage)?;
+        if found.iter().any(Option::is_some) {
+            return Err(Error::ActorExists {
+                actor: actor_id.to_owned(),
+            });
+        }
+        // The size last: until it lands, the actor holds no database.
+        if let Err(e) = put_all(&*store, &entries).await {
+            drop(store);
+            if let Err(cleanup) = self.storage().delete_actor(actor_id).await {
+                tracing::error!(
+                    actor = actor_id,
+                    error = %cleanup,
+                    "removing a half-written import failed"
+                );
+            }
+            return Err(Error::Storage(e));
+        }
+        tracing::info!(actor = actor_id, bytes = size, "imported a database");
+        Ok(size)
+    }
+
+    /// Opens `image` on a private copy and runs `PRAGMA integrity_check`;
+    /// returns what to store, as the copy holds it after the check.
+    async fn checked_entries(&self, actor_id: &str, image: &[u8]) -> Result<Vec<(Bytes, Bytes)>> {
+        let store = Arc::new(MemoryKv::new());
+        put_all(&*store, &image_entries(image))
+            .await
+            .map_err(Error::Storage)?;
+        let invalid = |reason: String| Error::InvalidImport { reason };
+        let copy = match self.open_copy(actor_id, Arc::clone(&store), "import").await {
+            Ok(copy) => copy,
+            Err(Error::Sqlite(e)) => return Err(invalid(format!("SQLite cannot open it: {e}"))),
+            Err(e) => return Err(e),
+        };
+        let checked = copy.database().query("PRAGMA integrity_check", &[]).await;
+        copy.close().await?;
+        let rows = match checked {
+            Ok(rows) => rows.rows,
+            Err(Error::Sqlite(e)) => {
+                return Err(invalid(format!("SQLite cannot read it: {e}")));
+            }
+            Err(e) => return Err(e),
+        };
+        if rows != [vec![Value::Text("ok".into())]] {
+            let problems: Vec<String> = rows
+                .iter()
+                .take(3)
+                .map(|row| match row.first() {
+                    Some(Value::Text(text)) => text.clone(),
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            return Err(invalid(format!(
+                "it is corrupt: integrity_check says {}",
+                problems.join("; ")
+            )));
+        }
+        Ok(store.snapshot().into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(page_size: u16, pages: u32) -> Vec<u8> {
+        let mut image = vec![0_u8; PAGE_SIZE * pages as usize];
+        image[..16].copy_from_slice(MAGIC);
+        image[16..18].copy_from_slice(&page_size.to_be_bytes());
+        image[18] = 1;
+        image[19] = 1;
+        image[28..32].copy_from_slice(&pages.to_be_bytes());
+        image
+    }
+
+    #[test]
+    fn headers_are_checked_before_anything_else() {
+        let check = |mut image: Vec<u8>| check_image(&mut image);
+        assert!(check(header(4096, 2)).is_ok());
+        assert!(check(Vec::new()).unwrap_err().contains("empty"));
+        assert!(
+            check(b"hello world".to_vec())
+                .unwrap_err()
+                .contains("not a SQLite")
+        );
+        assert!(
+            check(MAGIC[..10].to_vec())
+                .unwrap_err()
+                .contains("truncated")
+        );
+        assert!(
+            check(header(1024, 2))
+                .unwrap_err()
+                .contains("pages are 1024 bytes")
+        );
+        assert!(check(header(1000, 2)).unwrap_err().contains("damaged"));
+        let mut short = header(4096, 3);
+        short.truncate(2 * PAGE_SIZE);
+        assert!(check(short).unwrap_err().contains("counts 3 pages"));
+        let mut ragged = header(4096, 2);
+        ragged.truncate(PAGE_SIZE + 100);
+        assert!(check(ragged).unwrap_err().contains("whole number"));
+        let mut wal = header(4096, 1);
+        wal[18] = 2;
+        wal[19] = 2;
+        check_image(&mut wal).unwrap();
+        assert_eq!(
+            (wal[18], wal[19]),
+            (1, 1),
+            "a WAL file becomes a journal file"
+        );
+    }
+
+    #[test]
+    fn an_image_round_trips_through_the_storage_format() {
+        let mut image = header(4096, 3);
+        image[PAGE_SIZE + 7] = 42;
+        let store = MemoryKv::new();
+        for (key, value) in image_entries(&image) {
+            block_on(store.put_batch(&[(key, value)])).unwrap();
+        }
+        assert_eq!(file_image(&store).unwrap(), image);
+    }
+
+    /// Runs a future that never waits (MemoryKv's calls) to completion.
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+}
