@@ -279,7 +279,9 @@ async fn replacing_an_open_actor_closes_it_and_swaps_its_data() {
         .await
         .unwrap();
     assert_eq!(rows.rows, vec![vec![Value::Integer(1)]]);
+    assert!(!snapshot.is_modified(), "reads write nothing");
     snapshot.database().exec("DELETE FROM old").await.unwrap();
+    assert!(snapshot.is_modified());
     snapshot.close().await.unwrap();
     let rows = db.query("SELECT count(*) FROM old", &[]).await.unwrap();
     assert_eq!(rows.rows, vec![vec![Value::Integer(1)]]);

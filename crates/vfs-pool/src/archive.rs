@@ -28,7 +28,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use vfs_core::{FileMeta, FileTag, KvStore, MemoryKv, PAGE_SIZE, chunk_key, meta_key};
+use vfs_core::{
+    CountingKv, FileMeta, FileTag, KvStore, MemoryKv, PAGE_SIZE, chunk_key, meta_key,
+};
 
 use crate::driver::{ActorStorage, StorageDriver};
 use crate::{Database, Error, PooledHandle, Result, Value};
@@ -67,6 +69,10 @@ const HEADER_LEN: usize = 100;
 pub struct Snapshot {
     open: Option<(PooledHandle, Database)>,
     store: Arc<MemoryKv>,
+    /// The copy's store as the database sees it, counting its writes.
+    counted: Arc<CountingKv>,
+    /// Writes the open itself made (rolling back a hot journal).
+    writes_at_open: u64,
     actor_id: String,
 }
 
@@ -89,6 +95,16 @@ impl Snapshot {
     /// The actor this is a copy of.
     pub fn actor_id(&self) -> &str {
         &self.actor_id
+    }
+
+    /// Whether a statement has written to the copy since it was opened:
+    /// the exact test of whether what ran on it was read-only.
+    pub fn is_modified(&self) -> bool {
+        self.writes() != self.writes_at_open
+    }
+
+    fn writes(&self) -> u64 {
+        self.counted.put_calls() + self.counted.delete_calls()
     }
 
     /// Closes the copy and frees its seat.
@@ -308,22 +324,26 @@ impl<S: ActorStorage> StorageDriver<S> {
         purpose: &str,
     ) -> Result<Snapshot> {
         let handle = self.pool().acquire_private(purpose).await?;
-        let db = match handle.open(Arc::clone(&store) as Arc<dyn KvStore>).await {
+        let counted = Arc::new(CountingKv::new(Arc::clone(&store) as Arc<dyn KvStore>));
+        let db = match handle.open(Arc::clone(&counted) as Arc<dyn KvStore>).await {
             Ok(db) => db,
             Err(e) => {
                 handle.release().await;
                 return Err(e);
             }
         };
-        let snapshot = Snapshot {
+        let mut snapshot = Snapshot {
             open: Some((handle, db)),
             store,
+            counted,
+            writes_at_open: 0,
             actor_id: actor_id.to_owned(),
         };
         snapshot
             .database()
             .query("SELECT count(*) FROM sqlite_schema", &[])
             .await?;
+        snapshot.writes_at_open = snapshot.writes();
         Ok(snapshot)
     }
 
