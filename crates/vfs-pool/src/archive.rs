@@ -28,9 +28,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use vfs_core::{
-    CountingKv, FileMeta, FileTag, KvStore, MemoryKv, PAGE_SIZE, chunk_key, meta_key,
-};
+use vfs_core::{CountingKv, FileMeta, FileTag, KvStore, MemoryKv, PAGE_SIZE, chunk_key, meta_key};
 
 use crate::driver::{ActorStorage, StorageDriver};
 use crate::{Database, Error, PooledHandle, Result, Value};
