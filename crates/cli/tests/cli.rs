@@ -445,5 +445,20 @@ fn reading_a_live_postgresql_actor_never_fences_its_host() {
         .block_on(db.execute("INSERT INTO t (id, v) VALUES (-2, 'host')", &[]))
         .unwrap_err();
     assert!(err.is_fenced() || err.is_poisoned(), "{err}");
+    // It gave the lease back before it exited: the host reopens at once.
+    let released: bool = runtime
+        .block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            let row = client
+                .query_one(
+                    "SELECT lease_until IS NULL FROM vfs_actors WHERE actor_id = 'live'",
+                    &[],
+                )
+                .await?;
+            Ok::<bool, tokio_postgres::Error>(row.get(0))
+        })
+        .unwrap();
+    assert!(released, "the command line's lease is still held");
     runtime.block_on(host.shutdown());
 }

@@ -36,7 +36,7 @@
 //! new owner's first acknowledged write, no other host returns data.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -237,6 +237,30 @@ pub(crate) struct Shared {
     leases: parking_lot::Mutex<HashMap<i64, Weak<Owner>>>,
     /// Whether the renewal task runs (started by the first open).
     renewing: AtomicBool,
+    /// Lease releases of dropped stores still running, and their wake-up:
+    /// closing the storage waits for them, so a process that exits right
+    /// after closing an actor does not leave the next owner waiting for
+    /// the lease to run out.
+    releasing: AtomicUsize,
+    released: tokio::sync::Notify,
+}
+
+/// Counts one lease release as running until dropped (also when its task
+/// is cancelled).
+struct ReleasePending(Arc<Shared>);
+
+impl ReleasePending {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.releasing.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for ReleasePending {
+    fn drop(&mut self) {
+        self.0.releasing.fetch_sub(1, Ordering::AcqRel);
+        self.0.released.notify_waiters();
+    }
 }
 
 impl Shared {
@@ -245,6 +269,28 @@ impl Shared {
             pg: Arc::new(pg),
             leases: parking_lot::Mutex::default(),
             renewing: AtomicBool::new(false),
+            releasing: AtomicUsize::new(0),
+            released: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Waits until every lease release of a dropped store has ended, at
+    /// most `bound`.
+    pub(crate) async fn settle_releases(&self, bound: Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let notified = self.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.releasing.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::debug!(
+                    "gave up waiting for lease releases; the leases run out by themselves"
+                );
+                return;
+            }
         }
     }
 }
@@ -1087,7 +1133,9 @@ impl Drop for PgActorStore {
     fn drop(&mut self) {
         let owner = Arc::clone(&self.owner);
         let runtime = self.owner.shared.pg.runtime.clone();
+        let pending = ReleasePending::new(&self.owner.shared);
         runtime.spawn(async move {
+            let _pending = pending;
             let _writes = owner.writes.lock().await;
             // Marked first, so the renewal round leaves the lease alone.
             if owner.lease.fenced.swap(true, Ordering::AcqRel) {

@@ -235,8 +235,12 @@ impl ActorStorage for PgStorage {
         Ok(listed)
     }
 
-    /// Closes the pool: later calls fail with a "closed" error.
+    /// Waits (at most a statement timeout) for the lease releases of
+    /// stores dropped before, then closes the pool: later calls fail with
+    /// a "closed" error.
     async fn close(&self) {
+        let bound = self.shared.pg.options.statement_timeout;
+        self.shared.settle_releases(bound).await;
         self.shared.pg.pool.close();
     }
 }
