@@ -43,6 +43,11 @@ const SNAPSHOT_SQL: &str = "
     SELECT p.key, p.value FROM vfs_pages p JOIN vfs_actors a ON a.id = p.actor
     WHERE a.actor_id = $1 ORDER BY p.key";
 
+/// Whether an actor has a page (one index probe).
+const HAS_DATA_SQL: &str = "
+    SELECT EXISTS (SELECT 1 FROM vfs_pages p JOIN vfs_actors a ON a.id = p.actor
+                   WHERE a.actor_id = $1)";
+
 /// Every actor with a page, with its value of one key (`$1`), in one
 /// statement.
 const LIST_VALUES_SQL: &str = "
@@ -207,6 +212,14 @@ impl ActorStorage for PgStorage {
                     Ok((Bytes::from(key), Bytes::from(value)))
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn has_data(&self, actor_id: &str) -> Result<bool, KvError> {
+        self.run_for_actor("has_data", actor_id, |client, actor| async move {
+            let row = client.query_one(HAS_DATA_SQL, &[&&*actor]).await?;
+            Ok(row.try_get::<_, bool>(0)?)
         })
         .await
     }

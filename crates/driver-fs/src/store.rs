@@ -458,6 +458,21 @@ impl ActorStorage for FsStorage {
         Ok(entries)
     }
 
+    async fn has_data(&self, actor_id: &str) -> Result<bool, KvError> {
+        let what = "looking for an actor's data";
+        let db = self.shared.db()?;
+        let txn = db.begin_read().map_err(|e| backend(what, e))?;
+        let table = txn.open_table(PAGES).map_err(|e| backend(what, e))?;
+        let start: (&str, &[u8]) = (actor_id, &[]);
+        let first = table
+            .range(start..)
+            .map_err(|e| backend(what, e))?
+            .next()
+            .transpose()
+            .map_err(|e| backend(what, e))?;
+        Ok(first.is_some_and(|(key, _)| key.value().0 == actor_id))
+    }
+
     /// One read transaction over the actor list and each actor's `key`.
     async fn list_values(&self, key: &[u8]) -> Result<Vec<(String, Option<Bytes>)>, KvError> {
         let what = "listing actors";

@@ -13,22 +13,26 @@
 //! **Imports are checked before anything is stored.** The file's header,
 //! page size and length are checked, then it is opened on a private copy
 //! and `PRAGMA integrity_check` must say `ok`. Only then is it written to
-//! the storage, in the store's largest batches with the file's size last,
-//! and a batch that fails deletes what was written. A database of up to
-//! the store's batch limit (64 MiB on driver-fs, 32 MiB on driver-engine)
-//! is written in one atomic batch. A refused import takes nothing over; an
-//! import that writes takes ownership of the actor like opening it (on
-//! PostgreSQL, the host that served it is fenced). A replacing import
-//! deletes the old data first: if writing the new file then fails, the
-//! actor is left empty, not half-written.
+//! the storage, in the store's largest batches with the file's size last.
+//! A database of up to the store's batch limit (64 MiB on driver-fs, 32 MiB
+//! on driver-engine) is written in one atomic batch. When a write fails,
+//! what the actor held before is written back (nothing, for a new actor),
+//! and the error says if even that failed. A refused import takes nothing
+//! over; an import that writes takes ownership of the actor like opening it
+//! (on PostgreSQL, the host that served it is fenced).
 //!
-//! Both directions hold the whole file in memory, twice at most.
+//! Both directions hold the whole file in memory, a replacing import the
+//! old database too.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use vfs_core::{CountingKv, FileMeta, FileTag, KvStore, MemoryKv, PAGE_SIZE, chunk_key, meta_key};
+use vfs_core::{
+    CountingKv, DecodedKey, FileMeta, FileTag, KvError, KvStore, MemoryKv, PAGE_SIZE, chunk_key,
+    decode_key, meta_key,
+};
 
 use crate::driver::{ActorStorage, StorageDriver};
 use crate::{Database, Error, PooledHandle, Result, Value};
@@ -181,7 +185,7 @@ fn damaged(why: vfs_core::FormatError) -> Error {
 /// turns a write-ahead-log database into a rollback-journal one (the VFS
 /// keeps no WAL; the bytes that say which mode a file is in are all that
 /// differ once its log is checkpointed).
-fn check_image(image: &mut [u8]) -> std::result::Result<(), String> {
+fn check_image(image: &mut Vec<u8>) -> std::result::Result<(), String> {
     if image.is_empty() {
         return Err("the file is empty, not a SQLite database".into());
     }
@@ -234,6 +238,11 @@ fn check_image(image: &mut [u8]) -> std::result::Result<(), String> {
             "the file is truncated: its header counts {pages} pages and it holds {held}"
         ));
     }
+    if counter_valid && pages != 0 && (pages as usize) < held {
+        // Pages past the database's size are free space SQLite would
+        // truncate away; they are not stored.
+        image.truncate(pages as usize * PAGE_SIZE);
+    }
     if held > u32::MAX as usize {
         return Err("the file is larger than this store's 16 TiB limit".into());
     }
@@ -264,12 +273,78 @@ fn image_entries(image: &[u8]) -> Vec<(Bytes, Bytes)> {
 async fn put_all(
     store: &dyn KvStore,
     entries: &[(Bytes, Bytes)],
-) -> std::result::Result<(), vfs_core::KvError> {
+) -> std::result::Result<(), KvError> {
     let batch = store.limits().max_batch_keys.max(1);
     for chunk in entries.chunks(batch) {
         store.put_batch(chunk).await?;
     }
     Ok(())
+}
+
+/// Deletes `keys` from `store` in batches it accepts.
+async fn delete_all(store: &dyn KvStore, keys: &[Bytes]) -> std::result::Result<(), KvError> {
+    let batch = store.limits().max_batch_keys.max(1);
+    for chunk in keys.chunks(batch) {
+        store.delete_batch(chunk).await?;
+    }
+    Ok(())
+}
+
+/// Replaces the actor's `old` entries by `new` in `store`. The old journal
+/// and WAL keys go first, so a hot journal left by a crash can never roll
+/// back over the new pages; then the new entries, the file's size last;
+/// then the old pages the new file does not have. When a write fails, the
+/// old entries are written back, and the error says whether that worked.
+async fn write_over(
+    store: &dyn KvStore,
+    old: &[(Bytes, Bytes)],
+    new: &[(Bytes, Bytes)],
+) -> Result<()> {
+    let new_keys: HashSet<&Bytes> = new.iter().map(|(key, _)| key).collect();
+    let old_keys: HashSet<&Bytes> = old.iter().map(|(key, _)| key).collect();
+    let is_main = |key: &Bytes| match decode_key(key) {
+        Ok(DecodedKey::Meta(tag) | DecodedKey::Chunk(tag, _)) => tag == FileTag::Main,
+        Err(_) => false,
+    };
+    let sidecar: Vec<Bytes> = old_keys
+        .iter()
+        .filter(|key| !is_main(key))
+        .map(|&key| key.clone())
+        .collect();
+    let stale: Vec<Bytes> = old_keys
+        .iter()
+        .filter(|key| is_main(key) && !new_keys.contains(*key))
+        .map(|&key| key.clone())
+        .collect();
+    let written = async {
+        delete_all(store, &sidecar).await?;
+        put_all(store, new).await?;
+        delete_all(store, &stale).await
+    }
+    .await;
+    let Err(failed) = written else {
+        return Ok(());
+    };
+    let added: Vec<Bytes> = new_keys
+        .iter()
+        .filter(|key| !old_keys.contains(*key))
+        .map(|&key| key.clone())
+        .collect();
+    let restored = async {
+        delete_all(store, &added).await?;
+        put_all(store, old).await
+    }
+    .await;
+    Err(match restored {
+        Ok(()) => Error::Storage(failed),
+        Err(again) => Error::Storage(KvError::backend(
+            format!(
+                "writing the import failed ({failed}), and so did putting the actor's \
+                 previous data back ({again}); import the file again, or delete the actor"
+            ),
+            again,
+        )),
+    })
 }
 
 impl<S: ActorStorage> StorageDriver<S> {
@@ -376,30 +451,25 @@ impl<S: ActorStorage> StorageDriver<S> {
         drop(image);
 
         let _serial = self.stripe(actor_id).lock().await;
-        if mode == ImportMode::Replace {
-            let closed = self.close_locked(actor_id).await;
-            self.pool().settle_earlier(actor_id).await?;
-            self.storage()
-                .delete_actor(actor_id)
-                .await
-                .map_err(Error::Storage)?;
-            if let Err(e) = closed {
-                tracing::warn!(actor = actor_id, error = %e, "close before replace failed");
-            }
-        } else {
+        if mode == ImportMode::Create {
             // Checked without ownership first, so that a refused import
             // never fences a host that serves the actor.
             let exists = self.is_open(actor_id)
-                || !self
+                || self
                     .storage()
-                    .snapshot(actor_id)
+                    .has_data(actor_id)
                     .await
-                    .map_err(Error::Storage)?
-                    .is_empty();
+                    .map_err(Error::Storage)?;
             if exists {
                 return Err(Error::ActorExists {
                     actor: actor_id.to_owned(),
                 });
+            }
+        } else {
+            let closed = self.close_locked(actor_id).await;
+            self.pool().settle_earlier(actor_id).await?;
+            if let Err(e) = closed {
+                tracing::warn!(actor = actor_id, error = %e, "close before replace failed");
             }
         }
         let store = self
@@ -407,32 +477,19 @@ impl<S: ActorStorage> StorageDriver<S> {
             .open_actor(actor_id)
             .await
             .map_err(Error::Storage)?;
-        // Again through the store just taken (another import or host may
-        // have written in between): on a storage with owners, no other host
-        // can write the actor from here on.
-        let probe: Vec<Bytes> = FileTag::ALL
-            .iter()
-            .map(|&tag| meta_key(tag))
-            .chain([chunk_key(FileTag::Main, 0)])
-            .collect();
-        let found = store.get_batch(&probe).await.map_err(Error::Storage)?;
-        if found.iter().any(Option::is_some) {
+        // What the actor holds, read once it is ours: on a storage with
+        // owners, no other host writes it from here on.
+        let old = self
+            .storage()
+            .snapshot(actor_id)
+            .await
+            .map_err(Error::Storage)?;
+        if mode == ImportMode::Create && !old.is_empty() {
             return Err(Error::ActorExists {
                 actor: actor_id.to_owned(),
             });
         }
-        // The size last: until it lands, the actor holds no database.
-        if let Err(e) = put_all(&*store, &entries).await {
-            drop(store);
-            if let Err(cleanup) = self.storage().delete_actor(actor_id).await {
-                tracing::error!(
-                    actor = actor_id,
-                    error = %cleanup,
-                    "removing a half-written import failed"
-                );
-            }
-            return Err(Error::Storage(e));
-        }
+        write_over(&*store, &old, &entries).await?;
         tracing::info!(actor = actor_id, bytes = size, "imported a database");
         Ok(size)
     }
@@ -447,6 +504,7 @@ impl<S: ActorStorage> StorageDriver<S> {
         let invalid = |reason: String| Error::InvalidImport { reason };
         let copy = match self.open_copy(actor_id, Arc::clone(&store), "import").await {
             Ok(copy) => copy,
+            Err(e) if e.is_interrupted() || e.is_limit_exceeded() => return Err(e),
             Err(Error::Sqlite(e)) => return Err(invalid(format!("SQLite cannot open it: {e}"))),
             Err(e) => return Err(e),
         };
@@ -454,6 +512,7 @@ impl<S: ActorStorage> StorageDriver<S> {
         copy.close().await?;
         let rows = match checked {
             Ok(rows) => rows.rows,
+            Err(e) if e.is_interrupted() || e.is_limit_exceeded() => return Err(e),
             Err(Error::Sqlite(e)) => {
                 return Err(invalid(format!("SQLite cannot read it: {e}")));
             }
@@ -518,6 +577,14 @@ mod tests {
         let mut ragged = header(4096, 2);
         ragged.truncate(PAGE_SIZE + 100);
         assert!(check(ragged).unwrap_err().contains("whole number"));
+        let mut spare = header(4096, 2);
+        spare.extend_from_slice(&[0; PAGE_SIZE]);
+        check_image(&mut spare).unwrap();
+        assert_eq!(
+            spare.len(),
+            2 * PAGE_SIZE,
+            "pages past the size are not kept"
+        );
         let mut wal = header(4096, 1);
         wal[18] = 2;
         wal[19] = 2;
@@ -538,6 +605,87 @@ mod tests {
             block_on(store.put_batch(&[(key, value)])).unwrap();
         }
         assert_eq!(file_image(&store).unwrap(), image);
+    }
+
+    /// A store whose call number `at` (from 0) fails, and no other.
+    struct FailAt {
+        inner: MemoryKv,
+        calls: std::sync::atomic::AtomicUsize,
+        at: usize,
+    }
+
+    impl FailAt {
+        fn tick(&self) -> std::result::Result<(), KvError> {
+            let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if call == self.at {
+                return Err(KvError::Backend {
+                    message: format!("injected failure of call {call}"),
+                    source: None,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl KvStore for FailAt {
+        async fn get_batch(
+            &self,
+            keys: &[Bytes],
+        ) -> std::result::Result<Vec<Option<Bytes>>, KvError> {
+            self.tick()?;
+            self.inner.get_batch(keys).await
+        }
+        async fn put_batch(&self, entries: &[(Bytes, Bytes)]) -> std::result::Result<(), KvError> {
+            self.tick()?;
+            self.inner.put_batch(entries).await
+        }
+        async fn delete_batch(&self, keys: &[Bytes]) -> std::result::Result<(), KvError> {
+            self.tick()?;
+            self.inner.delete_batch(keys).await
+        }
+        fn limits(&self) -> vfs_core::KvLimits {
+            self.inner.limits()
+        }
+    }
+
+    /// An old database of 300 pages with a leftover journal, replaced by
+    /// one of 200: whichever store call fails, the store ends up holding
+    /// exactly the old entries; when none fails, exactly the new ones.
+    #[test]
+    fn a_failed_replace_puts_the_old_database_back() {
+        let mut old = image_entries(&header(4096, 300));
+        old.push((chunk_key(FileTag::Journal, 0), Bytes::from_static(b"hot")));
+        old.push((meta_key(FileTag::Journal), FileMeta { size: 3 }.encode()));
+        let mut new_image = header(4096, 200);
+        new_image[PAGE_SIZE] = 7;
+        let new = image_entries(&new_image);
+        let sorted = |entries: &[(Bytes, Bytes)]| {
+            entries
+                .iter()
+                .cloned()
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        for at in 0.. {
+            let store = FailAt {
+                inner: MemoryKv::new(),
+                calls: std::sync::atomic::AtomicUsize::new(usize::MAX / 2),
+                at,
+            };
+            block_on(put_all(&store.inner, &old)).unwrap();
+            store.calls.store(0, std::sync::atomic::Ordering::SeqCst);
+            match block_on(write_over(&store, &old, &new)) {
+                Ok(()) => {
+                    assert_eq!(store.inner.snapshot(), sorted(&new));
+                    assert!(at > 3, "the write took several calls");
+                    break;
+                }
+                Err(e) => {
+                    assert!(e.to_string().contains(&format!("call {at}")), "{e}");
+                    assert_eq!(store.inner.snapshot(), sorted(&old), "failure at call {at}");
+                }
+            }
+        }
     }
 
     /// Runs a future that never waits (MemoryKv's calls) to completion.

@@ -82,6 +82,11 @@ pub trait ActorStorage: Send + Sync + 'static {
     /// ownership: an owner elsewhere keeps its store. Empty when the actor
     /// has no data.
     async fn snapshot(&self, actor_id: &str) -> Result<Vec<(Bytes, Bytes)>, KvError>;
+    /// Whether the actor has any data, without taking ownership. The
+    /// default reads a whole snapshot; backends answer with one probe.
+    async fn has_data(&self, actor_id: &str) -> Result<bool, KvError> {
+        Ok(!self.snapshot(actor_id).await?.is_empty())
+    }
     /// Every actor with data, sorted, with its value of `key` (read at one
     /// point in time, without taking ownership).
     async fn list_values(&self, key: &[u8]) -> Result<Vec<(String, Option<Bytes>)>, KvError>;

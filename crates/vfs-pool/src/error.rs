@@ -137,6 +137,12 @@ impl Error {
         matches!(self, Error::Sqlite(vfs_wasm::Error::Interrupted { .. }))
     }
 
+    /// Whether the call hit one of the pool's resource limits (a tenant's
+    /// memory share or the result size cap), not a fault of the data.
+    pub fn is_limit_exceeded(&self) -> bool {
+        matches!(self, Error::Sqlite(vfs_wasm::Error::LimitExceeded { .. }))
+    }
+
     /// Whether the instance serving the actor is broken (a trap, a panic or
     /// a hang): release the actor and acquire it again.
     pub fn is_instance_broken(&self) -> bool {
