@@ -143,6 +143,16 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        // The reader of our output went away (`vfs dump … | head`).
+        Err(e)
+            if e.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("vfs: error: {e:#}");
             ExitCode::FAILURE
@@ -206,6 +216,7 @@ async fn command(target: &Target, command: Command) -> Result<ExitCode> {
         } => {
             let image =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            refuse_sidecars(&file)?;
             let mode = if replace {
                 ImportMode::Replace
             } else {
@@ -301,16 +312,18 @@ async fn check(target: &Target, actors: Vec<String>) -> Result<ExitCode> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let mut out = std::io::stdout().lock();
     if failed.is_empty() {
-        println!("{} actors checked: all ok", actors.len());
+        writeln!(out, "{} actors checked: all ok", actors.len())?;
         Ok(ExitCode::SUCCESS)
     } else {
-        println!(
+        writeln!(
+            out,
             "{} of {} actors failed the check: {}",
             failed.len(),
             actors.len(),
             failed.join(", ")
-        );
+        )?;
         Ok(ExitCode::FAILURE)
     }
 }
@@ -335,6 +348,35 @@ async fn check_one(target: &Target, actor: &str) -> Result<()> {
         })
         .collect();
     bail!("{}", problems.join("; "))
+}
+
+/// Refuses a database whose write-ahead log or rollback journal beside it
+/// holds something: the file alone would lose committed transactions (a
+/// WAL not checkpointed) or be caught mid-transaction (a hot journal).
+fn refuse_sidecars(file: &Path) -> Result<()> {
+    for (suffix, what) in [
+        (
+            "-wal",
+            "a write-ahead log with transactions not yet in the file",
+        ),
+        (
+            "-journal",
+            "a rollback journal: the file may be mid-transaction",
+        ),
+    ] {
+        let mut sidecar = file.as_os_str().to_owned();
+        sidecar.push(suffix);
+        let sidecar = PathBuf::from(sidecar);
+        if std::fs::metadata(&sidecar).is_ok_and(|m| m.len() > 0) {
+            bail!(
+                "{} has {what} ({}); open it once with sqlite3 (and run \
+                 PRAGMA wal_checkpoint(TRUNCATE) for a WAL) and import again",
+                file.display(),
+                sidecar.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same

@@ -122,6 +122,29 @@ pub fn sql_literal(value: &Value) -> String {
         Value::Real(r) if *r > 0.0 => "9e999".into(),
         Value::Real(_) => "-9e999".into(),
         Value::Text(t) if t.contains('\0') => format!("CAST(X'{}' AS TEXT)", hex(t.as_bytes())),
+        // Line ends as char() calls: a reader of the text (the sqlite3
+        // shell among them) may turn a "\r\n" inside a line into "\n".
+        Value::Text(t) if t.contains(['\r', '\n']) => {
+            let mut parts = Vec::new();
+            let mut plain = String::new();
+            for c in t.chars() {
+                if c == '\r' || c == '\n' {
+                    if !plain.is_empty() {
+                        parts.push(format!(
+                            "'{}'",
+                            std::mem::take(&mut plain).replace('\'', "''")
+                        ));
+                    }
+                    parts.push(format!("char({})", u32::from(c)));
+                } else {
+                    plain.push(c);
+                }
+            }
+            if !plain.is_empty() {
+                parts.push(format!("'{}'", plain.replace('\'', "''")));
+            }
+            format!("({})", parts.join("||"))
+        }
         Value::Text(t) => format!("'{}'", t.replace('\'', "''")),
         Value::Blob(b) => format!("X'{}'", hex(b)),
     }
@@ -143,6 +166,11 @@ mod tests {
         assert_eq!(sql_literal(&Value::Real(f64::INFINITY)), "9e999");
         assert_eq!(sql_literal(&Value::from("it's")), "'it''s'");
         assert_eq!(sql_literal(&Value::Blob(vec![0, 255])), "X'00ff'");
+        assert_eq!(
+            sql_literal(&Value::from("a'\r\nb")),
+            "('a'''||char(13)||char(10)||'b')"
+        );
+        assert_eq!(sql_literal(&Value::from("\n")), "(char(10))");
         assert_eq!(quote_name("a\"b"), "\"a\"\"b\"");
     }
 

@@ -28,34 +28,39 @@ enum Session<'a> {
     Live(Database),
 }
 
-impl Session<'_> {
-    fn database(&self) -> &Database {
-        match self {
-            Session::ReadOnly { snapshot, .. } => snapshot
-                .as_ref()
-                .expect("held between statements")
-                .database(),
-            Session::Live(db) => db,
-        }
-    }
+/// A snapshot for a read-only session: `query_only` makes SQLite refuse
+/// every statement that would write, inside a transaction too.
+async fn read_only_snapshot(target: &Target, actor: &str) -> Result<Snapshot> {
+    let snapshot = target.driver().snapshot(actor).await?;
+    snapshot.database().exec("PRAGMA query_only = 1").await?;
+    Ok(snapshot)
+}
 
+impl Session<'_> {
     /// Runs one statement; a read-only session refuses it if it wrote.
     async fn run(&mut self, sql: &str) -> Result<Rows> {
-        let rows = self.database().query(sql, &[]).await;
-        if let Session::ReadOnly { target, snapshot } = self {
-            let modified = snapshot.as_ref().is_some_and(Snapshot::is_modified);
-            if modified {
-                let old = snapshot.take().expect("held between statements");
+        match self {
+            Session::Live(db) => Ok(db.query(sql, &[]).await?),
+            Session::ReadOnly { target, snapshot } => {
+                let Some(copy) = snapshot.as_ref() else {
+                    bail!("the snapshot of this session is gone; start the shell again");
+                };
+                let rows = copy.database().query(sql, &[]).await;
+                if !copy.is_modified() {
+                    return Ok(rows?);
+                }
+                // query_only missed it (a statement turned it off): throw
+                // the copy away and take a fresh one.
+                let old = snapshot.take().expect("checked above");
                 let actor = old.actor_id().to_owned();
                 old.close().await?;
-                *snapshot = Some(target.driver().snapshot(&actor).await?);
+                *snapshot = Some(read_only_snapshot(target, &actor).await?);
                 bail!(
                     "this shell is read-only and the statement writes; nothing was changed \
                      (start the shell with --write to change the actor)"
-                );
+                )
             }
         }
-        Ok(rows?)
     }
 
     async fn close(self) -> Result<()> {
@@ -79,7 +84,7 @@ pub async fn run(target: &Target, actor: &str, write: bool) -> Result<ExitCode> 
     } else {
         Session::ReadOnly {
             target,
-            snapshot: Some(target.driver().snapshot(actor).await?),
+            snapshot: Some(read_only_snapshot(target, actor).await?),
         }
     };
     let outcome = if std::io::stdin().is_terminal() {
@@ -108,7 +113,10 @@ async fn interactive(session: &mut Session<'_>, actor: &str) -> Result<ExitCode>
         Session::ReadOnly { .. } => "read-only snapshot",
         Session::Live(_) => "live, writes allowed",
     };
-    println!("actor {actor:?} ({mode}). Enter SQL ending with ';', or .help");
+    writeln!(
+        std::io::stdout().lock(),
+        "actor {actor:?} ({mode}). Enter SQL ending with ';', or .help"
+    )?;
     let mut pending = String::new();
     loop {
         let prompt = if pending.is_empty() { "vfs> " } else { "...> " };
@@ -160,8 +168,9 @@ async fn piped(session: &mut Session<'_>) -> Result<ExitCode> {
         .context("reading SQL from stdin")?;
     let mut failed = false;
     let mut sql = String::new();
-    for line in script.lines() {
-        if sql.trim().is_empty() && line.trim_start().starts_with('.') {
+    // Lines keep their own line ends: a text value may hold a "\r\n".
+    for line in script.split_inclusive('\n') {
+        if statements::is_blank(&sql) && line.trim_start().starts_with('.') {
             match dot_command(session, line.trim()).await {
                 Ok(Step::Quit) => break,
                 Ok(Step::Continue) => {}
@@ -173,7 +182,6 @@ async fn piped(session: &mut Session<'_>) -> Result<ExitCode> {
             continue;
         }
         sql.push_str(line);
-        sql.push('\n');
         if statements::is_complete(&sql) {
             failed |= run_script(session, &sql).await;
             sql.clear();

@@ -31,9 +31,13 @@ pub struct Target {
 impl Target {
     /// Opens the store named by `args`.
     pub async fn open(args: &TargetArgs) -> Result<Self> {
-        // One instance serves every actor this process touches.
+        // One instance serves every actor this process touches. An
+        // operator's query, check or dump of a large database may run long
+        // and return much: no time budget (Ctrl-C ends it), a large cap.
         let config = PoolConfig {
             actors_per_instance: 64,
+            statement_timeout: None,
+            max_result_bytes: 1 << 30,
             ..PoolConfig::default()
         };
         match (&args.data_dir, &args.url) {

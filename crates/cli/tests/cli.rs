@@ -229,10 +229,19 @@ fn every_command_on_a_data_directory() {
     assert!(printed.contains("audit  named  person"), "{printed}");
     assert!(printed.contains("person 3"), "{printed}");
     assert!(printed.contains("CREATE TABLE audit"), "{printed}");
-    // Without --write it refuses a statement that writes, and changes nothing.
+    // Without --write it refuses a statement that writes, and changes nothing,
+    // inside a transaction too.
     let out = scratch.vfs_with_stdin(&["shell", "tenant"], "DELETE FROM person;\n");
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("read-only"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("readonly"), "{}", stderr(&out));
+    let out = scratch.vfs_with_stdin(
+        &["shell", "tenant"],
+        "BEGIN;\nINSERT INTO person (name) VALUES ('sneaky');\n\
+         SELECT count(*) AS people FROM person;\nCOMMIT;\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("readonly"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("| 501 "), "{}", stdout(&out));
     let out = scratch.vfs_with_stdin(
         &["shell", "tenant", "--write"],
         "DELETE FROM person WHERE id > 10;\nSELECT count(*) AS left_over FROM person;\n",
@@ -290,6 +299,13 @@ fn bad_input_gets_one_line_and_status_1_and_writes_nothing() {
         ]),
         "cannot read",
     );
+    let with_wal = scratch.file("with-wal.db");
+    std::fs::write(&with_wal, &bytes).unwrap();
+    std::fs::write(scratch.file("with-wal.db-wal"), b"frames").unwrap();
+    fails_with(
+        &scratch.vfs(&["import", with_wal.to_str().unwrap(), "other"]),
+        "write-ahead log",
+    );
     fails_with(
         &scratch.vfs(&["import", source.to_str().unwrap(), "tenant"]),
         "already has data",
@@ -328,6 +344,62 @@ fn bad_input_gets_one_line_and_status_1_and_writes_nothing() {
         .unwrap();
     fails_with(&scratch.vfs(&["actors"]), "in use by another process");
     runtime.block_on(host.shutdown());
+}
+
+/// Tables a dump gets wrong easily: generated columns, full-text search
+/// (a virtual table and its shadow tables), WITHOUT ROWID, columns that
+/// hide the rowid, the smallest rowid, AUTOINCREMENT, and text holding
+/// "\r\n".
+const AWKWARD: &str = "
+    CREATE TABLE g (a INTEGER, b INTEGER GENERATED ALWAYS AS (a * 2) VIRTUAL,
+                    c TEXT GENERATED ALWAYS AS (a || 'x') STORED);
+    INSERT INTO g (a) VALUES (1), (2);
+    CREATE VIRTUAL TABLE ft USING fts5(body);
+    INSERT INTO ft VALUES ('hello world'), ('goodbye moon');
+    CREATE TABLE w (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+    INSERT INTO w VALUES ('a', 1), ('b', 2);
+    CREATE TABLE r (rowid TEXT, _rowid_ TEXT, x);
+    INSERT INTO r VALUES ('one', 'two', 3), ('three', 'four', 5);
+    CREATE TABLE m (x);
+    INSERT INTO m (rowid, x) VALUES (-9223372036854775808, 'min'), (9223372036854775807, 'max');
+    CREATE TABLE crlf (t TEXT);
+    INSERT INTO crlf VALUES ('a' || char(13) || char(10) || 'b''c');
+    CREATE TABLE seq (id INTEGER PRIMARY KEY AUTOINCREMENT, v);
+    INSERT INTO seq (v) VALUES (1), (2);
+";
+
+#[test]
+fn the_dump_rebuilds_awkward_tables() {
+    let scratch = Scratch::new();
+    let source = scratch.file("awkward.db");
+    sqlite3(&source, AWKWARD);
+    ok(&scratch.vfs(&["import", source.to_str().unwrap(), "odd"]));
+    let dump = ok(&scratch.vfs(&["dump", "odd"]));
+
+    let rebuilt = scratch.file("rebuilt.db");
+    let mut load = Command::new("sqlite3");
+    load.arg(&rebuilt);
+    let out = run_with_stdin(load, &dump);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(sqlite3(&rebuilt, ".dump"), sqlite3(&source, ".dump"));
+    assert_eq!(
+        sqlite3(&rebuilt, "SELECT body FROM ft WHERE ft MATCH 'moon'"),
+        "goodbye moon\n"
+    );
+
+    // Piped into a shell that writes (another directory), the "\r\n" stays.
+    let other = Scratch::new();
+    let plain: String = dump
+        .split_inclusive('\n')
+        .filter(|line| !line.contains("writable_schema") && !line.contains("sqlite_schema"))
+        .collect();
+    ok(&other.vfs_with_stdin(&["shell", "copy", "--write"], &plain));
+    let csv = ok(&other.vfs(&["sql", "copy", "SELECT hex(t) FROM crlf", "--csv"]));
+    assert_eq!(csv, "hex(t)\n610D0A622763\n");
 }
 
 #[test]
