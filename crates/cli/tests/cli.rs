@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use driver_engine::EngineDriver;
 use driver_engine::testing::fresh_database_url;
+use vfs_pool::testing::sqlite3_shell as sqlite3;
 use vfs_pool::{ActorDriver, PoolConfig, Value};
 
 /// A data directory and scratch space for files.
@@ -102,17 +103,6 @@ fn fails_with(out: &Output, words: &str) {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(err.contains(words), "{words:?} not in {err}");
-}
-
-/// Runs the system's `sqlite3` shell on `file`.
-fn sqlite3(file: &Path, sql: &str) -> String {
-    let out = Command::new("sqlite3")
-        .arg(file)
-        .arg(sql)
-        .output()
-        .expect("the sqlite3 shell (Debian's sqlite3 package; `cargo xtask deps` installs it)");
-    assert!(out.status.success(), "sqlite3: {}", stderr(&out));
-    stdout(&out)
 }
 
 /// A database with tables, an index, a view, a trigger and blobs, made by

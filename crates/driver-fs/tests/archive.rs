@@ -10,22 +10,8 @@ use std::process::Command;
 use common::config;
 use driver_fs::FsDriver;
 use vfs_pool::testing::integrity;
+use vfs_pool::testing::sqlite3_shell as sqlite3;
 use vfs_pool::{ActorDriver, Error, ImportMode, Value, WrapsStorageDriver};
-
-/// Runs the system's `sqlite3` shell on `file` and returns what it printed.
-fn sqlite3(file: &Path, sql: &str) -> String {
-    let out = Command::new("sqlite3")
-        .arg(file)
-        .arg(sql)
-        .output()
-        .expect("the sqlite3 shell (Debian's sqlite3 package; `cargo xtask deps` installs it)");
-    assert!(
-        out.status.success(),
-        "sqlite3 {sql:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Runs a Python script with `file` as its first argument.
 fn python(script: &str, file: &Path) {

@@ -10,9 +10,11 @@
 //!   anything unexpected;
 //! - [`report`]: an error with all its causes on one line, to assert on
 //!   words a cause holds (errors here keep causes in `source()`, not in
-//!   their own message).
+//!   their own message);
+//! - [`sqlite3_shell`]: the system's `sqlite3` shell on a file, the client
+//!   nobody here wrote that checks exported databases.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -140,4 +142,21 @@ impl KvStore for GateKv {
     fn limits(&self) -> KvLimits {
         self.inner.limits()
     }
+}
+
+/// Runs the system's `sqlite3` shell (Debian's `sqlite3` package, which
+/// `cargo xtask deps` installs) on `file` with `sql` as its argument and
+/// returns what it printed; fails the test if it cannot run or fails.
+pub fn sqlite3_shell(file: &Path, sql: &str) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg(file)
+        .arg(sql)
+        .output()
+        .expect("the sqlite3 shell (Debian's sqlite3 package; `cargo xtask deps` installs it)");
+    assert!(
+        out.status.success(),
+        "sqlite3 {sql:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("sqlite3 prints UTF-8 here")
 }
