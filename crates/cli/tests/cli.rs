@@ -392,6 +392,34 @@ fn the_dump_rebuilds_awkward_tables() {
     assert_eq!(csv, "hex(t)\n610D0A622763\n");
 }
 
+/// `vfs dump … | head -1`: the reader goes away after one line, and the
+/// command ends quietly with status 0 instead of a panic.
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    use std::io::{BufRead, BufReader};
+    let scratch = Scratch::new();
+    let source = scratch.file("source.db");
+    source_database(&source);
+    ok(&scratch.vfs(&["import", source.to_str().unwrap(), "tenant"]));
+    let mut child = vfs_command(scratch.dir.path())
+        .arg("--data-dir")
+        .arg(scratch.data())
+        .args(["dump", "tenant"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "PRAGMA foreign_keys=OFF;\n");
+    // The dump is far larger than a pipe's buffer; the read end is closed.
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+}
+
 #[test]
 fn the_shell_on_a_terminal() {
     let scratch = Scratch::new();
