@@ -232,6 +232,17 @@ fn every_command_on_a_data_directory() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("readonly"), "{}", stderr(&out));
     assert!(stdout(&out).contains("| 501 "), "{}", stdout(&out));
+    // Turning query_only off does not get a write through either: the
+    // write is caught in the copy and the copy is taken afresh.
+    let out = scratch.vfs_with_stdin(
+        &["shell", "tenant"],
+        "PRAGMA query_only = 0;\nDELETE FROM person;\n\
+         SELECT count(*) AS people FROM person;\nDELETE FROM audit;\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).matches("read-only").count(), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("readonly"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("| 501 "), "{}", stdout(&out));
     let out = scratch.vfs_with_stdin(
         &["shell", "tenant", "--write"],
         "DELETE FROM person WHERE id > 10;\nSELECT count(*) AS left_over FROM person;\n",
