@@ -240,7 +240,12 @@ fn every_command_on_a_data_directory() {
          SELECT count(*) AS people FROM person;\nDELETE FROM audit;\n",
     );
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out).matches("read-only").count(), 1, "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).matches("read-only").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("readonly"), "{}", stderr(&out));
     assert!(stdout(&out).contains("| 501 "), "{}", stdout(&out));
     let out = scratch.vfs_with_stdin(
