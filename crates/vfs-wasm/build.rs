@@ -41,6 +41,8 @@ const EXPORTS: &[&str] = &[
     "sqlite3_get_autocommit",
     // Memory accounting only (`Instance::database_status`).
     "sqlite3_db_status",
+    // Frees an idle database's page cache (`Instance::release_memory`).
+    "sqlite3_db_release_memory",
 ];
 
 /// Compile-time options; see the crate docs for why each is there.
@@ -56,7 +58,16 @@ const DEFINES: &[&str] = &[
     "SQLITE_USE_URI=0",
     // Memory statistics drive sqlite3_hard_heap_limit64 (the memory cap).
     "SQLITE_DEFAULT_MEMSTATUS=1",
-    "SQLITE_TEMP_STORE=2",
+    // Temporary tables and indices always in guest memory (no pragma can
+    // ask for files, which the VFS does not serve).
+    "SQLITE_TEMP_STORE=3",
+    // The settings every connection runs with, as defaults rather than
+    // pragmas run at each open (see `configure` in instance.rs): an
+    // exclusive lock kept from the first read (SQLite never re-validates
+    // its cache), synchronous NORMAL, and a 256 KiB page cache.
+    "SQLITE_DEFAULT_LOCKING_MODE=1",
+    "SQLITE_DEFAULT_SYNCHRONOUS=1",
+    "SQLITE_DEFAULT_CACHE_SIZE=-256",
     "SQLITE_MAX_MMAP_SIZE=0",
     "SQLITE_ENABLE_API_ARMOR",
     "SQLITE_DEFAULT_PAGE_SIZE=4096",

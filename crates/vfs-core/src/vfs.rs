@@ -229,6 +229,15 @@ impl KvVfs {
         }
     }
 
+    /// Drops the page images the files of database `db` keep (read ahead,
+    /// or last written; see [`KvFile::drop_prefetch`]): memory given back
+    /// when the database goes idle. Its next reads fetch from the store.
+    pub fn drop_cached_pages(&mut self, db: &str) {
+        for open in self.files.values_mut().filter(|f| &*f.owner == db) {
+            open.file.drop_prefetch();
+        }
+    }
+
     /// Marks the calling database unusable until it is forgotten: its
     /// store may hold something other than SQLite believes. The first
     /// reason is kept.

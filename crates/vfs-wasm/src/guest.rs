@@ -103,6 +103,9 @@ struct Exports {
     /// `sqlite3_db_status`, for memory accounting; `None` for a prebuilt
     /// module (`VFS_WASM_MODULE`) built without it.
     db_status: Option<DbStatusFn>,
+    /// `sqlite3_db_release_memory`; `None` for a prebuilt module built
+    /// without it (releasing memory then frees only statements).
+    db_release_memory: Option<TypedFunction<u32, i32>>,
 }
 
 /// `sqlite3_db_status(conn, op, *current, *highwater, reset)`.
@@ -244,6 +247,9 @@ impl Guest {
             trap: get!("shim_trap"),
             refused: get!("shim_refused"),
             db_status: ex.get_typed_function(&store, "sqlite3_db_status").ok(),
+            db_release_memory: ex
+                .get_typed_function(&store, "sqlite3_db_release_memory")
+                .ok(),
         };
         initialize
             .call(&mut store)
@@ -787,6 +793,18 @@ impl Guest {
             });
         }
         Ok(current as i32)
+    }
+
+    /// `sqlite3_db_release_memory(conn)`: frees every page of the
+    /// connection's cache that no statement holds. Without the export
+    /// (a prebuilt module) it frees nothing and succeeds.
+    pub(crate) fn db_release_memory(&mut self, conn: ConnPtr) -> Result<i32> {
+        let Some(release) = self.f.db_release_memory.clone() else {
+            return Ok(sqlite::SQLITE_OK);
+        };
+        release
+            .call(&mut self.store, conn.0)
+            .map_err(|e| self.trap(&e))
     }
 
     /// Makes the guest trap (tests only).

@@ -244,6 +244,39 @@ impl Instance {
         self.guest.db_status(conn, op).map(i64::from)
     }
 
+    /// Frees the memory `db` keeps only to be fast, and returns how many
+    /// bytes of guest heap that gave back to the instance (where its
+    /// co-tenants can use them): its page cache (every page no running
+    /// statement holds), its cached prepared statements, and the page
+    /// images the host keeps for its files. Nothing about the database
+    /// changes: its next call prepares its statement again and reads the
+    /// pages it needs from the store again, and that is all it costs.
+    ///
+    /// For databases that have had no calls for a while (the pool does it
+    /// on its own, see `PoolConfig::release_memory_after` in `vfs-pool`);
+    /// calling it inside an open transaction frees only the clean pages.
+    pub fn release_memory(&mut self, db: DbId) -> Result<u64> {
+        let (name, conn, slot) = self.db(db)?;
+        let before = self.guest.slot_used(slot)?;
+        let entry = self.dbs.get_mut(&db).ok_or(Error::UnknownDatabase)?;
+        let capacity = self.guest.config().statement_cache;
+        let stmts = std::mem::replace(&mut entry.stmts, StatementCache::new(capacity));
+        self.guest.with_caller(Arc::clone(&name), slot, |g| {
+            for stmt in stmts.into_statements() {
+                g.finalize(stmt)?;
+            }
+            let rc = g.db_release_memory(conn)?;
+            if rc == sqlite::SQLITE_OK {
+                Ok(())
+            } else {
+                Err(g.sqlite_error(conn, rc))
+            }
+        })?;
+        self.guest.state().vfs.drop_cached_pages(&name);
+        let after = self.guest.slot_used(slot)?;
+        Ok(u64::try_from(before.saturating_sub(after)).unwrap_or(0))
+    }
+
     /// Number of open databases.
     pub fn database_count(&self) -> usize {
         self.dbs.len()
@@ -371,18 +404,24 @@ fn configure(conn: &mut Connection<'_>) -> Result<()> {
     let config = conn.guest().config();
     let max_length = config.max_length.min(i32::MAX as u32) as i32;
     let like = config.max_like_pattern.min(i32::MAX as u32) as i32;
-    // locking_mode first: the lock taken by the first read is then kept,
-    // so SQLite never re-validates its cache (no re-reads on reopen).
-    // cache_spill = OFF: dirty pages stay in the page cache until commit
-    // (bounded by the memory cap), so a transaction larger than the cache
-    // still commits as ONE atomic batch instead of spilling to a journal.
-    let pragmas = format!(
-        "PRAGMA locking_mode = EXCLUSIVE; PRAGMA page_size = 4096; \
-         PRAGMA journal_mode = DELETE; PRAGMA synchronous = NORMAL; \
-         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{}; \
-         PRAGMA cache_spill = OFF;",
-        config.cache_size_kib
-    );
+    // The module's compile-time defaults already give every connection an
+    // exclusive lock kept from its first read (SQLite never re-validates
+    // its cache, so a reopen re-reads nothing), synchronous NORMAL,
+    // temporary storage in memory, 4 KiB pages, the rollback journal and
+    // a 256 KiB cache (checked once per module by `seed_pass`); only what
+    // no compile-time option sets is a pragma here, since each costs the
+    // open a statement. cache_spill = OFF: dirty pages stay in the page
+    // cache until commit (bounded by the memory cap), so a transaction
+    // larger than the cache still commits as ONE atomic batch instead of
+    // spilling to a journal.
+    let pragmas = if config.cache_size_kib == COMPILED_CACHE_KIB {
+        "PRAGMA cache_spill = OFF;".to_owned()
+    } else {
+        format!(
+            "PRAGMA cache_spill = OFF; PRAGMA cache_size = -{};",
+            config.cache_size_kib
+        )
+    };
     let ptr = conn.ptr();
     let g = conn.guest();
     g.limit(ptr, sqlite::SQLITE_LIMIT_LENGTH, max_length)?;
@@ -409,13 +448,48 @@ fn configure(conn: &mut Connection<'_>) -> Result<()> {
     Ok(())
 }
 
+/// The page cache (KiB) the module's `SQLITE_DEFAULT_CACHE_SIZE` gives a
+/// connection; `configure` sets another size with a pragma.
+const COMPILED_CACHE_KIB: u32 = 256;
+
+/// The compile-time options `configure` relies on instead of pragmas, as
+/// `sqlite_compileoption_used` names them (build.rs sets them).
+const COMPILED_DEFAULTS: &[&str] = &[
+    "DEFAULT_LOCKING_MODE=1",
+    "DEFAULT_SYNCHRONOUS=1",
+    "TEMP_STORE=3",
+    "DEFAULT_PAGE_SIZE=4096",
+    "DEFAULT_CACHE_SIZE=-256",
+];
+
 /// The seeding pass: a fresh database, one write transaction, closed
-/// again.
+/// again. It runs once per module, so it also checks that the module was
+/// built with the defaults `configure` counts on (a module given with
+/// `VFS_WASM_MODULE` may not have been).
 fn seed_pass(g: &mut Guest) -> Result<()> {
     let mut conn = Connection::open(g, SEED_NAME)?;
-    let result = conn.exec_script(
-        "PRAGMA page_size = 4096; PRAGMA journal_mode = MEMORY; PRAGMA user_version = 0;",
-    );
+    let check = COMPILED_DEFAULTS
+        .iter()
+        .map(|o| format!("sqlite_compileoption_used('{o}')"))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let result = conn
+        .query_once(&format!("SELECT {check}"))
+        .and_then(|used| {
+            if used == [vec![Value::Integer(COMPILED_DEFAULTS.len() as i64)]] {
+                Ok(())
+            } else {
+                Err(Error::Config(format!(
+                    "the SQLite module was not built with the options this crate needs \
+                     ({COMPILED_DEFAULTS:?}); build it with vfs-wasm's build script"
+                )))
+            }
+        })
+        .and_then(|()| {
+            conn.exec_script(
+                "PRAGMA page_size = 4096; PRAGMA journal_mode = MEMORY; PRAGMA user_version = 0;",
+            )
+        });
     let ptr = conn.ptr();
     conn.guest().close(ptr)?;
     result

@@ -158,3 +158,52 @@ fn an_unknown_status_counter_is_an_error() {
     assert!(instance.database_status(db, 9999).is_err());
     assert!(instance.database_status(db, CACHE_USED).expect("cache") > 0);
 }
+
+/// `release_memory` gives back exactly what the database's page cache and
+/// cached statements held (the charge falls by what it reports), keeps its
+/// schema, and leaves every row readable.
+#[test]
+fn releasing_a_database_frees_its_cache_and_statements_and_keeps_its_data() {
+    let mut instance = common::instance();
+    let db = open_small(&mut instance, "idle");
+    instance
+        .exec(
+            db,
+            "WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n WHERE i < 200)
+             INSERT INTO kv SELECT i, hex(zeroblob(250)) FROM n",
+        )
+        .expect("fill");
+    let count = "SELECT count(*), sum(length(v)) FROM kv";
+    let before = instance.query(db, count, &[]).expect("count").rows;
+    let charged = instance.database_memory_bytes(db).expect("charge");
+    let cache = instance.database_status(db, CACHE_USED).expect("cache");
+    let stmts = instance.database_status(db, STMT_USED).expect("stmts");
+    assert!(
+        cache > 20 * 4096 && stmts > 0,
+        "cache {cache}, statements {stmts}"
+    );
+
+    let freed = instance.release_memory(db).expect("release");
+    let left = instance.database_memory_bytes(db).expect("charge");
+    assert_eq!(
+        charged - left,
+        freed,
+        "the charge fell by what was reported"
+    );
+    assert!(
+        freed >= (cache + stmts) as u64 * 9 / 10,
+        "freed {freed} bytes of a {cache}-byte cache and {stmts} bytes of statements"
+    );
+    assert_eq!(instance.database_status(db, STMT_USED).expect("stmts"), 0);
+    assert!(instance.database_status(db, CACHE_USED).expect("cache") < 8192);
+    assert!(instance.database_status(db, SCHEMA_USED).expect("schema") > 0);
+
+    assert_eq!(instance.query(db, count, &[]).expect("count").rows, before);
+    assert_eq!(
+        instance
+            .query(db, "PRAGMA integrity_check", &[])
+            .expect("check")
+            .rows,
+        vec![vec![Value::Text("ok".into())]]
+    );
+}
