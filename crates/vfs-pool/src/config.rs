@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vfs_wasm::InstanceConfig;
+use vfs_wasm::{InstanceConfig, Lookaside};
 
 use crate::{Error, Result};
 
@@ -48,6 +48,12 @@ pub struct PoolConfig {
     pub memory_limit_bytes: u64,
     /// SQLite page cache per database, in KiB. Default: the engine's default.
     pub cache_size_kib: u32,
+    /// SQLite's lookaside allocator per actor's connection: slots that
+    /// serve its small allocations without the guest's `malloc`. `None`
+    /// (the default) gives each actor none, which saves its slots' memory
+    /// (8 KiB for 64 slots of 128 bytes) on every open actor; see
+    /// BENCHMARKS.md for what it costs in speed.
+    pub lookaside: Option<Lookaside>,
     /// Guest heap one actor's database may hold, in bytes (page cache,
     /// schema, statements, temporary tables, sorts). Past it that actor's
     /// statement fails with a limit error; its co-tenants keep their memory.
@@ -112,6 +118,16 @@ pub struct PoolConfig {
     /// awaited inside the call that makes it, holding the instance. Default
     /// 8 MiB.
     pub write_behind_bytes: usize,
+    /// How long an open database may go without a call before the pool
+    /// gives its memory back to its instance: its page cache, its cached
+    /// prepared statements and the page images the host keeps for it (see
+    /// [`Database::release_memory`](crate::Database::release_memory)).
+    /// Its co-tenants can then use that memory, and its own next call reads
+    /// the pages it needs from the store again. A background task looks once
+    /// per this period, so a database is released after between one and two
+    /// periods without a call, once per quiet spell. `None` keeps every
+    /// open database's memory until it closes. Not zero. Default 30 s.
+    pub release_memory_after: Option<Duration>,
     /// Directory for the compiled-module cache, so that a process start
     /// deserializes the compiled SQLite module in milliseconds instead of
     /// compiling it. `None` compiles in memory on every process start.
@@ -129,12 +145,14 @@ impl Default for PoolConfig {
             statement_timeout: engine.statement_timeout,
             memory_limit_bytes: engine.memory_limit_bytes,
             cache_size_kib: engine.cache_size_kib,
+            lookaside: None,
             tenant_memory_limit_bytes: engine.tenant_memory_limit_bytes,
             max_result_bytes: engine.max_result_bytes,
             store_timeout: engine.store_timeout,
             close_timeout: Duration::from_secs(5),
             max_inline_calls: 64,
             write_behind_bytes: 8 << 20,
+            release_memory_after: Some(Duration::from_secs(30)),
             module_cache_dir: Some(default_module_cache_dir()),
         }
     }
@@ -174,6 +192,11 @@ impl PoolConfig {
                 self.close_timeout
             )));
         }
+        if self.release_memory_after.is_some_and(|d| d.is_zero()) {
+            return Err(Error::InvalidConfig(
+                "release_memory_after must not be zero (None turns it off)".into(),
+            ));
+        }
         self.instance_config().validate().map_err(|e| match e {
             vfs_wasm::Error::Config(reason) => Error::InvalidConfig(reason),
             other => Error::InvalidConfig(other.to_string()),
@@ -207,6 +230,7 @@ impl PoolConfig {
             statement_timeout: self.statement_timeout,
             memory_limit_bytes: self.memory_limit_bytes,
             cache_size_kib: self.cache_size_kib,
+            lookaside: self.lookaside,
             tenant_memory_limit_bytes: self.tenant_memory_limit_bytes,
             tenant_memory_reserve_bytes: self.tenant_memory_reserve(),
             max_result_bytes: self.max_result_bytes,

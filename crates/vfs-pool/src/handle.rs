@@ -206,6 +206,53 @@ impl Database {
         self.call(move |i, db| i.query(db, &sql, &params)).await
     }
 
+    /// Gives the memory this database keeps only to be fast back to its
+    /// instance, where its co-tenants can use it, and returns how many
+    /// bytes of guest heap that was: its page cache, its cached prepared
+    /// statements and the page images the host keeps for its files. Its
+    /// data is untouched; its next call prepares its statement again and
+    /// reads the pages it needs from the store again.
+    ///
+    /// The pool does this on its own for databases that had no call for
+    /// [`PoolConfig::release_memory_after`](crate::PoolConfig::release_memory_after).
+    /// It is not a call of the actor's: it does not count as activity.
+    pub async fn release_memory(&self) -> Result<u64> {
+        self.check_usable()?;
+        self.inner
+            .shared
+            .release_memory(&self.inner.actor, self.inner.db)
+            .await
+    }
+
+    /// Bytes of its instance's guest heap this database holds now (its page
+    /// cache, schema, prepared statements and whatever its running
+    /// statements hold), as counted against
+    /// [`PoolConfig::tenant_memory_limit_bytes`](crate::PoolConfig::tenant_memory_limit_bytes).
+    /// Not a call of the actor's: it does not count as activity.
+    pub async fn memory_bytes(&self) -> Result<u64> {
+        self.check_usable()?;
+        let _op = self.inner.shared.begin_op(&self.inner.actor)?;
+        let db = self.inner.db;
+        let used = self
+            .inner
+            .actor
+            .worker
+            .call_healthy(move |i| i.database_memory_bytes(db))
+            .await??;
+        Ok(used)
+    }
+
+    /// Refuses a closed or poisoned database.
+    fn check_usable(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        if let Some(poison) = self.inner.behind.as_ref().and_then(|b| b.poison()) {
+            return Err(Error::Poisoned(poison));
+        }
+        Ok(())
+    }
+
     /// Whether [`close`](Self::close) was called on this database (any
     /// clone). A database closed by a release is not counted: its calls
     /// fail with [`Error::Released`].
@@ -256,13 +303,9 @@ impl Database {
         T: Send + 'static,
         F: FnOnce(&mut Instance, DbId) -> vfs_wasm::Result<T> + Send + 'static,
     {
-        if self.inner.closed.load(Ordering::SeqCst) {
-            return Err(Error::Closed);
-        }
+        self.check_usable()?;
+        self.inner.actor.activity.called();
         let behind = self.inner.behind.clone();
-        if let Some(poison) = behind.as_ref().and_then(|b| b.poison()) {
-            return Err(Error::Poisoned(poison));
-        }
         let (result, upto) = {
             let _op = self.inner.shared.begin_op(&self.inner.actor)?;
             let db = self.inner.db;

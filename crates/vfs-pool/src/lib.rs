@@ -123,6 +123,7 @@ mod driver;
 mod error;
 mod flush;
 mod handle;
+mod idle;
 mod pool;
 pub mod testing;
 mod worker;
@@ -135,4 +136,4 @@ pub use handle::{Database, PooledHandle};
 pub use pool::{InstanceInfo, MAX_ACTOR_ID_LEN, SqliteVfsPool, validate_actor_id};
 
 pub use vfs_core::{CountingKv, FaultyKv, KvError, KvLimits, KvStore, MemoryKv};
-pub use vfs_wasm::{Rows, Value};
+pub use vfs_wasm::{Lookaside, Rows, Value};

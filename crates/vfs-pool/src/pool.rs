@@ -27,6 +27,7 @@ use vfs_wasm::{DbId, ModuleConfig};
 
 use crate::flush::{Unsettled, WriteBehind};
 use crate::handle::PooledHandle;
+use crate::idle::{self, Activity};
 use crate::worker::{self, InlineLimit, Startup, Stopping, Worker, WorkerSender};
 use crate::{Error, PoolConfig, Result};
 
@@ -77,6 +78,9 @@ pub(crate) struct Shared {
     /// deleted) only once they are all quiet, so a late write can never
     /// land on top of newer data.
     unsettled: Mutex<HashMap<String, Vec<Arc<Closing>>>>,
+    /// Whether the task that releases idle databases' memory was started
+    /// (by the first acquire inside a runtime; see [`crate::idle`]).
+    sweeper_started: AtomicBool,
 }
 
 #[derive(Default)]
@@ -185,6 +189,8 @@ pub(crate) struct ActorState {
     pub(crate) db: Mutex<DbSlot>,
     /// The write-behind queue of the open database, if it has one.
     pub(crate) behind: Mutex<Option<Arc<WriteBehind>>>,
+    /// Its calls, for releasing an idle database's memory.
+    pub(crate) activity: Activity,
 }
 
 /// The write-behind queue of a database being closed.
@@ -289,6 +295,7 @@ impl SqliteVfsPool {
                 inline,
                 instance_count: watch::channel(0).0,
                 unsettled: Mutex::new(HashMap::new()),
+                sweeper_started: AtomicBool::new(false),
             }),
         })
     }
@@ -330,6 +337,7 @@ impl SqliteVfsPool {
     /// Finds or creates the seat of `id` and waits until its instance runs.
     async fn seated(&self, id: &str) -> Result<PooledHandle> {
         let actor = self.shared.seat(id)?;
+        self.shared.start_sweeper();
         tracing::Span::current().record("instance", actor.instance);
         if let Err(e) = worker::wait_ready(actor.startup.clone()).await {
             self.shared.forget_instance(actor.instance);
@@ -591,6 +599,7 @@ impl Shared {
             poisoned: AtomicBool::new(false),
             db: Mutex::new(DbSlot::Empty),
             behind: Mutex::new(None),
+            activity: Activity::default(),
         });
         state.actors.insert(actor_id.to_owned(), Arc::clone(&actor));
         Ok(actor)
@@ -906,6 +915,41 @@ impl Shared {
         }
         self.forget_quiet(actor_id);
         Ok(())
+    }
+
+    /// Whether `shutdown` began or the pool was dropped.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Every seated actor's open database.
+    pub(crate) fn open_databases(&self) -> Vec<(Arc<ActorState>, DbId)> {
+        let state = self.state.lock();
+        state
+            .actors
+            .values()
+            .filter_map(|actor| match *actor.db.lock() {
+                DbSlot::Open(db) => Some((Arc::clone(actor), db)),
+                DbSlot::Empty | DbSlot::Opening => None,
+            })
+            .collect()
+    }
+
+    /// Starts the task that releases idle databases' memory, once, if the
+    /// configuration asks for it and there is a runtime to run it on.
+    fn start_sweeper(self: &Arc<Self>) {
+        let Some(every) = self.config.release_memory_after else {
+            return;
+        };
+        if self.sweeper_started.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.sweeper_started.swap(true, Ordering::SeqCst) {
+            runtime.spawn(idle::sweep_every(Arc::downgrade(self), every));
+        }
     }
 
     /// Starts the idle countdown of an instance with no actors and no
