@@ -23,8 +23,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use serde_json::{Map, Value as Json, json};
 use vfs_pool::{
-    ActorDriver, ActorStorage, CountingKv, Database, FaultyKv, KvStore, MemoryKv, PoolConfig,
-    SqliteVfsPool, Value,
+    ActorDriver, ActorStorage, CountingKv, Database, FaultyKv, KvStore, Lookaside, MemoryKv,
+    PoolConfig, SqliteVfsPool, Value,
 };
 use vfs_wasm::{Instance, InstanceConfig, ModuleConfig, SqliteModule};
 
@@ -66,6 +66,12 @@ struct Args {
     /// BENCHMARKS.md records; not part of CI).
     #[arg(long, default_value_t = 10_000)]
     density_actors: usize,
+    /// pool_workload, density, engine_commits: SQLite lookaside slots (of
+    /// 128 bytes) per actor's connection; 0 turns lookaside off. Default:
+    /// `PoolConfig`'s. `pool_workload` also runs its phases once with the
+    /// other setting.
+    #[arg(long, value_name = "SLOTS")]
+    lookaside: Option<u32>,
     /// engine_commits: actors committing concurrently (on each backend).
     #[arg(long, default_value_t = 1000)]
     commit_actors: usize,
@@ -92,11 +98,7 @@ fn main() -> Result<()> {
         );
     }
     if args.child && args.bare_probe {
-        let probe = bare_probe(
-            &config(args.per_instance),
-            BARE_INSTANCES,
-            args.per_instance,
-        )?;
+        let probe = bare_probe(&scenario_config(&args), BARE_INSTANCES, args.per_instance)?;
         println!("{}", Json::Object(probe));
         return Ok(());
     }
@@ -276,6 +278,46 @@ fn config(per_instance: usize) -> PoolConfig {
     }
 }
 
+/// [`config`] for the scenarios that take `--per-instance` and
+/// `--lookaside`.
+fn scenario_config(args: &Args) -> PoolConfig {
+    let default = config(args.per_instance);
+    PoolConfig {
+        lookaside: match args.lookaside {
+            None => default.lookaside,
+            Some(0) => None,
+            Some(slots) => Some(Lookaside {
+                slot_size: LOOKASIDE_SLOT_BYTES,
+                slots,
+            }),
+        },
+        ..default
+    }
+}
+
+/// The slot size `--lookaside` gives (SQLite's usual small-slot size).
+const LOOKASIDE_SLOT_BYTES: u32 = 128;
+
+/// The same configuration with lookaside switched: off if it is on, else
+/// SQLite's usual 64 slots of 128 bytes.
+fn other_lookaside(config: &PoolConfig) -> PoolConfig {
+    PoolConfig {
+        lookaside: match config.lookaside {
+            Some(_) => None,
+            None => Some(Lookaside {
+                slot_size: LOOKASIDE_SLOT_BYTES,
+                slots: 64,
+            }),
+        },
+        ..config.clone()
+    }
+}
+
+/// Lookaside bytes per connection under `config`.
+fn lookaside_bytes(config: &PoolConfig) -> u32 {
+    config.lookaside.map_or(0, |l| l.slot_size * l.slots)
+}
+
 /// The engine settings the pool gives each of its instances for `config`
 /// (a copy of the crate-private `PoolConfig::instance_config`): the same
 /// limits, and each database's memory reserve cut so that a full
@@ -294,6 +336,7 @@ fn instance_config(config: &PoolConfig) -> InstanceConfig {
             .min(config.tenant_memory_limit_bytes),
         max_result_bytes: config.max_result_bytes,
         store_timeout: config.store_timeout,
+        lookaside: config.lookaside,
         ..engine
     }
 }
@@ -326,17 +369,38 @@ async fn insert_rows(
 async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
     let (actors, rows) = (args.actors, args.rows);
     let rss_before = rss_kb();
-    let pool_config = config(args.per_instance);
+    let pool_config = scenario_config(args);
     let pool = SqliteVfsPool::new(pool_config.clone())?;
     // Compile (or load) the module before timing opens.
     pool.acquire("warm-up").await?.release().await;
+    // What the actors cost, without the process's one-time costs (the
+    // compiled module, the runtime, the first instance's creation).
+    let rss_warm = rss_kb();
 
     let started = Instant::now();
-    let dbs = open_actors(&pool, actors).await?;
+    let opened = open_actors(&pool, actors).await?;
     let open_ms_per_actor = ms(started.elapsed()) / actors as f64;
+    let open_steps = [
+        opened.per_actor(opened.acquire),
+        opened.per_actor(opened.open),
+        opened.per_actor(opened.create),
+    ];
+    let Opened { dbs, stores, .. } = opened;
 
-    let inline = timed_phases(&dbs, rows, rss_kb).await?;
+    // RSS and the stores' bytes, taken together after the reads.
+    let store_bytes = std::sync::atomic::AtomicUsize::new(0);
+    let inline = timed_phases(&dbs, rows, || {
+        let rss = rss_kb();
+        store_bytes.store(
+            stores.iter().map(|s| stored_bytes(s)).sum(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        rss
+    })
+    .await?;
     let rss_after = inline.rss_after_reads;
+    let store_kb_per_actor = store_bytes.into_inner() as f64 / 1024.0 / actors as f64;
+    drop(stores);
     let instances = pool.instance_count();
     pool.shutdown().await;
     drop(dbs);
@@ -348,9 +412,21 @@ async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
         max_inline_calls: 0,
         ..pool_config.clone()
     })?;
-    let dbs = open_actors(&hop_pool, actors).await?;
+    let dbs = open_actors(&hop_pool, actors).await?.dbs;
     let hop = timed_phases(&dbs, rows, || 0).await?;
     hop_pool.shutdown().await;
+    drop(dbs);
+
+    // The same phases with SQLite's lookaside switched (off if the
+    // configuration has it, on if not): what it buys in speed. Its memory
+    // is `density`'s to measure (`--lookaside`), in a process of its own.
+    let other = other_lookaside(&pool_config);
+    let lookaside_pool = SqliteVfsPool::new(other.clone())?;
+    let started = Instant::now();
+    let dbs = open_actors(&lookaside_pool, actors).await?.dbs;
+    let lookaside_open_ms_per_actor = ms(started.elapsed()) / actors as f64;
+    let lookaside = timed_phases(&dbs, rows, || 0).await?;
+    lookaside_pool.shutdown().await;
     drop(dbs);
 
     let floor =
@@ -365,8 +441,18 @@ async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
         "rows": rows,
         "per_instance": args.per_instance,
         "instances": instances,
+        "lookaside_bytes_per_actor": lookaside_bytes(&scenario_config(args)),
         "rss_delta_kb_per_actor": rss_after.saturating_sub(rss_before) as f64 / actors as f64,
+        "rss_actors_kb_per_actor": rss_after.saturating_sub(rss_warm) as f64 / actors as f64,
+        "rss_actors_without_store_kb_per_actor":
+            rss_after.saturating_sub(rss_warm) as f64 / actors as f64 - store_kb_per_actor,
+        "store_pages_kb_per_actor": store_kb_per_actor,
         "open_ms_per_actor": open_ms_per_actor,
+        "open_acquire_ms_per_actor": open_steps[0],
+        "open_open_ms_per_actor": open_steps[1],
+        "open_create_ms_per_actor": open_steps[2],
+        "floor_open_ms_per_actor": floor.open_ms_per_actor,
+        "floor_open_open_ms_per_actor": floor.open_open_ms_per_actor,
         "write_tx_per_s": inline.write_tx_per_s,
         "point_reads_per_s": inline.point_reads_per_s,
         "concurrent_write_tx_per_s": inline.concurrent_write_tx_per_s,
@@ -377,6 +463,12 @@ async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
         "hop_concurrent_write_tx_per_s": hop.concurrent_write_tx_per_s,
         "hop_write_cpu_us_per_tx": hop.write_cpu_us_per_tx,
         "hop_concurrent_write_cpu_us_per_tx": hop.concurrent_write_cpu_us_per_tx,
+        "lookaside_alt_bytes_per_actor": lookaside_bytes(&other),
+        "lookaside_alt_open_ms_per_actor": lookaside_open_ms_per_actor,
+        "lookaside_alt_write_tx_per_s": lookaside.write_tx_per_s,
+        "lookaside_alt_point_reads_per_s": lookaside.point_reads_per_s,
+        "lookaside_alt_write_cpu_us_per_tx": lookaside.write_cpu_us_per_tx,
+        "lookaside_alt_concurrent_write_tx_per_s": lookaside.concurrent_write_tx_per_s,
         "floor_instances": floor.instances,
         "floor_write_tx_per_s": floor.write_tx_per_s,
         "floor_point_reads_per_s": floor.point_reads_per_s,
@@ -389,16 +481,47 @@ async fn pool_workload(args: &Args) -> Result<Map<String, Json>> {
 }
 
 /// Acquires `actor-0` … `actor-{actors - 1}`, opens each on a fresh
-/// `MemoryKv` and creates the table.
-async fn open_actors(pool: &SqliteVfsPool, actors: usize) -> Result<Vec<Database>> {
-    let mut dbs = Vec::with_capacity(actors);
+/// `MemoryKv` and creates the table; returns the databases, their stores
+/// and the time the three steps took.
+async fn open_actors(pool: &SqliteVfsPool, actors: usize) -> Result<Opened> {
+    let mut opened = Opened {
+        dbs: Vec::with_capacity(actors),
+        stores: Vec::with_capacity(actors),
+        acquire: Duration::ZERO,
+        open: Duration::ZERO,
+        create: Duration::ZERO,
+    };
     for a in 0..actors {
+        let started = Instant::now();
         let handle = pool.acquire(&format!("actor-{a}")).await?;
-        let db = handle.open(Arc::new(MemoryKv::new())).await?;
+        let acquired = Instant::now();
+        let store = Arc::new(MemoryKv::new());
+        let db = handle.open(Arc::clone(&store) as Arc<dyn KvStore>).await?;
+        let open = Instant::now();
         db.exec(CREATE).await?;
-        dbs.push(db);
+        opened.create += open.elapsed();
+        opened.open += open - acquired;
+        opened.acquire += acquired - started;
+        opened.dbs.push(db);
+        opened.stores.push(store);
     }
-    Ok(dbs)
+    Ok(opened)
+}
+
+/// What [`open_actors`] opened, and how long each step took in all.
+struct Opened {
+    dbs: Vec<Database>,
+    stores: Vec<Arc<MemoryKv>>,
+    acquire: Duration,
+    open: Duration,
+    create: Duration,
+}
+
+impl Opened {
+    /// Milliseconds per actor of `step`.
+    fn per_actor(&self, step: Duration) -> f64 {
+        ms(step) / self.dbs.len().max(1) as f64
+    }
 }
 
 /// What [`timed_phases`] measured.
@@ -463,6 +586,10 @@ async fn timed_phases(dbs: &[Database], rows: usize, rss: impl Fn() -> u64) -> R
 /// What [`floor_workload`] measured.
 struct Floor {
     instances: usize,
+    /// Opening an actor's database and creating its table.
+    open_ms_per_actor: f64,
+    /// The open alone.
+    open_open_ms_per_actor: f64,
     write_tx_per_s: f64,
     point_reads_per_s: f64,
     write_cpu_us_per_tx: f64,
@@ -484,11 +611,16 @@ fn floor_workload(pool_config: &PoolConfig, actors: usize, rows: usize) -> Resul
         .collect::<Result<Vec<_>, _>>()?;
     // The pool fills one instance before it starts the next; so does this.
     let mut dbs = Vec::with_capacity(actors);
+    let (mut opening, mut creating) = (Duration::ZERO, Duration::ZERO);
     for a in 0..actors {
         let i = a / per_instance;
         let instance = &mut instances[i];
+        let started = Instant::now();
         let db = instance.open(&format!("actor-{a}"), Arc::new(MemoryKv::new()))?;
+        let opened = Instant::now();
         instance.exec(db, CREATE)?;
+        creating += opened.elapsed();
+        opening += opened - started;
         dbs.push((i, db));
     }
 
@@ -523,6 +655,8 @@ fn floor_workload(pool_config: &PoolConfig, actors: usize, rows: usize) -> Resul
     }
     Ok(Floor {
         instances: instances.len(),
+        open_ms_per_actor: ms(opening + creating) / actors as f64,
+        open_open_ms_per_actor: ms(opening) / actors as f64,
         write_tx_per_s,
         point_reads_per_s,
         write_cpu_us_per_tx,
@@ -806,7 +940,7 @@ async fn instantiate() -> Result<Map<String, Json>> {
 /// `guest_committed` is address space made accessible, resident or not.
 async fn density(args: &Args) -> Result<Map<String, Json>> {
     let actors = args.density_actors;
-    let pool_config = config(args.per_instance);
+    let pool_config = scenario_config(args);
     let res_before = Residency::now()?;
     let rss_before = rss_kb();
     let pool = SqliteVfsPool::new(pool_config.clone())?;
@@ -850,8 +984,9 @@ async fn density(args: &Args) -> Result<Map<String, Json>> {
     })
     .await??;
 
-    let per_instance = args.per_instance;
-    let bare = tokio::task::spawn_blocking(move || run_bare_probe(per_instance)).await??;
+    let (per_instance, lookaside_slots) = (args.per_instance, args.lookaside);
+    let bare = tokio::task::spawn_blocking(move || run_bare_probe(per_instance, lookaside_slots))
+        .await??;
     let field = |name: &str| bare.get(name).and_then(Json::as_f64).unwrap_or(0.0);
 
     let per_actor = |kib: u64| kib as f64 / actors as f64;
@@ -868,9 +1003,7 @@ async fn density(args: &Args) -> Result<Map<String, Json>> {
         field("bare_sqlite_schema_kb"),
         field("bare_sqlite_stmt_kb"),
     );
-    let lookaside = instance_config(&pool_config)
-        .lookaside
-        .map_or(0.0, |l| f64::from(l.slot_size * l.slots) / 1024.0);
+    let lookaside = f64::from(lookaside_bytes(&pool_config)) / 1024.0;
     let guest_resident = per_actor(res.guest_resident_kb);
     let accounted = guest_resident
         + per_actor(res.worker_stack_kb)
@@ -944,12 +1077,15 @@ fn stored_bytes(store: &MemoryKv) -> usize {
 const BARE_INSTANCES: usize = 20;
 
 /// Runs [`bare_probe`] in a fresh child process and returns its fields.
-fn run_bare_probe(per_instance: usize) -> Result<Map<String, Json>> {
-    let output = Command::new(std::env::current_exe()?)
+fn run_bare_probe(per_instance: usize, lookaside: Option<u32>) -> Result<Map<String, Json>> {
+    let mut probe = Command::new(std::env::current_exe()?);
+    probe
         .args(["--child", "--bare-probe", "--scenario", "density"])
-        .args(["--per-instance", &per_instance.to_string()])
-        .output()
-        .context("running the bare-instance probe")?;
+        .args(["--per-instance", &per_instance.to_string()]);
+    if let Some(slots) = lookaside {
+        probe.args(["--lookaside", &slots.to_string()]);
+    }
+    let output = probe.output().context("running the bare-instance probe")?;
     ensure!(
         output.status.success(),
         "the bare-instance probe failed:\n{}",
@@ -1370,7 +1506,7 @@ async fn engine_commits(args: &Args) -> Result<Vec<Map<String, Json>>> {
         tokio::task::spawn_blocking(move || fdatasync_rate(&probe)).await??;
     let fs_dir = parent.path().join("data");
     std::fs::create_dir(&fs_dir)?;
-    let fs = driver_fs::FsDriver::open(&fs_dir, config(args.per_instance)).await?;
+    let fs = driver_fs::FsDriver::open(&fs_dir, scenario_config(args)).await?;
     let mut fs_row = commit_figures(&fs, "fs", args.commit_actors, || {
         let stats = fs.storage().stats();
         Some((stats.batches_committed, stats.write_transactions))
@@ -1385,7 +1521,7 @@ async fn engine_commits(args: &Args) -> Result<Vec<Map<String, Json>>> {
         &direct_dir,
         PoolConfig {
             write_behind_bytes: 0,
-            ..config(args.per_instance)
+            ..scenario_config(args)
         },
     )
     .await?;
@@ -1424,7 +1560,7 @@ async fn engine_commits(args: &Args) -> Result<Vec<Map<String, Json>>> {
         },
     };
     if let Some(url) = url {
-        let engine = driver_engine::EngineDriver::connect(&url, config(args.per_instance)).await?;
+        let engine = driver_engine::EngineDriver::connect(&url, scenario_config(args)).await?;
         out.push(commit_figures(&engine, "engine", args.commit_actors, || None).await?);
         engine.shutdown().await;
     }
