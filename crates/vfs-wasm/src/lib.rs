@@ -69,7 +69,10 @@
 //! compiler-rt (`apt-get install -y clang lld wasi-libc
 //! libclang-rt-14-dev-wasm32`). `VFS_WASM_MODULE=/path/sqlite.wasm` uses a
 //! prebuilt module instead; it must import its memory and the `env` host
-//! functions exactly as `c/shim.c` declares them.
+//! functions exactly as `c/shim.c` declares them, and be built with the
+//! connection defaults `build.rs` sets (`SQLITE_DEFAULT_LOCKING_MODE=1` and
+//! the others of its `DEFINES`): a module without them is refused at its
+//! first open with [`Error::Config`].
 
 mod cache;
 mod config;

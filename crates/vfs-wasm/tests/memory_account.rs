@@ -183,12 +183,21 @@ fn releasing_a_database_frees_its_cache_and_statements_and_keeps_its_data() {
         "cache {cache}, statements {stmts}"
     );
 
+    let heap = instance.guest_heap_bytes().expect("heap");
     let freed = instance.release_memory(db).expect("release");
     let left = instance.database_memory_bytes(db).expect("charge");
     assert_eq!(
         charged - left,
         freed,
         "the charge fell by what was reported"
+    );
+    // And the instance's whole heap by as much: the memory went back to
+    // the instance, not to another database's charge.
+    let heap_after = instance.guest_heap_bytes().expect("heap");
+    assert_eq!(
+        heap - heap_after,
+        freed,
+        "the heap fell by what was reported"
     );
     assert!(
         freed >= (cache + stmts) as u64 * 9 / 10,
