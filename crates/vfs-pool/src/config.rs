@@ -124,9 +124,12 @@ pub struct PoolConfig {
     /// [`Database::release_memory`](crate::Database::release_memory)).
     /// Its co-tenants can then use that memory, and its own next call reads
     /// the pages it needs from the store again. A background task looks once
-    /// per this period, so a database is released after between one and two
-    /// periods without a call, once per quiet spell. `None` keeps every
-    /// open database's memory until it closes. Not zero. Default 30 s.
+    /// per this period and releases each database that had no call running
+    /// or started since its previous look: so after between one and two
+    /// periods without a call, and once per quiet spell (a release waits its
+    /// turn on the instance, at most as long as a call may hold it, see
+    /// `close_timeout`). `None` keeps every open database's memory until it
+    /// closes. Not zero. Default 30 s.
     pub release_memory_after: Option<Duration>,
     /// Directory for the compiled-module cache, so that a process start
     /// deserializes the compiled SQLite module in milliseconds instead of

@@ -96,6 +96,7 @@ impl PooledHandle {
                         *slot = DbSlot::Empty;
                         (db, Some(Error::Poisoned(poison)))
                     } else {
+                        self.actor.activity.opened();
                         *slot = DbSlot::Open(db);
                         return Ok(Database {
                             inner: Arc::new(DbState {
@@ -206,11 +207,11 @@ impl Database {
         self.call(move |i, db| i.query(db, &sql, &params)).await
     }
 
-    /// Gives the memory this database keeps only to be fast back to its
-    /// instance, where its co-tenants can use it, and returns how many
-    /// bytes of guest heap that was: its page cache, its cached prepared
-    /// statements and the page images the host keeps for its files. Its
-    /// data is untouched; its next call prepares its statement again and
+    /// Gives the memory this database keeps only to be fast back: its page
+    /// cache and cached prepared statements to its instance, where its
+    /// co-tenants can use them, and the page images the host keeps for its
+    /// files. Returns the bytes of guest heap freed (the host's images are
+    /// not counted). Its data is untouched; its next call prepares its statement again and
     /// reads the pages it needs from the store again.
     ///
     /// The pool does this on its own for databases that had no call for
@@ -304,7 +305,7 @@ impl Database {
         F: FnOnce(&mut Instance, DbId) -> vfs_wasm::Result<T> + Send + 'static,
     {
         self.check_usable()?;
-        self.inner.actor.activity.called();
+        let _running = self.inner.actor.activity.call();
         let behind = self.inner.behind.clone();
         let (result, upto) = {
             let _op = self.inner.shared.begin_op(&self.inner.actor)?;

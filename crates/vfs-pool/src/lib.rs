@@ -60,6 +60,25 @@
 //! queued (a commit past it waits inside its call); zero turns write-behind
 //! off, and without a tokio runtime it is off as well.
 //!
+//! # Memory per actor
+//!
+//! An open actor costs what its SQLite connection holds in its instance's
+//! guest memory (the connection, its schema, its page cache and its cached
+//! statements) plus a little host state; BENCHMARKS.md has the account.
+//! Two settings trade it against speed:
+//!
+//! - [`PoolConfig::lookaside`]: SQLite's per-connection small-allocation
+//!   slots. Off by default: 64 slots of 128 bytes cost every open actor
+//!   8 KiB, and the bench measured no consistent speed gain from them.
+//! - [`PoolConfig::release_memory_after`]: a database with no calls for
+//!   that long (30 s by default) gives its page cache and cached
+//!   statements back to its instance, where co-tenants reuse them; its
+//!   next call reads its pages from the store again. The guest memory of
+//!   an instance never shrinks, so this keeps an instance from growing
+//!   rather than returning memory to the system.
+//!   [`Database::release_memory`] does it on demand and
+//!   [`Database::memory_bytes`] shows what a database holds.
+//!
 //! # Guarantees under failure
 //!
 //! - **Configuration** is checked by [`SqliteVfsPool::new`]: a value no

@@ -917,6 +917,12 @@ impl Shared {
         Ok(())
     }
 
+    /// How long one call may hold its instance (see
+    /// [`PoolConfig::close_timeout`]).
+    pub(crate) fn stuck_after(&self) -> std::time::Duration {
+        self.config.stuck_after()
+    }
+
     /// Whether `shutdown` began or the pool was dropped.
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)

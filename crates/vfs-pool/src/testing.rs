@@ -29,13 +29,15 @@ pub use vfs_core::testing::report;
 /// A configuration for tests: `actors_per_instance` seats per instance, the
 /// compiled module cached in `module_cache_dir` (pass a directory every test
 /// binary shares, such as `env!("CARGO_TARGET_TMPDIR")` joined with a name,
-/// so that only the first test compiles SQLite), and an idle delay of an
-/// hour, so that only an explicit `reap_idle` (or a test that shortens it)
-/// destroys instances.
+/// so that only the first test compiles SQLite), an idle delay of an hour,
+/// so that only an explicit `reap_idle` (or a test that shortens it)
+/// destroys instances, and no release of idle databases' memory (a test
+/// that wants it sets `release_memory_after`).
 pub fn config(actors_per_instance: usize, module_cache_dir: impl Into<PathBuf>) -> PoolConfig {
     PoolConfig {
         actors_per_instance,
         idle_destroy: Duration::from_hours(1),
+        release_memory_after: None,
         module_cache_dir: Some(module_cache_dir.into()),
         ..PoolConfig::default()
     }
