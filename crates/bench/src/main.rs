@@ -274,6 +274,9 @@ fn cpu_us_per(count: usize, before: Duration, after: Duration) -> f64 {
 fn config(per_instance: usize) -> PoolConfig {
     PoolConfig {
         actors_per_instance: per_instance,
+        // Memory figures must not depend on how long a scenario ran: a
+        // phase past 30 s would otherwise see early actors' caches freed.
+        release_memory_after: None,
         ..PoolConfig::default()
     }
 }
