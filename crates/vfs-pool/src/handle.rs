@@ -211,8 +211,8 @@ impl Database {
     /// cache and cached prepared statements to its instance, where its
     /// co-tenants can use them, and the page images the host keeps for its
     /// files. Returns the bytes of guest heap freed (the host's images are
-    /// not counted). Its data is untouched; its next call prepares its statement again and
-    /// reads the pages it needs from the store again.
+    /// not counted). Its data is untouched; its next call prepares its
+    /// statement again and reads the pages it needs from the store again.
     ///
     /// The pool does this on its own for databases that had no call for
     /// [`PoolConfig::release_memory_after`](crate::PoolConfig::release_memory_after).
@@ -232,15 +232,14 @@ impl Database {
     /// Not a call of the actor's: it does not count as activity.
     pub async fn memory_bytes(&self) -> Result<u64> {
         self.check_usable()?;
-        let _op = self.inner.shared.begin_op(&self.inner.actor)?;
-        let db = self.inner.db;
-        let used = self
-            .inner
-            .actor
-            .worker
-            .call_healthy(move |i| i.database_memory_bytes(db))
-            .await??;
-        Ok(used)
+        self.inner
+            .shared
+            .uncounted_call(
+                &self.inner.actor,
+                self.inner.db,
+                vfs_wasm::Instance::database_memory_bytes,
+            )
+            .await
     }
 
     /// Refuses a closed or poisoned database.

@@ -98,20 +98,32 @@ impl Activity {
 }
 
 impl Shared {
+    /// Runs `f` on the actor's instance for its database `db` as an
+    /// operation of the pool's own (freeing or measuring its memory), not a
+    /// call of the actor's: it does not count as activity.
+    pub(crate) async fn uncounted_call<T, F>(
+        self: &Arc<Self>,
+        actor: &ActorState,
+        db: DbId,
+        f: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut vfs_wasm::Instance, DbId) -> vfs_wasm::Result<T> + Send + 'static,
+    {
+        let _op = self.begin_op(actor)?;
+        Ok(actor.worker.call_healthy(move |i| f(i, db)).await??)
+    }
+
     /// Frees the page cache, cached statements and page images of the
     /// actor's database `db`; returns the guest heap bytes it gave back.
-    /// Not a call of the actor's: it does not count as activity.
     pub(crate) async fn release_memory(
         self: &Arc<Self>,
         actor: &ActorState,
         db: DbId,
     ) -> Result<u64> {
-        let _op = self.begin_op(actor)?;
-        let freed = actor
-            .worker
-            .call_healthy(move |i| i.release_memory(db))
-            .await??;
-        Ok(freed)
+        self.uncounted_call(actor, db, vfs_wasm::Instance::release_memory)
+            .await
     }
 
     /// One sweep: releases the memory of every open database whose actor

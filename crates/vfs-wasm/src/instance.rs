@@ -106,8 +106,8 @@ impl Instance {
     /// runs with page_size 4096 (an existing database with another page
     /// size is refused), journal_mode DELETE, locking_mode EXCLUSIVE,
     /// synchronous NORMAL, temporary storage always in memory and the
-    /// configured cache; then
-    /// it is sealed: ATTACH, DETACH and changing those pragmas are denied.
+    /// configured cache; then it is sealed: ATTACH, DETACH and changing
+    /// those pragmas are denied.
     pub fn open(&mut self, name: &str, kv: Arc<dyn KvStore>) -> Result<DbId> {
         self.guest.check_usable()?;
         vfs_core::validate_database_name(name).map_err(|e| name_error(name, e))?;
@@ -250,9 +250,9 @@ impl Instance {
     /// in the guest, and the page images the host keeps for its files.
     /// Returns the bytes of guest heap that gave back to the instance, where
     /// its co-tenants can use them (the host's images are host memory, not
-    /// counted). Nothing about the database
-    /// changes: its next call prepares its statement again and reads the
-    /// pages it needs from the store again, and that is all it costs.
+    /// counted). Nothing about the database changes: its next call prepares
+    /// its statement again and reads the pages it needs from the store
+    /// again, and that is all it costs.
     ///
     /// For databases that have had no calls for a while (the pool does it
     /// on its own, see `PoolConfig::release_memory_after` in `vfs-pool`);
