@@ -179,3 +179,33 @@ fn a_zero_period_is_refused() {
     let refused = SqliteVfsPool::new(config(Some(Duration::ZERO)));
     assert!(refused.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookaside_is_off_by_default_and_a_configured_one_is_charged_to_each_database() {
+    // One small table per database, as the bench's `density` actors have.
+    async fn charge(config: PoolConfig) -> u64 {
+        let pool = SqliteVfsPool::new(config).expect("pool");
+        let (db, _) = open(&pool, "a", common::kv()).await;
+        db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'x');")
+            .await
+            .expect("create");
+        let bytes = db.memory_bytes().await.expect("memory");
+        pool.shutdown().await;
+        bytes
+    }
+    assert_eq!(PoolConfig::default().lookaside, None);
+    let without = charge(config(None)).await;
+    let with = charge(PoolConfig {
+        lookaside: Some(vfs_pool::Lookaside {
+            slot_size: 128,
+            slots: 64,
+        }),
+        ..config(None)
+    })
+    .await;
+    // The 8 KiB buffer, less the small allocations it then serves.
+    assert!(
+        with >= without + 6 * 1024,
+        "with lookaside {with} bytes, without {without}"
+    );
+}
