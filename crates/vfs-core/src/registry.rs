@@ -168,6 +168,11 @@ impl FileRegistry {
         Err(RegistryError::Unknown(path.to_owned()))
     }
 
+    /// The store of database `name` (exact match, no sidecar suffix).
+    pub fn store(&self, name: &str) -> Option<Arc<dyn KvStore>> {
+        self.files.read().get(name).map(Arc::clone)
+    }
+
     /// True if database `name` is registered (exact match).
     pub fn contains(&self, name: &str) -> bool {
         self.files.read().contains_key(name)

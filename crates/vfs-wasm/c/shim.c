@@ -67,8 +67,16 @@ typedef struct Tenant {
 
 static Tenant *tenants;     /* indexed by slot; grown with libc realloc */
 static int tenant_cap;
-static int current;         /* slot charged for new allocations */
-static int refused;         /* 1: a share refused a block; 2: a reserve did */
+/* The call the host is running: the slot charged for new allocations,
+ * and whether a tenant's share (1) or the others' reserves (2) refused a
+ * block since the call began. The host sets both around every call: with
+ * shim_set_tenant when a slot is first used after it was (re)opened, and
+ * otherwise by writing them at the address shim_call_state gives, which
+ * spares a crossing into the guest. */
+static struct {
+  int slot;
+  int refused;
+} call;
 static sqlite3_int64 total_used;   /* every slot's charges, 0 included */
 static sqlite3_int64 heap_cap;     /* SQLite's hard heap limit */
 static sqlite3_int64 reserve;      /* per open database */
@@ -89,13 +97,13 @@ static int charge(int slot, sqlite3_int64 delta) {
   sqlite3_int64 before = unusedReserve(t);
   if (delta > 0) {
     if (t->used + delta > t->limit) {
-      refused = 1;
+      call.refused = 1;
       return 0;
     }
     sqlite3_int64 others = shortfall - before;
     if (others > heap_cap / 2) others = heap_cap / 2;
     if (t->used + delta > reserve && total_used + delta + others > heap_cap) {
-      refused = 2;
+      call.refused = 2;
       return 0;
     }
   }
@@ -107,13 +115,13 @@ static int charge(int slot, sqlite3_int64 delta) {
 
 static void *mMalloc(int n) {
   if (n <= 0 || n > 0x7fffffff - HEADER) return 0;
-  if (!charge(current, n)) return 0;
+  if (!charge(call.slot, n)) return 0;
   unsigned int *p = malloc((size_t)n + HEADER);
   if (p == 0) {
-    charge(current, -(sqlite3_int64)n);
+    charge(call.slot, -(sqlite3_int64)n);
     return 0;
   }
-  p[0] = (unsigned int)current;
+  p[0] = (unsigned int)call.slot;
   p[1] = (unsigned int)n;
   return (char *)p + HEADER;
 }
@@ -170,8 +178,8 @@ EXPORT(shim_set_tenant) int shim_set_tenant(int slot, sqlite3_int64 limit) {
       shortfall += unusedReserve(t);
     }
   }
-  current = slot;
-  refused = 0;
+  call.slot = slot;
+  call.refused = 0;
   return 1;
 }
 
@@ -182,6 +190,9 @@ EXPORT(shim_release_tenant) void shim_release_tenant(int slot) {
   tenants[slot].open = 0;
 }
 
+/* Where the host writes the running call's slot and clears `refused`. */
+EXPORT(shim_call_state) void *shim_call_state(void) { return &call; }
+
 /* Bytes charged to `slot` right now. */
 EXPORT(shim_tenant_used) sqlite3_int64 shim_tenant_used(int slot) {
   return (slot > 0 && slot < tenant_cap) ? tenants[slot].used : 0;
@@ -189,7 +200,7 @@ EXPORT(shim_tenant_used) sqlite3_int64 shim_tenant_used(int slot) {
 
 /* Whether a tenant's share (1) or the others' reserves (2) refused an
  * allocation since the last shim_set_tenant. */
-EXPORT(shim_refused) int shim_refused(void) { return refused; }
+EXPORT(shim_refused) int shim_refused(void) { return call.refused; }
 
 /* ---- files ------------------------------------------------------------- */
 
@@ -751,8 +762,8 @@ static sqlite3_stmt *patchStmt[2];   /* json_patch, jsonb_patch */
 static sqlite3_stmt *patchStatement(int binary) {
   if (patchStmt[binary]) return patchStmt[binary];
   /* Library state: charged to the instance, not to the first caller. */
-  int was = current;
-  current = 0;
+  int was = call.slot;
+  call.slot = 0;
   if (helper == 0 && sqlite3_open_v2(":memory:", &helper, SQLITE_OPEN_READWRITE, "host") != SQLITE_OK) {
     sqlite3_close(helper);
     helper = 0;
@@ -761,7 +772,7 @@ static sqlite3_stmt *patchStatement(int binary) {
     const char *sql = binary ? "SELECT jsonb_patch(?1, ?2)" : "SELECT json_patch(?1, ?2)";
     sqlite3_prepare_v3(helper, sql, -1, SQLITE_PREPARE_PERSISTENT, &patchStmt[binary], 0);
   }
-  current = was;
+  call.slot = was;
   return patchStmt[binary];
 }
 
@@ -919,51 +930,135 @@ EXPORT(shim_lockdown) int shim_lockdown(sqlite3 *db) {
   return sqlite3_set_authorizer(db, authorize, 0);
 }
 
-/* Bind text/blob buffers the host filled from sqlite3_malloc: SQLite takes
- * ownership (it frees them even when binding fails). A zero length binds an
- * empty value, never NULL. */
-EXPORT(shim_bind_text) int shim_bind_text(sqlite3_stmt *s, int i, char *p, int n) {
-  if (n == 0) {
-    sqlite3_free(p);
-    return sqlite3_bind_text(s, i, "", 0, SQLITE_STATIC);
-  }
-  return sqlite3_bind_text64(s, i, p, (sqlite3_uint64)n, sqlite3_free, SQLITE_UTF8);
-}
-EXPORT(shim_bind_blob) int shim_bind_blob(sqlite3_stmt *s, int i, void *p, int n) {
-  if (n == 0) {
-    sqlite3_free(p);
-    return sqlite3_bind_zeroblob(s, i, 0);
-  }
-  return sqlite3_bind_blob64(s, i, p, (sqlite3_uint64)n, sqlite3_free);
+/* ---- statements --------------------------------------------------------- *
+ * A call of the host runs a cached statement with four calls into the guest
+ * (bind, a step per row, finish) instead of one per parameter, column and
+ * bookkeeping step: each crossing costs about as much as SQLite takes to
+ * find a row by its key. */
+
+/* Library state, charged to the instance rather than to the tenant that
+ * happens to need a larger buffer first. Returns 0 when out of memory. */
+static int grow_buffer(unsigned char **buf, int *cap, int need) {
+  if (need <= *cap) return 1;
+  int was = call.slot;
+  call.slot = 0;
+  unsigned char *b = sqlite3_realloc(*buf, need);
+  call.slot = was;
+  if (b == 0) return 0;
+  *buf = b;
+  *cap = need;
+  return 1;
 }
 
-/* One row as a 16-byte header {i32 ncol, i32 0, i64 0} followed by `ncol`
- * records of 16 bytes: {i32 type, i32 len, i64 value} where value is the
- * integer, the double's bits or a pointer to the bytes. The column count is
- * the statement's after its latest step (a step may re-prepare it with
- * another shape), so the host reads exactly the records written here.
- * Type -1 marks an out-of-memory conversion. Returns 0 when out of memory.
- * The pointers stay valid until the next step/reset of the statement. */
-static unsigned char *row_buf;
-static int row_cap;
+/* A buffer of at least `n` bytes the host fills with parameters for
+ * shim_bind; it stays until the next call asks for more. The host bounds
+ * `n`. Returns 0 when out of memory. */
+static unsigned char *scratch;
+static int scratch_cap;
 
-EXPORT(shim_row) unsigned char *shim_row(sqlite3_stmt *s) {
-  int n = sqlite3_column_count(s);
-  int need = (n + 1) * 16;
-  if (need > row_cap) {
-    /* Library state, charged to the instance rather than to the tenant
-     * that happens to need a wider row first. */
-    int was = current;
-    current = 0;
-    unsigned char *b = sqlite3_realloc(row_buf, need);
-    current = was;
-    if (b == 0) return 0;
-    row_buf = b;
-    row_cap = need;
+EXPORT(shim_scratch) unsigned char *shim_scratch(int n) {
+  if (n < 0 || !grow_buffer(&scratch, &scratch_cap, n)) return 0;
+  return scratch;
+}
+
+/* A parameter record's type for a text or blob in a block of
+ * sqlite3_malloc the host allocated and SQLite takes over. */
+#define OWNED 0x100
+/* What shim_bind returns when `n` is not the statement's parameter count. */
+#define WRONG_COUNT (-1)
+
+static void free_owned(const unsigned char *recs, int from, int n) {
+  for (int i = from; i < n; i++) {
+    int type;
+    sqlite3_int64 v;
+    memcpy(&type, recs + i * 16, 4);
+    memcpy(&v, recs + i * 16 + 8, 8);
+    if (type & OWNED) sqlite3_free((void *)(size_t)v);
   }
-  memset(row_buf, 0, 16);
-  memcpy(row_buf, &n, 4);
+}
+
+/* Binds `n` parameters (?1 .. ?n) from records of 16 bytes at `recs`:
+ * {i32 type, i32 len, i64 value}. NULL, INTEGER and FLOAT carry the
+ * integer or the double's bits; TEXT and BLOB point at `len` bytes that
+ * SQLite copies (the host's scratch buffer), and with OWNED at a block of
+ * sqlite3_malloc that SQLite takes over. Every owned block is freed or
+ * handed over whatever happens. An empty text is '' and an empty blob
+ * x'', never NULL. Returns SQLITE_OK, WRONG_COUNT (nothing bound) or the
+ * code of the bind that failed. */
+EXPORT(shim_bind) int shim_bind(sqlite3_stmt *s, const unsigned char *recs, int n) {
+  if (n != sqlite3_bind_parameter_count(s)) {
+    free_owned(recs, 0, n);
+    return WRONG_COUNT;
+  }
   for (int i = 0; i < n; i++) {
+    const unsigned char *rec = recs + i * 16;
+    int type, len, rc;
+    sqlite3_int64 v;
+    memcpy(&type, rec, 4);
+    memcpy(&len, rec + 4, 4);
+    memcpy(&v, rec + 8, 8);
+    void *p = (void *)(size_t)v;
+    switch (type) {
+      case SQLITE_INTEGER: rc = sqlite3_bind_int64(s, i + 1, v); break;
+      case SQLITE_FLOAT: {
+        double d;
+        memcpy(&d, &v, 8);
+        rc = sqlite3_bind_double(s, i + 1, d);
+        break;
+      }
+      case SQLITE_TEXT:
+        rc = len == 0 ? sqlite3_bind_text(s, i + 1, "", 0, SQLITE_STATIC)
+                      : sqlite3_bind_text64(s, i + 1, p, (sqlite3_uint64)len,
+                                            SQLITE_TRANSIENT, SQLITE_UTF8);
+        break;
+      case SQLITE_BLOB:
+        rc = len == 0 ? sqlite3_bind_zeroblob(s, i + 1, 0)
+                      : sqlite3_bind_blob64(s, i + 1, p, (sqlite3_uint64)len,
+                                            SQLITE_TRANSIENT);
+        break;
+      case SQLITE_TEXT | OWNED:
+        rc = sqlite3_bind_text64(s, i + 1, p, (sqlite3_uint64)len, sqlite3_free,
+                                 SQLITE_UTF8);
+        break;
+      case SQLITE_BLOB | OWNED:
+        rc = sqlite3_bind_blob64(s, i + 1, p, (sqlite3_uint64)len, sqlite3_free);
+        break;
+      default: rc = sqlite3_bind_null(s, i + 1); break;
+    }
+    if (rc != SQLITE_OK) {
+      free_owned(recs, i + 1, n);
+      return rc;
+    }
+  }
+  return SQLITE_OK;
+}
+
+/* Steps `s` once and describes the outcome in a buffer: a 16-byte header
+ * {i32 rc, i32 ncol, u32 reprepared, i32 0}, then, for a row the host
+ * asked for (`want_row`), `ncol` records of 16 bytes {i32 type, i32 len,
+ * i64 value}, where value is the integer, the double's bits or a pointer
+ * to the bytes (valid until the next step or reset). `ncol` is the
+ * statement's column count after this step, and `reprepared` how often
+ * SQLite has prepared it again since it was first prepared (a step may do
+ * so when the schema changed, and with it the columns): the host trusts
+ * the column names it kept only while that count stands still, and reads
+ * exactly the records written here. Type -1 marks an out-of-memory
+ * conversion. Returns 0 when out of memory for the buffer. */
+static unsigned char *step_buf;
+static int step_cap;
+
+EXPORT(shim_step) unsigned char *shim_step(sqlite3_stmt *s, int want_row) {
+  int rc = sqlite3_step(s);
+  int n = sqlite3_column_count(s);
+  int fill = want_row && rc == SQLITE_ROW;
+  if (!grow_buffer(&step_buf, &step_cap, ((fill ? n : 0) + 1) * 16)) return 0;
+  unsigned int reprepared =
+      (unsigned int)sqlite3_stmt_status(s, SQLITE_STMTSTATUS_REPREPARE, 0);
+  memset(step_buf, 0, 16);
+  memcpy(step_buf, &rc, 4);
+  memcpy(step_buf + 4, &n, 4);
+  memcpy(step_buf + 8, &reprepared, 4);
+  for (int i = 0; fill && i < n; i++) {
     int type = sqlite3_column_type(s, i);
     int len = 0;
     sqlite3_int64 v = 0;
@@ -993,10 +1088,20 @@ EXPORT(shim_row) unsigned char *shim_row(sqlite3_stmt *s) {
       default:
         break;
     }
-    unsigned char *rec = row_buf + (i + 1) * 16;
+    unsigned char *rec = step_buf + (i + 1) * 16;
     memcpy(rec, &type, 4);
     memcpy(rec + 4, &len, 4);
     memcpy(rec + 8, &v, 8);
   }
-  return row_buf;
+  return step_buf;
+}
+
+/* Ends a call's use of `s`: returns the rows the connection's last write
+ * changed, then resets the statement and clears its bindings, so nothing
+ * of this call reaches the next. */
+EXPORT(shim_finish) sqlite3_int64 shim_finish(sqlite3 *db, sqlite3_stmt *s) {
+  sqlite3_int64 changes = sqlite3_changes64(db);
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return changes;
 }

@@ -1,15 +1,34 @@
-//! The prepared statements one database keeps for reuse, keyed by SQL.
+//! The prepared statements one database keeps for reuse, keyed by SQL,
+//! each with the column names of its last result.
 //!
-//! Why only statements, not their result shape: a cached statement may be
-//! re-prepared by SQLite inside `sqlite3_step` when its schema changed (a
-//! dropped, added or renamed column), and with it its column count and
-//! names. So the shape of a result is read after the first step of every
-//! call (see `statement.rs`), never remembered here: a remembered shape
-//! could make a call read column records its own statement did not write.
+//! A cached statement may be re-prepared by SQLite inside `sqlite3_step`
+//! when its schema changed (a dropped, added or renamed column), and with
+//! it its column count and names. So the names kept here are used only
+//! after the first step of a call, and only while SQLite's count of the
+//! statement's re-preparations is the one they were read at (see
+//! `statement.rs`); the column count of every row is checked against them
+//! all the same, so a call never reads column records its own statement
+//! did not write.
 
 use std::collections::VecDeque;
 
 use crate::guest::StmtPtr;
+
+/// The column names a statement's result had, and SQLite's count of its
+/// re-preparations when they were read.
+#[derive(Debug, Clone)]
+pub(crate) struct Shape {
+    pub reprepared: u32,
+    pub names: Vec<String>,
+}
+
+/// One cached statement.
+#[derive(Debug)]
+pub(crate) struct Cached {
+    pub stmt: StmtPtr,
+    /// Its result's column names, once a call has read them.
+    pub shape: Option<Shape>,
+}
 
 /// A least-recently-used set of prepared statements of one connection.
 ///
@@ -20,7 +39,7 @@ use crate::guest::StmtPtr;
 pub(crate) struct StatementCache {
     capacity: usize,
     /// Least recently used first.
-    entries: VecDeque<(Box<str>, StmtPtr)>,
+    entries: VecDeque<(Box<str>, Cached)>,
 }
 
 impl StatementCache {
@@ -35,12 +54,13 @@ impl StatementCache {
 
     /// The statement prepared for exactly `sql`, now the most recently
     /// used one.
-    pub(crate) fn get(&mut self, sql: &str) -> Option<StmtPtr> {
-        let pos = self.entries.iter().position(|(s, _)| &**s == sql)?;
-        let hit = self.entries.remove(pos)?;
-        let stmt = hit.1;
-        self.entries.push_back(hit);
-        Some(stmt)
+    pub(crate) fn get(&mut self, sql: &str) -> Option<&mut Cached> {
+        let pos = self.entries.iter().rposition(|(s, _)| &**s == sql)?;
+        if pos + 1 != self.entries.len() {
+            let hit = self.entries.remove(pos)?;
+            self.entries.push_back(hit);
+        }
+        self.entries.back_mut().map(|(_, cached)| cached)
     }
 
     /// Adds `stmt`, prepared for `sql`, as the most recently used one, and
@@ -50,15 +70,16 @@ impl StatementCache {
         let mut evicted = Vec::new();
         while self.entries.len() >= self.capacity {
             if let Some((_, old)) = self.entries.pop_front() {
-                evicted.push(old);
+                evicted.push(old.stmt);
             }
         }
-        self.entries.push_back((Box::from(sql), stmt));
+        self.entries
+            .push_back((Box::from(sql), Cached { stmt, shape: None }));
         evicted
     }
 
     /// Every statement still cached, for the caller to finalize.
     pub(crate) fn into_statements(self) -> impl Iterator<Item = StmtPtr> {
-        self.entries.into_iter().map(|(_, stmt)| stmt)
+        self.entries.into_iter().map(|(_, cached)| cached.stmt)
     }
 }

@@ -69,26 +69,44 @@ impl Slot {
     }
 }
 
+/// Largest parameter buffer the shim keeps for the host between calls
+/// ([`Guest::scratch`]); a call that needs more allocates its own.
+pub(crate) const SCRATCH_MAX: u32 = 64 * 1024;
+/// What `shim_bind` returns when the number of parameters is not the
+/// statement's.
+pub(crate) const WRONG_COUNT: i32 = -1;
+/// Size of the header `shim_step` writes before a row's column records.
+const STEP_HEADER: u32 = 16;
+
+/// What one step of a statement did, as `shim_step` describes it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Step {
+    /// `sqlite3_step`'s result code.
+    pub rc: i32,
+    /// The statement's column count after this step.
+    pub columns: u32,
+    /// How often SQLite has prepared the statement again since it was
+    /// first prepared; column names kept from an earlier call hold only
+    /// while it stands still.
+    pub reprepared: u32,
+    /// The row's column records (when a row was asked for): `columns`
+    /// records of 16 bytes.
+    pub records: GuestPtr,
+}
+
 /// The guest functions the host calls, looked up once.
 struct Exports {
     shim_open: TypedFunction<(u32, u32, i32), i32>,
     lockdown: TypedFunction<u32, i32>,
-    bind_text: TypedFunction<(u32, i32, u32, i32), i32>,
-    bind_blob: TypedFunction<(u32, i32, u32, i32), i32>,
-    row: TypedFunction<u32, u32>,
+    scratch: TypedFunction<i32, u32>,
+    bind: TypedFunction<(u32, u32, i32), i32>,
+    step: TypedFunction<(u32, i32), u32>,
+    finish: TypedFunction<(u32, u32), i64>,
     close: TypedFunction<u32, i32>,
     prepare: TypedFunction<(u32, u32, i32, i32, u32, u32), i32>,
     finalize: TypedFunction<u32, i32>,
-    reset: TypedFunction<u32, i32>,
-    clear_bindings: TypedFunction<u32, i32>,
-    step: TypedFunction<u32, i32>,
-    bind_null: TypedFunction<(u32, i32), i32>,
-    bind_int64: TypedFunction<(u32, i32, i64), i32>,
-    bind_double: TypedFunction<(u32, i32, f64), i32>,
     param_count: TypedFunction<u32, i32>,
-    column_count: TypedFunction<u32, i32>,
     column_name: TypedFunction<(u32, i32), u32>,
-    changes: TypedFunction<u32, i64>,
     errmsg: TypedFunction<u32, u32>,
     errcode: TypedFunction<u32, i32>,
     malloc: TypedFunction<u64, u32>,
@@ -171,6 +189,15 @@ pub(crate) struct Guest {
     f: Exports,
     config: InstanceConfig,
     broken: Option<String>,
+    /// The shim's parameter buffer and its size (NULL, 0 until first used).
+    scratch: (GuestPtr, u32),
+    /// Where the shim keeps the running call's slot and its `refused`
+    /// flag (`shim_call_state`).
+    call_state: GuestPtr,
+    /// Slots the shim has been told about since they were last released
+    /// (its table has room for them, their limit is set, they hold their
+    /// reserve): for those, a call only writes [`Guest::call_state`].
+    armed: Vec<bool>,
 }
 
 impl Guest {
@@ -215,26 +242,20 @@ impl Guest {
             };
         }
         let initialize: TypedFunction<(), ()> = get!("_initialize");
+        let call_state: TypedFunction<(), u32> = get!("shim_call_state");
         let shim_init: TypedFunction<(i32, i32, i64, i64), i32> = get!("shim_init");
         let f = Exports {
             shim_open: get!("shim_open"),
             lockdown: get!("shim_lockdown"),
-            bind_text: get!("shim_bind_text"),
-            bind_blob: get!("shim_bind_blob"),
-            row: get!("shim_row"),
+            scratch: get!("shim_scratch"),
+            bind: get!("shim_bind"),
+            step: get!("shim_step"),
+            finish: get!("shim_finish"),
             close: get!("sqlite3_close_v2"),
             prepare: get!("sqlite3_prepare_v3"),
             finalize: get!("sqlite3_finalize"),
-            reset: get!("sqlite3_reset"),
-            clear_bindings: get!("sqlite3_clear_bindings"),
-            step: get!("sqlite3_step"),
-            bind_null: get!("sqlite3_bind_null"),
-            bind_int64: get!("sqlite3_bind_int64"),
-            bind_double: get!("sqlite3_bind_double"),
             param_count: get!("sqlite3_bind_parameter_count"),
-            column_count: get!("sqlite3_column_count"),
             column_name: get!("sqlite3_column_name"),
-            changes: get!("sqlite3_changes64"),
             errmsg: get!("sqlite3_errmsg"),
             errcode: get!("sqlite3_extended_errcode"),
             malloc: get!("sqlite3_malloc64"),
@@ -273,6 +294,11 @@ impl Guest {
                 source: None,
             });
         }
+        let call_state = GuestPtr::new(
+            call_state
+                .call(&mut store)
+                .map_err(|e| Error::instantiate("shim_call_state trapped", e))?,
+        );
         Ok(Guest {
             store: MovableStore(store),
             env,
@@ -280,6 +306,9 @@ impl Guest {
             f,
             config,
             broken: None,
+            scratch: (GuestPtr::NULL, 0),
+            call_state,
+            armed: Vec::new(),
         })
     }
 
@@ -416,11 +445,32 @@ impl Guest {
         state.last_error = None;
         state.interrupted = false;
         state.deadline = deadline;
+        let index = usize::try_from(slot.0).unwrap_or(0);
+        if self.armed.get(index).copied().unwrap_or(false) {
+            return self.set_call_state(slot);
+        }
         let limit = i64::try_from(self.config.tenant_memory_limit_bytes).unwrap_or(i64::MAX);
         if call!(self.set_tenant(slot.0, limit))? == 0 {
             return Err(Error::LimitExceeded {
                 what: "guest memory exhausted growing the accounting table".into(),
             });
+        }
+        if slot != Slot::INSTANCE {
+            if self.armed.len() <= index {
+                self.armed.resize(index + 1, false);
+            }
+            self.armed[index] = true;
+        }
+        Ok(())
+    }
+
+    /// Charges new allocations to `slot`, which the shim already knows, and
+    /// clears its `refused` flag, without a call into the guest.
+    fn set_call_state(&mut self, slot: Slot) -> Result<()> {
+        let mut state = [0u8; 8];
+        state[..4].copy_from_slice(&slot.0.to_le_bytes());
+        if let Err(e) = self.mem.write(&self.store, self.call_state.get(), &state) {
+            return Err(self.mem_err(&e));
         }
         Ok(())
     }
@@ -430,7 +480,7 @@ impl Guest {
         state.vfs.set_caller(None);
         state.deadline = None;
         if self.broken.is_none() {
-            call!(self.set_tenant(0, 0))?;
+            self.set_call_state(Slot::INSTANCE)?;
         }
         result
     }
@@ -457,6 +507,14 @@ impl Guest {
             return Err(self.mem_err(&e));
         }
         Ok((ptr, ptr.add(spare)))
+    }
+
+    /// Copies `data` into the guest at `ptr`, which the host allocated; a
+    /// pointer outside its memory breaks the guest.
+    pub(crate) fn write(&mut self, ptr: GuestPtr, data: &[u8]) -> Result<()> {
+        self.mem
+            .write(&self.store, ptr.get(), data)
+            .map_err(|e| self.mem_err(&e))
     }
 
     /// Frees a guest allocation (`sqlite3_free`).
@@ -612,11 +670,6 @@ impl Guest {
         call!(self.lockdown(conn.0))
     }
 
-    /// Rows changed by the connection's last statement.
-    pub(crate) fn changes(&mut self, conn: ConnPtr) -> Result<i64> {
-        call!(self.changes(conn.0))
-    }
-
     // ---- statements ------------------------------------------------------
 
     /// Prepares the first statement of the SQL at `sql` (`len` bytes) and
@@ -655,19 +708,11 @@ impl Guest {
         call!(self.finalize(stmt.0))
     }
 
-    /// `sqlite3_reset`.
-    pub(crate) fn reset(&mut self, stmt: StmtPtr) -> Result<i32> {
-        call!(self.reset(stmt.0))
-    }
-
-    /// `sqlite3_clear_bindings`.
-    pub(crate) fn clear_bindings(&mut self, stmt: StmtPtr) -> Result<i32> {
-        call!(self.clear_bindings(stmt.0))
-    }
-
-    /// `sqlite3_step`.
-    pub(crate) fn step(&mut self, stmt: StmtPtr) -> Result<i32> {
-        call!(self.step(stmt.0))
+    /// Ends a call's use of `stmt` on `conn` (`shim_finish`): returns the
+    /// rows the connection's last write changed, then resets the statement
+    /// and clears its bindings.
+    pub(crate) fn finish(&mut self, conn: ConnPtr, stmt: StmtPtr) -> Result<i64> {
+        call!(self.finish(conn.0, stmt.0))
     }
 
     /// `sqlite3_bind_parameter_count`.
@@ -675,54 +720,57 @@ impl Guest {
         call!(self.param_count(stmt.0))
     }
 
-    /// `sqlite3_bind_null`.
-    pub(crate) fn bind_null(&mut self, stmt: StmtPtr, index: i32) -> Result<i32> {
-        call!(self.bind_null(stmt.0, index))
+    /// The shim's parameter buffer, at least `len` bytes (`len` at most
+    /// [`SCRATCH_MAX`]); it stays the host's until it asks for a larger
+    /// one, and is charged to the instance.
+    pub(crate) fn scratch(&mut self, len: u32) -> Result<GuestPtr> {
+        debug_assert!(len <= SCRATCH_MAX);
+        if len > self.scratch.1 {
+            let ptr = GuestPtr::new(call!(self.scratch(len as i32))?);
+            if ptr.is_null() {
+                return Err(Error::LimitExceeded {
+                    what: format!("guest memory exhausted allocating {len} bytes for parameters"),
+                });
+            }
+            self.scratch = (ptr, len);
+        }
+        Ok(self.scratch.0)
     }
 
-    /// `sqlite3_bind_int64`.
-    pub(crate) fn bind_int64(&mut self, stmt: StmtPtr, index: i32, value: i64) -> Result<i32> {
-        call!(self.bind_int64(stmt.0, index, value))
+    /// Binds `n` parameter records the host wrote at `records`
+    /// (`shim_bind`; see `statement.rs` for their layout). Returns
+    /// `SQLITE_OK`, [`WRONG_COUNT`] or the code of the bind that failed.
+    pub(crate) fn bind(&mut self, stmt: StmtPtr, records: GuestPtr, n: u32) -> Result<i32> {
+        call!(self.bind(stmt.0, records.get(), n as i32))
     }
 
-    /// `sqlite3_bind_double`.
-    pub(crate) fn bind_double(&mut self, stmt: StmtPtr, index: i32, value: f64) -> Result<i32> {
-        call!(self.bind_double(stmt.0, index, value))
-    }
-
-    /// Binds text (`text`) or a blob that SQLite takes ownership of:
-    /// `ptr` comes from [`Guest::alloc`], or is NULL for an empty value.
-    pub(crate) fn bind_owned(
-        &mut self,
-        stmt: StmtPtr,
-        index: i32,
-        (ptr, len): (GuestPtr, i32),
-        text: bool,
-    ) -> Result<i32> {
-        let bind = if text {
-            &self.f.bind_text
-        } else {
-            &self.f.bind_blob
-        };
-        bind.call(&mut self.store, stmt.0, index, ptr.get(), len)
-            .map_err(|e| self.trap(&e))
-    }
-
-    /// `sqlite3_column_count`.
-    pub(crate) fn column_count(&mut self, stmt: StmtPtr) -> Result<i32> {
-        call!(self.column_count(stmt.0))
+    /// Steps `stmt` once (`shim_step`), with the row's column records
+    /// written when `want_row`.
+    pub(crate) fn step(&mut self, stmt: StmtPtr, want_row: bool) -> Result<Step> {
+        let ptr = GuestPtr::new(call!(self.step(stmt.0, i32::from(want_row)))?);
+        if ptr.is_null() {
+            return Err(Error::LimitExceeded {
+                what: "guest memory exhausted reading a row".into(),
+            });
+        }
+        let mut header = [0u8; STEP_HEADER as usize];
+        if let Err(e) = self.mem.read_into(&self.store, ptr.get(), &mut header) {
+            return Err(self.mem_err(&e));
+        }
+        let word =
+            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        Ok(Step {
+            rc: word(0) as i32,
+            columns: word(4),
+            reprepared: word(8),
+            records: ptr.add(STEP_HEADER),
+        })
     }
 
     /// `sqlite3_column_name`, read into the host.
     pub(crate) fn column_name(&mut self, stmt: StmtPtr, index: i32) -> Result<String> {
         let ptr = GuestPtr::new(call!(self.column_name(stmt.0, index))?);
         self.read_cstr(ptr)
-    }
-
-    /// The shim's record of the current row (NULL when it ran out of
-    /// memory building it).
-    pub(crate) fn row(&mut self, stmt: StmtPtr) -> Result<GuestPtr> {
-        Ok(GuestPtr::new(call!(self.row(stmt.0))?))
     }
 
     // ---- memory accounting -----------------------------------------------
@@ -738,6 +786,12 @@ impl Guest {
     pub(crate) fn release_slot(&mut self, slot: Slot) -> bool {
         if self.broken.is_some() {
             return false;
+        }
+        if let Some(armed) = usize::try_from(slot.0)
+            .ok()
+            .and_then(|i| self.armed.get_mut(i))
+        {
+            *armed = false;
         }
         if let Err(e) = self.f.release_tenant.call(&mut self.store, slot.0) {
             self.trap(&e);

@@ -108,10 +108,10 @@ impl HostState {
     /// store that panics here refuses, as a failed check would; the panic
     /// goes no further.
     pub(crate) fn check_owner(&self, name: &str) -> Result<(), KvError> {
-        let Ok(resolved) = self.vfs.registry().resolve(name) else {
+        let Some(store) = self.vfs.registry().store(name) else {
             return Ok(());
         };
-        match catch_unwind(AssertUnwindSafe(|| resolved.store.check_owner())) {
+        match catch_unwind(AssertUnwindSafe(|| store.check_owner())) {
             Ok(checked) => checked,
             Err(payload) => Err(KvError::Backend {
                 message: format!("check_owner panicked: {}", wait::take_panic(payload)),

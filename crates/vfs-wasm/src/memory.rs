@@ -96,16 +96,28 @@ impl GuestMemory {
         ptr: u32,
         len: u32,
     ) -> Result<Vec<u8>, OutOfBounds> {
-        let offset = self.check(store, ptr, u64::from(len))?;
         let mut buf = vec![0; len as usize];
+        self.read_into(store, ptr, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Fills `buf` with the bytes at `ptr`.
+    pub(crate) fn read_into(
+        &self,
+        store: &impl AsStoreRef,
+        ptr: u32,
+        buf: &mut [u8],
+    ) -> Result<(), OutOfBounds> {
+        let err = OutOfBounds {
+            ptr,
+            len: buf.len() as u64,
+        };
+        // The view checks the bounds itself, against the memory's current
+        // size.
         self.memory
             .view(store)
-            .read(offset, &mut buf)
-            .map_err(|_: MemoryAccessError| OutOfBounds {
-                ptr,
-                len: u64::from(len),
-            })?;
-        Ok(buf)
+            .read(u64::from(ptr), buf)
+            .map_err(|_: MemoryAccessError| err)
     }
 
     /// Reads `len` bytes at `ptr` as UTF-8 (lossy: SQLite text may hold

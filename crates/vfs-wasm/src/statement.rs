@@ -6,23 +6,37 @@
 //! the `sqlite3*` together, and only for the length of one call, which
 //! [`Guest::with_db`](crate::guest::Guest::with_db) has already entered.
 //!
+//! A cached statement runs with few crossings into the guest: one to bind
+//! every parameter from a buffer, one per step (which also writes the
+//! row's column records), one to read the changes and reset. Each crossing
+//! costs about what SQLite takes to find a row by its key.
+//!
 //! Two rules keep a call to what its own statement produced. The shape of
-//! a result (column count and names) is read only after the first step,
+//! a result (column count and names) is taken only after the first step,
 //! because that step may re-prepare a cached statement whose schema
-//! changed. And the shim writes how many columns it recorded for a row;
-//! a row whose count differs from the shape read is refused, so the host
-//! never reads records this call did not write.
+//! changed; names kept from an earlier call are used only while SQLite's
+//! count of re-preparations has not moved. And the shim writes how many
+//! columns it recorded for a row; a row whose count differs from the shape
+//! taken is refused, so the host never reads records this call did not
+//! write.
 
 use vfs_core::sqlite;
 
-use crate::cache::StatementCache;
+use crate::cache::{Shape, StatementCache};
 use crate::error::{Error, Result};
-use crate::guest::{ConnPtr, Guest, StmtPtr};
+use crate::guest::{ConnPtr, Guest, SCRATCH_MAX, Step, StmtPtr, WRONG_COUNT};
 use crate::memory::GuestPtr;
 use crate::value::{Rows, Value};
 
-/// Size of one column record written by `shim_row`.
-const COLUMN_RECORD: u32 = 16;
+/// Size of one column record written by `shim_step`, and of one parameter
+/// record read by `shim_bind`.
+const RECORD: u32 = 16;
+/// Longest text or blob parameter copied through the parameter buffer;
+/// a longer one gets an allocation of its own that SQLite takes over.
+const INLINE_MAX: usize = 1024;
+/// `shim_bind`'s mark on a text or blob record whose bytes SQLite takes
+/// over.
+const OWNED: i32 = 0x100;
 
 /// One connection of the guest, borrowed for one call.
 pub(crate) struct Connection<'g> {
@@ -101,7 +115,7 @@ impl<'g> Connection<'g> {
             // Each statement reports its own storage failure, not one an
             // earlier statement of the script recovered from.
             self.guest.state().last_error = None;
-            let result = self.step_all(stmt, None);
+            let result = self.step_all(stmt, None, None);
             self.guest.finalize(stmt)?;
             result?;
         }
@@ -119,7 +133,7 @@ impl<'g> Connection<'g> {
             return Ok(Vec::new());
         };
         let mut rows = Rows::default();
-        let result = self.step_all(stmt, Some(&mut rows));
+        let result = self.step_all(stmt, Some(&mut rows), None);
         self.guest.finalize(stmt)?;
         result.map(|()| rows.rows)
     }
@@ -135,7 +149,7 @@ impl<'g> Connection<'g> {
         params: &[Value],
         collect: bool,
     ) -> Result<(Rows, u64)> {
-        let Some(stmt) = self.cached_statement(cache, sql)? else {
+        if !self.cached_statement(cache, sql)? {
             if params.is_empty() {
                 return Ok((Rows::default(), 0));
             }
@@ -143,25 +157,26 @@ impl<'g> Connection<'g> {
                 "{} parameters given for an empty statement",
                 params.len()
             )));
-        };
-        let result = self.bind_and_step(stmt, params, collect);
-        if !self.guest.is_broken() {
-            self.guest.reset(stmt)?;
-            self.guest.clear_bindings(stmt)?;
         }
-        result
+        let cached = cache
+            .get(sql)
+            .expect("cached_statement left the statement in the cache");
+        let stmt = cached.stmt;
+        let result = self.bind_and_step(stmt, params, collect, &mut cached.shape);
+        if let Err(broken) = self.guest.check_usable() {
+            return Err(result.err().unwrap_or(broken));
+        }
+        let changes = self.guest.finish(self.conn, stmt)?;
+        result.map(|rows| (rows, u64::try_from(changes).unwrap_or(0)))
     }
 
-    /// The prepared statement for `sql`, from `cache` or freshly prepared
-    /// (evicting the least recently used one). `None` for SQL with no
-    /// statement in it; more than one statement is refused.
-    fn cached_statement(
-        &mut self,
-        cache: &mut StatementCache,
-        sql: &str,
-    ) -> Result<Option<StmtPtr>> {
-        if let Some(stmt) = cache.get(sql) {
-            return Ok(Some(stmt));
+    /// Makes sure `cache` holds the prepared statement for `sql`, as its
+    /// most recently used one (preparing it, and evicting the least
+    /// recently used, if needed). False for SQL with no statement in it;
+    /// more than one statement is refused.
+    fn cached_statement(&mut self, cache: &mut StatementCache, sql: &str) -> Result<bool> {
+        if cache.get(sql).is_some() {
+            return Ok(true);
         }
         let (buf, out) = self.guest.alloc(sql.as_bytes(), 8)?;
         let prepared = self.guest.prepare(
@@ -176,7 +191,7 @@ impl<'g> Connection<'g> {
         }
         let (stmt, consumed) = prepared?;
         let Some(stmt) = stmt else {
-            return Ok(None);
+            return Ok(false);
         };
         let rest = sql.get(consumed as usize..).unwrap_or_default();
         match self.holds_statement(rest) {
@@ -197,7 +212,7 @@ impl<'g> Connection<'g> {
         for old in cache.insert(sql, stmt) {
             self.guest.finalize(old)?;
         }
-        Ok(Some(stmt))
+        Ok(true)
     }
 
     /// True if `sql` (the tail after a statement) holds another statement;
@@ -244,78 +259,155 @@ impl<'g> Connection<'g> {
         stmt: StmtPtr,
         params: &[Value],
         collect: bool,
-    ) -> Result<(Rows, u64)> {
+        shape: &mut Option<Shape>,
+    ) -> Result<Rows> {
         self.bind(stmt, params)?;
         let mut rows = Rows::default();
-        self.step_all(stmt, collect.then_some(&mut rows))?;
-        let changes = self.guest.changes(self.conn)?;
-        Ok((rows, u64::try_from(changes).unwrap_or(0)))
+        self.step_all(stmt, collect.then_some(&mut rows), Some(shape))?;
+        Ok(rows)
     }
 
-    /// Binds `params` to `?1`, `?2`, …; their number must be the
-    /// statement's.
+    /// Binds `params` to `?1`, `?2`, … in one call into the guest; their
+    /// number must be the statement's.
+    ///
+    /// Each parameter is a record of 16 bytes: {i32 type, i32 len, i64
+    /// value}, the value being the integer, the double's bits, or a
+    /// pointer to a text's or blob's bytes. Bytes up to [`INLINE_MAX`]
+    /// follow the records in the same buffer, and SQLite copies them; a
+    /// longer value is allocated on its own and handed over ([`OWNED`]).
+    /// The buffer is the shim's scratch when it fits [`SCRATCH_MAX`], an
+    /// allocation of this call's otherwise.
     fn bind(&mut self, stmt: StmtPtr, params: &[Value]) -> Result<()> {
-        let expected = self.guest.param_count(stmt)?;
-        if usize::try_from(expected).ok() != Some(params.len()) {
-            return Err(Error::InvalidArgument(format!(
-                "statement expects {expected} parameters, {} given",
-                params.len()
-            )));
-        }
-        for (i, param) in params.iter().enumerate() {
-            let index = i as i32 + 1;
-            let rc = match param {
-                Value::Null => self.guest.bind_null(stmt, index)?,
-                Value::Integer(v) => self.guest.bind_int64(stmt, index, *v)?,
-                Value::Real(v) => self.guest.bind_double(stmt, index, *v)?,
-                Value::Text(s) => {
-                    let value = self.alloc_value(s.as_bytes())?;
-                    self.guest.bind_owned(stmt, index, value, true)?
-                }
-                Value::Blob(b) => {
-                    let value = self.alloc_value(b)?;
-                    self.guest.bind_owned(stmt, index, value, false)?
-                }
+        let max_length = self.guest.config().max_length as usize;
+        let mut inline = 0usize;
+        for param in params {
+            let len = match param {
+                Value::Text(s) => s.len(),
+                Value::Blob(b) => b.len(),
+                _ => continue,
             };
-            if rc != sqlite::SQLITE_OK {
-                return Err(self.error(rc));
+            if len > max_length {
+                return Err(Error::LimitExceeded {
+                    what: format!("parameter of {len} bytes exceeds max_length {max_length}"),
+                });
+            }
+            if len <= INLINE_MAX {
+                inline += len.next_multiple_of(8);
             }
         }
-        Ok(())
+        let records = params.len() * RECORD as usize;
+        let total = u32::try_from(records + inline).map_err(|_| Error::LimitExceeded {
+            what: "parameters larger than 4 GiB".into(),
+        })?;
+        let (buf, own_buf) = if total <= SCRATCH_MAX {
+            (self.guest.scratch(total)?, false)
+        } else {
+            (self.guest.alloc(&[], total)?.0, true)
+        };
+        let result = self.bind_from(stmt, params, buf, records as u32);
+        if own_buf && !self.guest.is_broken() {
+            self.guest.free(buf)?;
+        }
+        result
     }
 
-    /// Copies a text/blob parameter into the guest (SQLite takes ownership).
-    fn alloc_value(&mut self, bytes: &[u8]) -> Result<(GuestPtr, i32)> {
-        let max_length = self.guest.config().max_length;
-        if bytes.len() > max_length as usize {
-            return Err(Error::LimitExceeded {
-                what: format!(
-                    "parameter of {} bytes exceeds max_length {max_length}",
-                    bytes.len(),
-                ),
-            });
+    /// [`Connection::bind`] with the buffer `buf` in hand: `records` bytes
+    /// of records, then the inline bytes.
+    fn bind_from(
+        &mut self,
+        stmt: StmtPtr,
+        params: &[Value],
+        buf: GuestPtr,
+        records: u32,
+    ) -> Result<()> {
+        let mut data = Vec::with_capacity(records as usize);
+        let mut bytes_at = buf.add(records);
+        let mut inline = Vec::new();
+        let mut owned = Vec::new();
+        let mut failed = None;
+        for param in params {
+            let (kind, len, value) = match param {
+                Value::Null => (sqlite::SQLITE_NULL, 0, 0),
+                Value::Integer(v) => (sqlite::SQLITE_INTEGER, 0, *v),
+                Value::Real(v) => (sqlite::SQLITE_FLOAT, 0, v.to_bits() as i64),
+                Value::Text(_) | Value::Blob(_) => {
+                    let (kind, bytes) = match param {
+                        Value::Text(s) => (sqlite::SQLITE_TEXT, s.as_bytes()),
+                        Value::Blob(b) => (sqlite::SQLITE_BLOB, b.as_slice()),
+                        _ => unreachable!("matched above"),
+                    };
+                    let len = bytes.len() as u32;
+                    if bytes.len() <= INLINE_MAX {
+                        let at = bytes_at;
+                        inline.extend_from_slice(bytes);
+                        let padded = bytes.len().next_multiple_of(8);
+                        inline.resize(inline.len() + padded - bytes.len(), 0);
+                        bytes_at = bytes_at.add(padded as u32);
+                        (kind, len, i64::from(at.get()))
+                    } else {
+                        match self.guest.alloc(bytes, 0) {
+                            Ok((ptr, _)) => {
+                                owned.push(ptr);
+                                (kind | OWNED, len, i64::from(ptr.get()))
+                            }
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                }
+            };
+            data.extend_from_slice(&kind.to_le_bytes());
+            data.extend_from_slice(&len.to_le_bytes());
+            data.extend_from_slice(&value.to_le_bytes());
         }
-        if bytes.is_empty() {
-            return Ok((GuestPtr::NULL, 0));
+        if let Some(e) = failed {
+            // Nothing was handed to SQLite yet: the blocks are still ours.
+            for ptr in owned {
+                if !self.guest.is_broken() {
+                    self.guest.free(ptr)?;
+                }
+            }
+            return Err(e);
         }
-        let (ptr, _) = self.guest.alloc(bytes, 0)?;
-        Ok((ptr, bytes.len() as i32))
+        data.extend_from_slice(&inline);
+        self.guest.write(buf, &data)?;
+        match self.guest.bind(stmt, buf, params.len() as u32)? {
+            sqlite::SQLITE_OK => Ok(()),
+            WRONG_COUNT => {
+                let expected = self.guest.param_count(stmt)?;
+                Err(Error::InvalidArgument(format!(
+                    "statement expects {expected} parameters, {} given",
+                    params.len()
+                )))
+            }
+            rc => Err(self.error(rc)),
+        }
     }
 
-    /// Steps `stmt` to completion, collecting rows when `rows` is given.
+    /// Steps `stmt` to completion, collecting rows when `rows` is given;
+    /// `shape` keeps the column names a cached statement's result had.
     ///
-    /// The shape of the result (column count and names) is read only after
-    /// the first step: that step may re-prepare a cached statement whose
-    /// schema changed, and with it the number and names of its columns.
-    fn step_all(&mut self, stmt: StmtPtr, mut rows: Option<&mut Rows>) -> Result<()> {
+    /// The shape of the result (column count and names) is taken only
+    /// after the first step: that step may re-prepare a cached statement
+    /// whose schema changed, and with it the number and names of its
+    /// columns. Kept names are used only when SQLite's count of
+    /// re-preparations is still the one they were read at.
+    fn step_all(
+        &mut self,
+        stmt: StmtPtr,
+        mut rows: Option<&mut Rows>,
+        mut shape: Option<&mut Option<Shape>>,
+    ) -> Result<()> {
         let mut first = true;
         let mut budget = ResultBudget::new(self.guest.config().max_result_bytes);
         loop {
-            let rc = self.guest.step(stmt)?;
-            if first && (rc == sqlite::SQLITE_ROW || rc == sqlite::SQLITE_DONE) {
+            let step = self.guest.step(stmt, rows.is_some())?;
+            if first && (step.rc == sqlite::SQLITE_ROW || step.rc == sqlite::SQLITE_DONE) {
                 first = false;
                 if let Some(rows) = rows.as_deref_mut() {
-                    rows.columns = self.column_names(stmt)?;
+                    rows.columns = self.column_names(stmt, &step, shape.as_deref_mut())?;
                     let names: u64 = rows
                         .columns
                         .iter()
@@ -324,12 +416,12 @@ impl<'g> Connection<'g> {
                     budget.charge(names)?;
                 }
             }
-            match rc {
+            match step.rc {
                 sqlite::SQLITE_ROW => {
                     if let Some(rows) = rows.as_deref_mut()
                         && !rows.columns.is_empty()
                     {
-                        let row = self.read_row(stmt, rows.columns.len(), &mut budget)?;
+                        let row = self.read_row(&step, rows.columns.len(), &mut budget)?;
                         rows.rows.push(row);
                     }
                 }
@@ -339,32 +431,43 @@ impl<'g> Connection<'g> {
         }
     }
 
-    fn column_names(&mut self, stmt: StmtPtr) -> Result<Vec<String>> {
-        let n = self.guest.column_count(stmt)?;
-        let n = u32::try_from(n).unwrap_or(0);
-        let mut names = Vec::with_capacity(n as usize);
-        for i in 0..n {
+    /// The column names of `stmt` after its first `step`: those `shape`
+    /// kept if the statement was not prepared again since, read from the
+    /// guest (and kept) otherwise.
+    fn column_names(
+        &mut self,
+        stmt: StmtPtr,
+        step: &Step,
+        shape: Option<&mut Option<Shape>>,
+    ) -> Result<Vec<String>> {
+        if let Some(Some(kept)) = shape.as_deref()
+            && kept.reprepared == step.reprepared
+            && kept.names.len() == step.columns as usize
+        {
+            return Ok(kept.names.clone());
+        }
+        let mut names = Vec::with_capacity(step.columns as usize);
+        for i in 0..step.columns {
             names.push(self.guest.column_name(stmt, i as i32)?);
+        }
+        if let Some(shape) = shape {
+            *shape = Some(Shape {
+                reprepared: step.reprepared,
+                names: names.clone(),
+            });
         }
         Ok(names)
     }
 
-    /// Reads the current row of `stmt`, which must have `ncol` columns,
+    /// Reads the row `step` recorded, which must have `ncol` columns,
     /// charging its bytes to `budget` (the call's result-size allowance).
     fn read_row(
         &mut self,
-        stmt: StmtPtr,
+        step: &Step,
         ncol: usize,
         budget: &mut ResultBudget,
     ) -> Result<Vec<Value>> {
-        let ptr = self.guest.row(stmt)?;
-        if ptr.is_null() {
-            return Err(Error::LimitExceeded {
-                what: "guest memory exhausted reading a row".into(),
-            });
-        }
-        let header = self.guest.read(ptr, COLUMN_RECORD)?;
-        let written = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let written = step.columns;
         if written as usize != ncol {
             // The shape changed under a running statement: never read
             // records this call did not write.
@@ -374,11 +477,9 @@ impl<'g> Connection<'g> {
                 kv: None,
             });
         }
-        let raw = self
-            .guest
-            .read(ptr.add(COLUMN_RECORD), written * COLUMN_RECORD)?;
+        let raw = self.guest.read(step.records, written * RECORD)?;
         let records: Vec<(i32, u32, i64)> = raw
-            .chunks_exact(COLUMN_RECORD as usize)
+            .chunks_exact(RECORD as usize)
             .map(|rec| {
                 let kind = i32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]);
                 let len = u32::from_le_bytes([rec[4], rec[5], rec[6], rec[7]]);

@@ -564,6 +564,97 @@ fn prepared_statements_are_reused_and_evicted_correctly() {
     assert_integrity(&mut inst, db);
 }
 
+/// Every kind of parameter, with texts and blobs on both sides of the
+/// size up to which they travel in the shared parameter buffer (1 KiB),
+/// comes back exactly as given; so do parameters too large together for
+/// that buffer (64 KiB). A call whose parameters are refused leaves
+/// nothing charged to its database, whatever it had allocated for them.
+#[test]
+fn parameters_of_every_kind_and_size_round_trip_and_leak_nothing() {
+    let mut inst = instance();
+    let db = inst.open("params", memory_kv()).unwrap();
+    let text = |n: usize| Value::Text("é".repeat(n / 2) + &"t".repeat(n % 2));
+    let blob = |n: usize| Value::Blob((0..n).map(|i| (i % 251) as u8).collect());
+    let params = vec![
+        Value::Null,
+        Value::Integer(i64::MIN),
+        Value::Integer(i64::MAX),
+        Value::Real(-0.5),
+        Value::Real(f64::MAX),
+        text(0),
+        text(1),
+        text(1023),
+        text(1024),
+        text(1025),
+        text(70_000),
+        blob(0),
+        blob(1024),
+        blob(1025),
+        blob(70_000),
+        Value::Integer(0),
+    ];
+    let sql = format!(
+        "SELECT {}",
+        (1..=params.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for _ in 0..3 {
+        let rows = inst.query(db, &sql, &params).unwrap();
+        assert_eq!(rows.rows, vec![params.clone()]);
+    }
+    // 100 texts of 1000 bytes: more than the shared buffer holds.
+    let many: Vec<Value> = (0..100)
+        .map(|i| Value::Text(format!("{i:04}").repeat(250)))
+        .collect();
+    let sql = format!(
+        "SELECT {}",
+        (1..=many.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(" || ")
+    );
+    let joined: String = many
+        .iter()
+        .map(|v| match v {
+            Value::Text(s) => s.as_str(),
+            _ => unreachable!(),
+        })
+        .collect();
+    let rows = inst.query(db, &sql, &many).unwrap();
+    assert_eq!(rows.rows, vec![vec![Value::Text(joined)]]);
+
+    // Refused parameters: too many, and too few, with large ones among
+    // them that were allocated on their own.
+    inst.exec(db, "CREATE TABLE p (v)").unwrap();
+    let one = "INSERT INTO p VALUES (?1)";
+    let two = "INSERT INTO p VALUES (?1 || ?2)";
+    // Both statements prepared and cached first: only the refused calls
+    // are measured.
+    inst.execute(db, one, &[Value::Null]).unwrap();
+    inst.execute(db, two, &[Value::Null, Value::Null]).unwrap();
+    inst.exec(db, "DELETE FROM p").unwrap();
+    let before = inst.database_memory_bytes(db).unwrap();
+    for _ in 0..20 {
+        let err = inst
+            .execute(db, one, &[blob(5000), text(5000), blob(10)])
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("expects 1 parameters, 3 given")),
+            "{err:?}"
+        );
+        let err = inst.execute(db, two, &[blob(5000)]).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    }
+    assert_eq!(inst.database_memory_bytes(db).unwrap(), before);
+    // The statement that refused them still works, with nothing left bound.
+    inst.execute(db, one, &[blob(5000)]).unwrap();
+    let rows = inst.query(db, "SELECT length(v) FROM p", &[]).unwrap();
+    assert_eq!(rows.rows, vec![vec![Value::Integer(5000)]]);
+    assert_integrity(&mut inst, db);
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let mut inst = instance();
