@@ -872,8 +872,10 @@ EXPORT(shim_open) int shim_open(const char *name, sqlite3 **out, int progress_op
  * that turns a memory bomb into SQLITE_NOMEM, and a soft limit at 3/4 of it
  * past which SQLite recycles page-cache memory before asking for more (so
  * tenants' caches give way instead of failing). Must be the first call. */
+static int statement_buffers(int scratch_bytes);
+
 EXPORT(shim_init) int shim_init(int lookaside_slot, int lookaside_count, sqlite3_int64 heap_limit,
-                                sqlite3_int64 tenant_reserve) {
+                                sqlite3_int64 tenant_reserve, int scratch_bytes) {
   heap_cap = heap_limit;
   reserve = tenant_reserve;
   int rc = sqlite3_config(SQLITE_CONFIG_MALLOC, &tenant_mem);
@@ -884,7 +886,7 @@ EXPORT(shim_init) int shim_init(int lookaside_slot, int lookaside_count, sqlite3
   if (rc != SQLITE_OK) return rc;
   sqlite3_hard_heap_limit64(heap_limit);
   sqlite3_soft_heap_limit64(heap_limit / 4 * 3);
-  return SQLITE_OK;
+  return statement_buffers(scratch_bytes);
 }
 
 /* Pragmas a tenant may read but never change: they fix the storage format,
@@ -950,16 +952,28 @@ static int grow_buffer(unsigned char **buf, int *cap, int need) {
   return 1;
 }
 
-/* A buffer of at least `n` bytes the host fills with parameters for
- * shim_bind; it stays until the next call asks for more. The host bounds
- * `n`. Returns 0 when out of memory. */
+/* The buffer the host fills with parameters for shim_bind, of the size
+ * it asked for at shim_init, and the one shim_step writes a row's column
+ * records into (grown for wide rows). Both exist from the start, so that
+ * no call can fail for want of them and they never take the headroom the
+ * heap holds for the databases' reserves; the row buffer grows only for a
+ * row of more than ROW_COLUMNS columns. */
+#define ROW_COLUMNS 64
 static unsigned char *scratch;
-static int scratch_cap;
+static unsigned char *row_buf;
+static int row_cap;
 
-EXPORT(shim_scratch) unsigned char *shim_scratch(int n) {
-  if (n < 0 || !grow_buffer(&scratch, &scratch_cap, n)) return 0;
-  return scratch;
+static int statement_buffers(int scratch_bytes) {
+  if (scratch_bytes <= 0) return SQLITE_MISUSE;
+  scratch = sqlite3_malloc(scratch_bytes);
+  row_buf = sqlite3_malloc(ROW_COLUMNS * 16);
+  if (scratch == 0 || row_buf == 0) return SQLITE_NOMEM;
+  row_cap = ROW_COLUMNS * 16;
+  return SQLITE_OK;
 }
+
+/* The parameter buffer (see statement_buffers). */
+EXPORT(shim_scratch) unsigned char *shim_scratch(void) { return scratch; }
 
 /* A parameter record's type for a text or blob in a block of
  * sqlite3_malloc the host allocated and SQLite takes over. */
@@ -1033,32 +1047,60 @@ EXPORT(shim_bind) int shim_bind(sqlite3_stmt *s, const unsigned char *recs, int 
   return SQLITE_OK;
 }
 
-/* Steps `s` once and describes the outcome in a buffer: a 16-byte header
- * {i32 rc, i32 ncol, u32 reprepared, i32 0}, then, for a row the host
- * asked for (`want_row`), `ncol` records of 16 bytes {i32 type, i32 len,
- * i64 value}, where value is the integer, the double's bits or a pointer
- * to the bytes (valid until the next step or reset). `ncol` is the
- * statement's column count after this step, and `reprepared` how often
- * SQLite has prepared it again since it was first prepared (a step may do
- * so when the schema changed, and with it the columns): the host trusts
- * the column names it kept only while that count stands still, and reads
- * exactly the records written here. Type -1 marks an out-of-memory
- * conversion. Returns 0 when out of memory for the buffer. */
-static unsigned char *step_buf;
-static int step_cap;
+/* Ends a call's use of `s`: returns the rows the connection's last write
+ * changed, then resets the statement and clears its bindings, so nothing
+ * of this call reaches the next. */
+EXPORT(shim_finish) sqlite3_int64 shim_finish(sqlite3 *db, sqlite3_stmt *s) {
+  sqlite3_int64 changes = sqlite3_changes64(db);
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return changes;
+}
 
-EXPORT(shim_step) unsigned char *shim_step(sqlite3_stmt *s, int want_row) {
+/* Steps `s` once and describes the outcome in a 32-byte header:
+ * {i32 rc, i32 ncol, u32 reprepared, i32 finished, i64 changes,
+ *  u32 records, i32 0}.
+ * - `ncol` is the statement's column count after this step, and
+ *   `reprepared` how often SQLite has prepared it again since it was first
+ *   prepared (a step may do so when the schema changed, and with it the
+ *   columns): the host trusts the column names it kept only while that
+ *   count stands still.
+ * - Given its connection `db`, a step that completes the statement (DONE)
+ *   also finishes it as shim_finish does, and says so (`finished` 1, with
+ *   `changes`): that spares the host one more crossing.
+ * - For a row the host asked for (`want_row`), `records` points at `ncol`
+ *   records of 16 bytes {i32 type, i32 len, i64 value}, where value is the
+ *   integer, the double's bits or a pointer to the bytes (valid until the
+ *   next step or reset); it is 0 when no row was asked for, and when there
+ *   was no memory for a wide row's records. Type -1 marks an out-of-memory
+ *   conversion. The host reads exactly the records written here.
+ * The header is static: the step's result code always reaches the host. */
+static unsigned char step_head[32];
+
+EXPORT(shim_step) unsigned char *shim_step(sqlite3_stmt *s, int want_row, sqlite3 *db) {
   int rc = sqlite3_step(s);
   int n = sqlite3_column_count(s);
-  int fill = want_row && rc == SQLITE_ROW;
-  if (!grow_buffer(&step_buf, &step_cap, ((fill ? n : 0) + 1) * 16)) return 0;
   unsigned int reprepared =
       (unsigned int)sqlite3_stmt_status(s, SQLITE_STMTSTATUS_REPREPARE, 0);
-  memset(step_buf, 0, 16);
-  memcpy(step_buf, &rc, 4);
-  memcpy(step_buf + 4, &n, 4);
-  memcpy(step_buf + 8, &reprepared, 4);
-  for (int i = 0; fill && i < n; i++) {
+  int finished = 0;
+  sqlite3_int64 changes = 0;
+  if (rc == SQLITE_DONE && db != 0) {
+    changes = shim_finish(db, s);
+    finished = 1;
+  }
+  unsigned char *records = 0;
+  if (want_row && rc == SQLITE_ROW && grow_buffer(&row_buf, &row_cap, n * 16)) {
+    records = row_buf;
+  }
+  unsigned int records_at = (unsigned int)(size_t)records;
+  memset(step_head, 0, sizeof step_head);
+  memcpy(step_head, &rc, 4);
+  memcpy(step_head + 4, &n, 4);
+  memcpy(step_head + 8, &reprepared, 4);
+  memcpy(step_head + 12, &finished, 4);
+  memcpy(step_head + 16, &changes, 8);
+  memcpy(step_head + 24, &records_at, 4);
+  for (int i = 0; records && i < n; i++) {
     int type = sqlite3_column_type(s, i);
     int len = 0;
     sqlite3_int64 v = 0;
@@ -1088,20 +1130,11 @@ EXPORT(shim_step) unsigned char *shim_step(sqlite3_stmt *s, int want_row) {
       default:
         break;
     }
-    unsigned char *rec = step_buf + (i + 1) * 16;
+    unsigned char *rec = records + i * 16;
     memcpy(rec, &type, 4);
     memcpy(rec + 4, &len, 4);
     memcpy(rec + 8, &v, 8);
   }
-  return step_buf;
+  return step_head;
 }
 
-/* Ends a call's use of `s`: returns the rows the connection's last write
- * changed, then resets the statement and clears its bindings, so nothing
- * of this call reaches the next. */
-EXPORT(shim_finish) sqlite3_int64 shim_finish(sqlite3 *db, sqlite3_stmt *s) {
-  sqlite3_int64 changes = sqlite3_changes64(db);
-  sqlite3_reset(s);
-  sqlite3_clear_bindings(s);
-  return changes;
-}

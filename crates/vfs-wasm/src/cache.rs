@@ -26,6 +26,9 @@ pub(crate) struct Shape {
 #[derive(Debug)]
 pub(crate) struct Cached {
     pub stmt: StmtPtr,
+    /// Its number of parameters (fixed by its SQL text, whatever a
+    /// re-preparation changes).
+    pub params: u32,
     /// Its result's column names, once a call has read them.
     pub shape: Option<Shape>,
 }
@@ -66,15 +69,21 @@ impl StatementCache {
     /// Adds `stmt`, prepared for `sql`, as the most recently used one, and
     /// returns the statements evicted to make room, for the caller to
     /// finalize.
-    pub(crate) fn insert(&mut self, sql: &str, stmt: StmtPtr) -> Vec<StmtPtr> {
+    pub(crate) fn insert(&mut self, sql: &str, stmt: StmtPtr, params: u32) -> Vec<StmtPtr> {
         let mut evicted = Vec::new();
         while self.entries.len() >= self.capacity {
             if let Some((_, old)) = self.entries.pop_front() {
                 evicted.push(old.stmt);
             }
         }
-        self.entries
-            .push_back((Box::from(sql), Cached { stmt, shape: None }));
+        self.entries.push_back((
+            Box::from(sql),
+            Cached {
+                stmt,
+                params,
+                shape: None,
+            },
+        ));
         evicted
     }
 

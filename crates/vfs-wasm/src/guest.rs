@@ -69,14 +69,18 @@ impl Slot {
     }
 }
 
-/// Largest parameter buffer the shim keeps for the host between calls
-/// ([`Guest::scratch`]); a call that needs more allocates its own.
-pub(crate) const SCRATCH_MAX: u32 = 64 * 1024;
+/// Size of the parameter buffer the shim keeps for the host from the
+/// start ([`Guest::scratch`]); a call whose parameters need more
+/// allocates its own.
+pub(crate) const SCRATCH_MAX: u32 = 16 * 1024;
+/// SQLite's largest possible column count (`SQLITE_MAX_COLUMN`'s ceiling):
+/// a step that reports more came from a guest that cannot be trusted.
+const MAX_COLUMNS: u32 = 32767;
 /// What `shim_bind` returns when the number of parameters is not the
 /// statement's.
 pub(crate) const WRONG_COUNT: i32 = -1;
-/// Size of the header `shim_step` writes before a row's column records.
-const STEP_HEADER: u32 = 16;
+/// Size of the header `shim_step` describes a step with.
+const STEP_HEADER: u32 = 32;
 
 /// What one step of a statement did, as `shim_step` describes it.
 #[derive(Debug, Clone, Copy)]
@@ -89,8 +93,13 @@ pub(crate) struct Step {
     /// first prepared; column names kept from an earlier call hold only
     /// while it stands still.
     pub reprepared: u32,
-    /// The row's column records (when a row was asked for): `columns`
-    /// records of 16 bytes.
+    /// When the step completed the statement and the shim finished it
+    /// (see [`Guest::finish`]): the rows the connection's last write
+    /// changed.
+    pub finished: Option<i64>,
+    /// The row's column records, `columns` records of 16 bytes, when a
+    /// row was asked for; NULL otherwise, and when the guest had no
+    /// memory for them.
     pub records: GuestPtr,
 }
 
@@ -98,9 +107,8 @@ pub(crate) struct Step {
 struct Exports {
     shim_open: TypedFunction<(u32, u32, i32), i32>,
     lockdown: TypedFunction<u32, i32>,
-    scratch: TypedFunction<i32, u32>,
     bind: TypedFunction<(u32, u32, i32), i32>,
-    step: TypedFunction<(u32, i32), u32>,
+    step: TypedFunction<(u32, i32, u32), u32>,
     finish: TypedFunction<(u32, u32), i64>,
     close: TypedFunction<u32, i32>,
     prepare: TypedFunction<(u32, u32, i32, i32, u32, u32), i32>,
@@ -189,8 +197,8 @@ pub(crate) struct Guest {
     f: Exports,
     config: InstanceConfig,
     broken: Option<String>,
-    /// The shim's parameter buffer and its size (NULL, 0 until first used).
-    scratch: (GuestPtr, u32),
+    /// The shim's parameter buffer, [`SCRATCH_MAX`] bytes.
+    scratch: GuestPtr,
     /// Where the shim keeps the running call's slot and its `refused`
     /// flag (`shim_call_state`).
     call_state: GuestPtr,
@@ -243,11 +251,11 @@ impl Guest {
         }
         let initialize: TypedFunction<(), ()> = get!("_initialize");
         let call_state: TypedFunction<(), u32> = get!("shim_call_state");
-        let shim_init: TypedFunction<(i32, i32, i64, i64), i32> = get!("shim_init");
+        let shim_init: TypedFunction<(i32, i32, i64, i64, i32), i32> = get!("shim_init");
+        let shim_scratch: TypedFunction<(), u32> = get!("shim_scratch");
         let f = Exports {
             shim_open: get!("shim_open"),
             lockdown: get!("shim_lockdown"),
-            scratch: get!("shim_scratch"),
             bind: get!("shim_bind"),
             step: get!("shim_step"),
             finish: get!("shim_finish"),
@@ -286,6 +294,7 @@ impl Guest {
                 slots,
                 heap_limit as i64,
                 i64::try_from(config.tenant_memory_reserve_bytes).unwrap_or(i64::MAX),
+                SCRATCH_MAX as i32,
             )
             .map_err(|e| Error::instantiate("shim_init trapped", e))?;
         if rc != sqlite::SQLITE_OK {
@@ -299,6 +308,11 @@ impl Guest {
                 .call(&mut store)
                 .map_err(|e| Error::instantiate("shim_call_state trapped", e))?,
         );
+        let scratch = GuestPtr::new(
+            shim_scratch
+                .call(&mut store)
+                .map_err(|e| Error::instantiate("shim_scratch trapped", e))?,
+        );
         Ok(Guest {
             store: MovableStore(store),
             env,
@@ -306,7 +320,7 @@ impl Guest {
             f,
             config,
             broken: None,
-            scratch: (GuestPtr::NULL, 0),
+            scratch,
             call_state,
             armed: Vec::new(),
         })
@@ -720,21 +734,10 @@ impl Guest {
         call!(self.param_count(stmt.0))
     }
 
-    /// The shim's parameter buffer, at least `len` bytes (`len` at most
-    /// [`SCRATCH_MAX`]); it stays the host's until it asks for a larger
-    /// one, and is charged to the instance.
-    pub(crate) fn scratch(&mut self, len: u32) -> Result<GuestPtr> {
-        debug_assert!(len <= SCRATCH_MAX);
-        if len > self.scratch.1 {
-            let ptr = GuestPtr::new(call!(self.scratch(len as i32))?);
-            if ptr.is_null() {
-                return Err(Error::LimitExceeded {
-                    what: format!("guest memory exhausted allocating {len} bytes for parameters"),
-                });
-            }
-            self.scratch = (ptr, len);
-        }
-        Ok(self.scratch.0)
+    /// The shim's parameter buffer, [`SCRATCH_MAX`] bytes; it is the
+    /// host's to fill for [`Guest::bind`].
+    pub(crate) fn scratch(&self) -> GuestPtr {
+        self.scratch
     }
 
     /// Binds `n` parameter records the host wrote at `records`
@@ -745,26 +748,39 @@ impl Guest {
     }
 
     /// Steps `stmt` once (`shim_step`), with the row's column records
-    /// written when `want_row`.
-    pub(crate) fn step(&mut self, stmt: StmtPtr, want_row: bool) -> Result<Step> {
-        let ptr = GuestPtr::new(call!(self.step(stmt.0, i32::from(want_row)))?);
-        if ptr.is_null() {
-            return Err(Error::LimitExceeded {
-                what: "guest memory exhausted reading a row".into(),
-            });
-        }
+    /// written when `want_row`. Given `finish`, its connection, a step that
+    /// completes the statement also finishes it ([`Guest::finish`]).
+    pub(crate) fn step(
+        &mut self,
+        stmt: StmtPtr,
+        want_row: bool,
+        finish: Option<ConnPtr>,
+    ) -> Result<Step> {
+        let conn = finish.map_or(0, |c| c.0);
+        let ptr = GuestPtr::new(call!(self.step(stmt.0, i32::from(want_row), conn))?);
         let mut header = [0u8; STEP_HEADER as usize];
         if let Err(e) = self.mem.read_into(&self.store, ptr.get(), &mut header) {
             return Err(self.mem_err(&e));
         }
         let word =
             |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        Ok(Step {
+        let mut changes = [0u8; 8];
+        changes.copy_from_slice(&header[16..24]);
+        let step = Step {
             rc: word(0) as i32,
             columns: word(4),
             reprepared: word(8),
-            records: ptr.add(STEP_HEADER),
-        })
+            finished: (word(12) == 1).then(|| i64::from_le_bytes(changes)),
+            records: GuestPtr::new(word(24)),
+        };
+        if step.columns > MAX_COLUMNS {
+            let e = OutOfBounds {
+                ptr: step.records.get(),
+                len: u64::from(step.columns) * 16,
+            };
+            return Err(self.mem_err(&e));
+        }
+        Ok(step)
     }
 
     /// `sqlite3_column_name`, read into the host.

@@ -29,9 +29,6 @@ pub(crate) struct OutOfBounds {
 pub(crate) struct GuestPtr(u32);
 
 impl GuestPtr {
-    /// The guest's NULL.
-    pub(crate) const NULL: GuestPtr = GuestPtr(0);
-
     /// Wraps an offset the guest returned.
     pub(crate) fn new(offset: u32) -> Self {
         Self(offset)
@@ -96,6 +93,9 @@ impl GuestMemory {
         ptr: u32,
         len: u32,
     ) -> Result<Vec<u8>, OutOfBounds> {
+        // Checked before anything is allocated: `len` may come from a
+        // guest that cannot be trusted.
+        self.check(store, ptr, u64::from(len))?;
         let mut buf = vec![0; len as usize];
         self.read_into(store, ptr, &mut buf)?;
         Ok(buf)

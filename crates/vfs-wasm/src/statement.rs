@@ -37,6 +37,10 @@ const INLINE_MAX: usize = 1024;
 /// `shim_bind`'s mark on a text or blob record whose bytes SQLite takes
 /// over.
 const OWNED: i32 = 0x100;
+/// Most bytes of column names a cached statement keeps between calls;
+/// longer ones are read again by every call, so that host memory nobody
+/// counts stays small.
+const NAMES_KEPT_MAX: usize = 4096;
 
 /// One connection of the guest, borrowed for one call.
 pub(crate) struct Connection<'g> {
@@ -115,7 +119,7 @@ impl<'g> Connection<'g> {
             // Each statement reports its own storage failure, not one an
             // earlier statement of the script recovered from.
             self.guest.state().last_error = None;
-            let result = self.step_all(stmt, None, None);
+            let result = self.step_all(stmt, None, None, None).map(drop);
             self.guest.finalize(stmt)?;
             result?;
         }
@@ -133,9 +137,9 @@ impl<'g> Connection<'g> {
             return Ok(Vec::new());
         };
         let mut rows = Rows::default();
-        let result = self.step_all(stmt, Some(&mut rows), None);
+        let result = self.step_all(stmt, Some(&mut rows), None, None);
         self.guest.finalize(stmt)?;
-        result.map(|()| rows.rows)
+        result.map(|_| rows.rows)
     }
 
     /// Runs one statement with `params`, reusing its prepared form from
@@ -161,13 +165,30 @@ impl<'g> Connection<'g> {
         let cached = cache
             .get(sql)
             .expect("cached_statement left the statement in the cache");
+        // Checked before anything is allocated for the parameters.
+        if params.len() != cached.params as usize {
+            return Err(Error::InvalidArgument(format!(
+                "statement expects {} parameters, {} given",
+                cached.params,
+                params.len()
+            )));
+        }
         let stmt = cached.stmt;
         let result = self.bind_and_step(stmt, params, collect, &mut cached.shape);
         if let Err(broken) = self.guest.check_usable() {
             return Err(result.err().unwrap_or(broken));
         }
-        let changes = self.guest.finish(self.conn, stmt)?;
-        result.map(|rows| (rows, u64::try_from(changes).unwrap_or(0)))
+        // A statement that completed was finished by its last step; one
+        // that failed, or whose rows were refused, is finished here.
+        let (rows, changes) = match result {
+            Ok((rows, Some(changes))) => (rows, changes),
+            Ok((rows, None)) => (rows, self.guest.finish(self.conn, stmt)?),
+            Err(e) => {
+                self.guest.finish(self.conn, stmt)?;
+                return Err(e);
+            }
+        };
+        Ok((rows, u64::try_from(changes).unwrap_or(0)))
     }
 
     /// Makes sure `cache` holds the prepared statement for `sql`, as its
@@ -209,7 +230,16 @@ impl<'g> Connection<'g> {
                 return Err(e);
             }
         }
-        for old in cache.insert(sql, stmt) {
+        let params = match self.guest.param_count(stmt) {
+            Ok(n) => u32::try_from(n).unwrap_or(0),
+            Err(e) => {
+                if !self.guest.is_broken() {
+                    self.guest.finalize(stmt)?;
+                }
+                return Err(e);
+            }
+        };
+        for old in cache.insert(sql, stmt, params) {
             self.guest.finalize(old)?;
         }
         Ok(true)
@@ -260,11 +290,12 @@ impl<'g> Connection<'g> {
         params: &[Value],
         collect: bool,
         shape: &mut Option<Shape>,
-    ) -> Result<Rows> {
+    ) -> Result<(Rows, Option<i64>)> {
         self.bind(stmt, params)?;
         let mut rows = Rows::default();
-        self.step_all(stmt, collect.then_some(&mut rows), Some(shape))?;
-        Ok(rows)
+        let conn = self.conn;
+        let changes = self.step_all(stmt, collect.then_some(&mut rows), Some(shape), Some(conn))?;
+        Ok((rows, changes))
     }
 
     /// Binds `params` to `?1`, `?2`, … in one call into the guest; their
@@ -300,7 +331,7 @@ impl<'g> Connection<'g> {
             what: "parameters larger than 4 GiB".into(),
         })?;
         let (buf, own_buf) = if total <= SCRATCH_MAX {
-            (self.guest.scratch(total)?, false)
+            (self.guest.scratch(), false)
         } else {
             (self.guest.alloc(&[], total)?.0, true)
         };
@@ -388,6 +419,8 @@ impl<'g> Connection<'g> {
 
     /// Steps `stmt` to completion, collecting rows when `rows` is given;
     /// `shape` keeps the column names a cached statement's result had.
+    /// Given `finish`, the last step also finishes the statement and the
+    /// rows changed are returned (see [`Guest::step`]).
     ///
     /// The shape of the result (column count and names) is taken only
     /// after the first step: that step may re-prepare a cached statement
@@ -399,21 +432,25 @@ impl<'g> Connection<'g> {
         stmt: StmtPtr,
         mut rows: Option<&mut Rows>,
         mut shape: Option<&mut Option<Shape>>,
-    ) -> Result<()> {
+        finish: Option<ConnPtr>,
+    ) -> Result<Option<i64>> {
         let mut first = true;
         let mut budget = ResultBudget::new(self.guest.config().max_result_bytes);
         loop {
-            let step = self.guest.step(stmt, rows.is_some())?;
+            let step = self.guest.step(stmt, rows.is_some(), finish)?;
             if first && (step.rc == sqlite::SQLITE_ROW || step.rc == sqlite::SQLITE_DONE) {
                 first = false;
                 if let Some(rows) = rows.as_deref_mut() {
-                    rows.columns = self.column_names(stmt, &step, shape.as_deref_mut())?;
-                    let names: u64 = rows
-                        .columns
-                        .iter()
-                        .map(|name| (name.len() + size_of::<String>()) as u64)
-                        .sum();
-                    budget.charge(names)?;
+                    let (names, fresh) = self.column_names(stmt, &step, shape.as_deref())?;
+                    let bytes: usize = names.iter().map(String::len).sum();
+                    budget.charge((bytes + names.len() * size_of::<String>()) as u64)?;
+                    if fresh && let Some(shape) = shape.as_deref_mut() {
+                        *shape = (bytes <= NAMES_KEPT_MAX).then(|| Shape {
+                            reprepared: step.reprepared,
+                            names: names.clone(),
+                        });
+                    }
+                    rows.columns = names;
                 }
             }
             match step.rc {
@@ -425,38 +462,32 @@ impl<'g> Connection<'g> {
                         rows.rows.push(row);
                     }
                 }
-                sqlite::SQLITE_DONE => return Ok(()),
+                sqlite::SQLITE_DONE => return Ok(step.finished),
                 rc => return Err(self.error(rc)),
             }
         }
     }
 
     /// The column names of `stmt` after its first `step`: those `shape`
-    /// kept if the statement was not prepared again since, read from the
-    /// guest (and kept) otherwise.
+    /// kept if the statement was not prepared again since, and false; or
+    /// read from the guest, and true.
     fn column_names(
         &mut self,
         stmt: StmtPtr,
         step: &Step,
-        shape: Option<&mut Option<Shape>>,
-    ) -> Result<Vec<String>> {
-        if let Some(Some(kept)) = shape.as_deref()
+        shape: Option<&Option<Shape>>,
+    ) -> Result<(Vec<String>, bool)> {
+        if let Some(Some(kept)) = shape
             && kept.reprepared == step.reprepared
             && kept.names.len() == step.columns as usize
         {
-            return Ok(kept.names.clone());
+            return Ok((kept.names.clone(), false));
         }
         let mut names = Vec::with_capacity(step.columns as usize);
         for i in 0..step.columns {
             names.push(self.guest.column_name(stmt, i as i32)?);
         }
-        if let Some(shape) = shape {
-            *shape = Some(Shape {
-                reprepared: step.reprepared,
-                names: names.clone(),
-            });
-        }
-        Ok(names)
+        Ok((names, true))
     }
 
     /// Reads the row `step` recorded, which must have `ncol` columns,
@@ -475,6 +506,11 @@ impl<'g> Connection<'g> {
                 code: sqlite::SQLITE_ERROR,
                 message: format!("the row has {written} columns where the statement had {ncol}"),
                 kv: None,
+            });
+        }
+        if step.records.is_null() {
+            return Err(Error::LimitExceeded {
+                what: "guest memory exhausted reading a row".into(),
             });
         }
         let raw = self.guest.read(step.records, written * RECORD)?;
