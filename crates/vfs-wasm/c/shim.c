@@ -933,10 +933,11 @@ EXPORT(shim_lockdown) int shim_lockdown(sqlite3 *db) {
 }
 
 /* ---- statements --------------------------------------------------------- *
- * A call of the host runs a cached statement with four calls into the guest
- * (bind, a step per row, finish) instead of one per parameter, column and
- * bookkeeping step: each crossing costs about as much as SQLite takes to
- * find a row by its key. */
+ * A call of the host runs a cached statement with one call into the guest
+ * per step: the first also binds every parameter, each writes its row,
+ * and the one that completes the statement also resets it. That replaces
+ * a call per parameter, per column and per bookkeeping step: each
+ * crossing costs about as much as SQLite takes to find a row by its key. */
 
 /* Library state, charged to the instance rather than to the tenant that
  * happens to need a larger buffer first. Returns 0 when out of memory. */
@@ -991,7 +992,8 @@ static void free_owned(const unsigned char *recs, int from, int n) {
   }
 }
 
-/* Binds `n` parameters (?1 .. ?n) from records of 16 bytes at `recs`:
+/* Binds `n` parameters (?1 .. ?n) from records of 16 bytes at `recs`
+ * (for shim_step, which binds them before a call's first step):
  * {i32 type, i32 len, i64 value}. NULL, INTEGER and FLOAT carry the
  * integer or the double's bits; TEXT and BLOB point at `len` bytes that
  * SQLite copies (the host's scratch buffer), and with OWNED at a block of
@@ -999,7 +1001,7 @@ static void free_owned(const unsigned char *recs, int from, int n) {
  * handed over whatever happens. An empty text is '' and an empty blob
  * x'', never NULL. Returns SQLITE_OK, WRONG_COUNT (nothing bound) or the
  * code of the bind that failed. */
-EXPORT(shim_bind) int shim_bind(sqlite3_stmt *s, const unsigned char *recs, int n) {
+static int bind_records(sqlite3_stmt *s, const unsigned char *recs, int n) {
   if (n != sqlite3_bind_parameter_count(s)) {
     free_owned(recs, 0, n);
     return WRONG_COUNT;
@@ -1059,7 +1061,10 @@ EXPORT(shim_finish) sqlite3_int64 shim_finish(sqlite3 *db, sqlite3_stmt *s) {
 
 /* Steps `s` once and describes the outcome in a 32-byte header:
  * {i32 rc, i32 ncol, u32 reprepared, i32 finished, i64 changes,
- *  u32 records, i32 0}.
+ *  u32 records, i32 unbound}.
+ * - With `nrecs` >= 0 (the first step of a call), the `nrecs` parameter
+ *   records at `recs` are bound first (bind_records). If that fails,
+ *   nothing is stepped: `unbound` is 1 and `rc` is bind_records' result.
  * - `ncol` is the statement's column count after this step, and
  *   `reprepared` how often SQLite has prepared it again since it was first
  *   prepared (a step may do so when the schema changed, and with it the
@@ -1077,7 +1082,18 @@ EXPORT(shim_finish) sqlite3_int64 shim_finish(sqlite3 *db, sqlite3_stmt *s) {
  * The header is static: the step's result code always reaches the host. */
 static unsigned char step_head[32];
 
-EXPORT(shim_step) unsigned char *shim_step(sqlite3_stmt *s, int want_row, sqlite3 *db) {
+EXPORT(shim_step) unsigned char *shim_step(sqlite3_stmt *s, int want_row, sqlite3 *db,
+                                           const unsigned char *recs, int nrecs) {
+  if (nrecs >= 0) {
+    int rc = bind_records(s, recs, nrecs);
+    if (rc != SQLITE_OK) {
+      int unbound = 1;
+      memset(step_head, 0, sizeof step_head);
+      memcpy(step_head, &rc, 4);
+      memcpy(step_head + 28, &unbound, 4);
+      return step_head;
+    }
+  }
   int rc = sqlite3_step(s);
   int n = sqlite3_column_count(s);
   unsigned int reprepared =

@@ -76,7 +76,7 @@ pub(crate) const SCRATCH_MAX: u32 = 16 * 1024;
 /// SQLite's largest possible column count (`SQLITE_MAX_COLUMN`'s ceiling):
 /// a step that reports more came from a guest that cannot be trusted.
 const MAX_COLUMNS: u32 = 32767;
-/// What `shim_bind` returns when the number of parameters is not the
+/// The code `shim_step` reports when the number of parameters is not the
 /// statement's.
 pub(crate) const WRONG_COUNT: i32 = -1;
 /// Size of the header `shim_step` describes a step with.
@@ -97,6 +97,9 @@ pub(crate) struct Step {
     /// (see [`Guest::finish`]): the rows the connection's last write
     /// changed.
     pub finished: Option<i64>,
+    /// The parameters could not be bound (`rc` says why: [`WRONG_COUNT`]
+    /// or SQLite's code), and nothing was stepped.
+    pub unbound: bool,
     /// The row's column records, `columns` records of 16 bytes, when a
     /// row was asked for; NULL otherwise, and when the guest had no
     /// memory for them.
@@ -107,8 +110,7 @@ pub(crate) struct Step {
 struct Exports {
     shim_open: TypedFunction<(u32, u32, i32), i32>,
     lockdown: TypedFunction<u32, i32>,
-    bind: TypedFunction<(u32, u32, i32), i32>,
-    step: TypedFunction<(u32, i32, u32), u32>,
+    step: TypedFunction<(u32, i32, u32, u32, i32), u32>,
     finish: TypedFunction<(u32, u32), i64>,
     close: TypedFunction<u32, i32>,
     prepare: TypedFunction<(u32, u32, i32, i32, u32, u32), i32>,
@@ -256,7 +258,6 @@ impl Guest {
         let f = Exports {
             shim_open: get!("shim_open"),
             lockdown: get!("shim_lockdown"),
-            bind: get!("shim_bind"),
             step: get!("shim_step"),
             finish: get!("shim_finish"),
             close: get!("sqlite3_close_v2"),
@@ -735,29 +736,33 @@ impl Guest {
     }
 
     /// The shim's parameter buffer, [`SCRATCH_MAX`] bytes; it is the
-    /// host's to fill for [`Guest::bind`].
+    /// host's to fill for [`Guest::step`].
     pub(crate) fn scratch(&self) -> GuestPtr {
         self.scratch
     }
 
-    /// Binds `n` parameter records the host wrote at `records`
-    /// (`shim_bind`; see `statement.rs` for their layout). Returns
-    /// `SQLITE_OK`, [`WRONG_COUNT`] or the code of the bind that failed.
-    pub(crate) fn bind(&mut self, stmt: StmtPtr, records: GuestPtr, n: u32) -> Result<i32> {
-        call!(self.bind(stmt.0, records.get(), n as i32))
-    }
-
     /// Steps `stmt` once (`shim_step`), with the row's column records
     /// written when `want_row`. Given `finish`, its connection, a step that
-    /// completes the statement also finishes it ([`Guest::finish`]).
+    /// completes the statement also finishes it ([`Guest::finish`]). Given
+    /// `bind`, `n` parameter records the host wrote (see `statement.rs` for
+    /// their layout), they are bound first; if that fails, nothing is
+    /// stepped and [`Step::unbound`] says so.
     pub(crate) fn step(
         &mut self,
         stmt: StmtPtr,
         want_row: bool,
         finish: Option<ConnPtr>,
+        bind: Option<(GuestPtr, u32)>,
     ) -> Result<Step> {
         let conn = finish.map_or(0, |c| c.0);
-        let ptr = GuestPtr::new(call!(self.step(stmt.0, i32::from(want_row), conn))?);
+        let (records, n) = bind.map_or((0, -1), |(ptr, n)| (ptr.get(), n as i32));
+        let ptr = GuestPtr::new(call!(self.step(
+            stmt.0,
+            i32::from(want_row),
+            conn,
+            records,
+            n
+        ))?);
         let mut header = [0u8; STEP_HEADER as usize];
         if let Err(e) = self.mem.read_into(&self.store, ptr.get(), &mut header) {
             return Err(self.mem_err(&e));
@@ -772,6 +777,7 @@ impl Guest {
             reprepared: word(8),
             finished: (word(12) == 1).then(|| i64::from_le_bytes(changes)),
             records: GuestPtr::new(word(24)),
+            unbound: word(28) == 1,
         };
         if step.columns > MAX_COLUMNS {
             let e = OutOfBounds {

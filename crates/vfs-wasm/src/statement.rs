@@ -6,10 +6,11 @@
 //! the `sqlite3*` together, and only for the length of one call, which
 //! [`Guest::with_db`](crate::guest::Guest::with_db) has already entered.
 //!
-//! A cached statement runs with few crossings into the guest: one to bind
-//! every parameter from a buffer, one per step (which also writes the
-//! row's column records), one to read the changes and reset. Each crossing
-//! costs about what SQLite takes to find a row by its key.
+//! A cached statement runs with one crossing into the guest per step: the
+//! first also binds every parameter from one buffer, each writes its row's
+//! column records, and the one that completes the statement also reads the
+//! changes and resets it. Each crossing costs about what SQLite takes to
+//! find a row by its key.
 //!
 //! Two rules keep a call to what its own statement produced. The shape of
 //! a result (column count and names) is taken only after the first step,
@@ -119,7 +120,7 @@ impl<'g> Connection<'g> {
             // Each statement reports its own storage failure, not one an
             // earlier statement of the script recovered from.
             self.guest.state().last_error = None;
-            let result = self.step_all(stmt, None, None, None).map(drop);
+            let result = self.step_all(stmt, None, None, None, None).map(drop);
             self.guest.finalize(stmt)?;
             result?;
         }
@@ -137,7 +138,7 @@ impl<'g> Connection<'g> {
             return Ok(Vec::new());
         };
         let mut rows = Rows::default();
-        let result = self.step_all(stmt, Some(&mut rows), None, None);
+        let result = self.step_all(stmt, Some(&mut rows), None, None, None);
         self.guest.finalize(stmt)?;
         result.map(|_| rows.rows)
     }
@@ -291,24 +292,36 @@ impl<'g> Connection<'g> {
         collect: bool,
         shape: &mut Option<Shape>,
     ) -> Result<(Rows, Option<i64>)> {
-        self.bind(stmt, params)?;
+        let (buf, own_buf) = self.stage(params)?;
         let mut rows = Rows::default();
         let conn = self.conn;
-        let changes = self.step_all(stmt, collect.then_some(&mut rows), Some(shape), Some(conn))?;
-        Ok((rows, changes))
+        let bind = Some((buf, params.len() as u32));
+        let changes = self.step_all(
+            stmt,
+            collect.then_some(&mut rows),
+            Some(shape),
+            Some(conn),
+            bind,
+        );
+        if own_buf && !self.guest.is_broken() {
+            self.guest.free(buf)?;
+        }
+        Ok((rows, changes?))
     }
 
-    /// Binds `params` to `?1`, `?2`, … in one call into the guest; their
-    /// number must be the statement's.
+    /// Writes `params` where the first step of the call binds them to
+    /// `?1`, `?2`, … (see [`Guest::step`]); returns the buffer, and
+    /// whether it is this call's to free.
     ///
     /// Each parameter is a record of 16 bytes: {i32 type, i32 len, i64
     /// value}, the value being the integer, the double's bits, or a
     /// pointer to a text's or blob's bytes. Bytes up to [`INLINE_MAX`]
     /// follow the records in the same buffer, and SQLite copies them; a
-    /// longer value is allocated on its own and handed over ([`OWNED`]).
-    /// The buffer is the shim's scratch when it fits [`SCRATCH_MAX`], an
+    /// longer value is allocated on its own and handed over ([`OWNED`]):
+    /// the step frees it or gives it to SQLite whatever happens. The
+    /// buffer is the shim's scratch when it fits [`SCRATCH_MAX`], an
     /// allocation of this call's otherwise.
-    fn bind(&mut self, stmt: StmtPtr, params: &[Value]) -> Result<()> {
+    fn stage(&mut self, params: &[Value]) -> Result<(GuestPtr, bool)> {
         let max_length = self.guest.config().max_length as usize;
         let mut inline = 0usize;
         for param in params {
@@ -335,22 +348,20 @@ impl<'g> Connection<'g> {
         } else {
             (self.guest.alloc(&[], total)?.0, true)
         };
-        let result = self.bind_from(stmt, params, buf, records as u32);
-        if own_buf && !self.guest.is_broken() {
-            self.guest.free(buf)?;
+        match self.stage_in(params, buf, records as u32) {
+            Ok(()) => Ok((buf, own_buf)),
+            Err(e) => {
+                if own_buf && !self.guest.is_broken() {
+                    self.guest.free(buf)?;
+                }
+                Err(e)
+            }
         }
-        result
     }
 
-    /// [`Connection::bind`] with the buffer `buf` in hand: `records` bytes
-    /// of records, then the inline bytes.
-    fn bind_from(
-        &mut self,
-        stmt: StmtPtr,
-        params: &[Value],
-        buf: GuestPtr,
-        records: u32,
-    ) -> Result<()> {
+    /// [`Connection::stage`] with the buffer `buf` in hand: `records`
+    /// bytes of records, then the inline bytes.
+    fn stage_in(&mut self, params: &[Value], buf: GuestPtr, records: u32) -> Result<()> {
         let mut data = Vec::with_capacity(records as usize);
         let mut bytes_at = buf.add(records);
         let mut inline = Vec::new();
@@ -393,6 +404,10 @@ impl<'g> Connection<'g> {
             data.extend_from_slice(&len.to_le_bytes());
             data.extend_from_slice(&value.to_le_bytes());
         }
+        if failed.is_none() {
+            data.extend_from_slice(&inline);
+            failed = self.guest.write(buf, &data).err();
+        }
         if let Some(e) = failed {
             // Nothing was handed to SQLite yet: the blocks are still ours.
             for ptr in owned {
@@ -402,25 +417,15 @@ impl<'g> Connection<'g> {
             }
             return Err(e);
         }
-        data.extend_from_slice(&inline);
-        self.guest.write(buf, &data)?;
-        match self.guest.bind(stmt, buf, params.len() as u32)? {
-            sqlite::SQLITE_OK => Ok(()),
-            WRONG_COUNT => {
-                let expected = self.guest.param_count(stmt)?;
-                Err(Error::InvalidArgument(format!(
-                    "statement expects {expected} parameters, {} given",
-                    params.len()
-                )))
-            }
-            rc => Err(self.error(rc)),
-        }
+        Ok(())
     }
 
     /// Steps `stmt` to completion, collecting rows when `rows` is given;
     /// `shape` keeps the column names a cached statement's result had.
     /// Given `finish`, the last step also finishes the statement and the
-    /// rows changed are returned (see [`Guest::step`]).
+    /// rows changed are returned; given `bind`, parameters staged by
+    /// [`Connection::stage`], the first step binds them (see
+    /// [`Guest::step`]).
     ///
     /// The shape of the result (column count and names) is taken only
     /// after the first step: that step may re-prepare a cached statement
@@ -433,11 +438,22 @@ impl<'g> Connection<'g> {
         mut rows: Option<&mut Rows>,
         mut shape: Option<&mut Option<Shape>>,
         finish: Option<ConnPtr>,
+        mut bind: Option<(GuestPtr, u32)>,
     ) -> Result<Option<i64>> {
+        let given = bind.map_or(0, |(_, n)| n);
         let mut first = true;
         let mut budget = ResultBudget::new(self.guest.config().max_result_bytes);
         loop {
-            let step = self.guest.step(stmt, rows.is_some(), finish)?;
+            let step = self.guest.step(stmt, rows.is_some(), finish, bind.take())?;
+            if step.unbound {
+                if step.rc == WRONG_COUNT {
+                    let expected = self.guest.param_count(stmt)?;
+                    return Err(Error::InvalidArgument(format!(
+                        "statement expects {expected} parameters, {given} given"
+                    )));
+                }
+                return Err(self.error(step.rc));
+            }
             if first && (step.rc == sqlite::SQLITE_ROW || step.rc == sqlite::SQLITE_DONE) {
                 first = false;
                 if let Some(rows) = rows.as_deref_mut() {
