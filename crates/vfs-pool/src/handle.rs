@@ -188,23 +188,39 @@ impl Database {
 
     /// Runs a script of one or more statements, without parameters.
     pub async fn exec(&self, sql: &str) -> Result<()> {
-        let sql = sql.to_owned();
-        self.call(move |i, db| i.exec(db, &sql)).await
+        self.call_borrowing(
+            |i, db| i.exec(db, sql),
+            || {
+                let sql = sql.to_owned();
+                move |i: &mut Instance, db| i.exec(db, &sql)
+            },
+        )
+        .await
     }
 
     /// Runs one statement with parameters; returns the number of rows it
     /// changed.
     pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
-        let sql = sql.to_owned();
-        let params = params.to_vec();
-        self.call(move |i, db| i.execute(db, &sql, &params)).await
+        self.call_borrowing(
+            |i, db| i.execute(db, sql, params),
+            || {
+                let (sql, params) = (sql.to_owned(), params.to_vec());
+                move |i: &mut Instance, db| i.execute(db, &sql, &params)
+            },
+        )
+        .await
     }
 
     /// Runs one query with parameters and returns its column names and rows.
     pub async fn query(&self, sql: &str, params: &[Value]) -> Result<Rows> {
-        let sql = sql.to_owned();
-        let params = params.to_vec();
-        self.call(move |i, db| i.query(db, &sql, &params)).await
+        self.call_borrowing(
+            |i, db| i.query(db, sql, params),
+            || {
+                let (sql, params) = (sql.to_owned(), params.to_vec());
+                move |i: &mut Instance, db| i.query(db, &sql, &params)
+            },
+        )
+        .await
     }
 
     /// Gives the memory this database keeps only to be fast back: its page
@@ -298,9 +314,15 @@ impl Database {
             .await
     }
 
-    async fn call<T, F>(&self, f: F) -> Result<T>
+    /// Runs a call of the actor's: `inline` on the calling thread when it
+    /// can run there, else the work `queued` makes on the instance's
+    /// thread (see `WorkerSender::call_either`). Counts it as activity,
+    /// and reports it only once what it wrote is durable.
+    async fn call_borrowing<T, B, Q, F>(&self, inline: B, queued: Q) -> Result<T>
     where
         T: Send + 'static,
+        B: FnOnce(&mut Instance, DbId) -> vfs_wasm::Result<T>,
+        Q: FnOnce() -> F,
         F: FnOnce(&mut Instance, DbId) -> vfs_wasm::Result<T> + Send + 'static,
     {
         self.check_usable()?;
@@ -313,10 +335,19 @@ impl Database {
             self.inner
                 .actor
                 .worker
-                .call_healthy(move |i| {
-                    let result = f(i, db);
-                    (result, mine.map(|b| b.mark()))
-                })
+                .call_healthy_either(
+                    |i| {
+                        let result = inline(i, db);
+                        (result, behind.as_ref().map(|b| b.mark()))
+                    },
+                    move || {
+                        let f = queued();
+                        move |i: &mut Instance| {
+                            let result = f(i, db);
+                            (result, mine.map(|b| b.mark()))
+                        }
+                    },
+                )
                 .await?
         };
         // The output gate: nothing is reported before what the call wrote

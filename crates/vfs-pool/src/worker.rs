@@ -502,13 +502,46 @@ impl WorkerSender {
         if serving(self.id) {
             return Err(Error::Reentrant);
         }
+        match self.try_inline(f) {
+            Ok(answer) => answer,
+            Err(f) => self.call_queued(f).await,
+        }
+    }
+
+    /// Like [`call`](Self::call), for a call whose work borrows from the
+    /// caller: `inline` runs if the call can run inline, and only
+    /// otherwise does `queued` make the owned work the instance's thread
+    /// runs. Spares the copies of the SQL and parameters on the common
+    /// path.
+    pub(crate) async fn call_either<T, B, Q, F>(&self, inline: B, queued: Q) -> Result<T>
+    where
+        T: Send + 'static,
+        B: FnOnce(&mut Instance) -> T,
+        Q: FnOnce() -> F,
+        F: FnOnce(&mut Instance) -> T + Send + 'static,
+    {
+        if serving(self.id) {
+            return Err(Error::Reentrant);
+        }
+        match self.try_inline(inline) {
+            Ok(answer) => answer,
+            Err(_) => self.call_queued(queued()).await,
+        }
+    }
+
+    /// Runs `f` on the calling thread if it may (see [`inline_here`]) and
+    /// finds the instance free; hands `f` back otherwise.
+    fn try_inline<T, F>(&self, f: F) -> std::result::Result<Result<T>, F>
+    where
+        F: FnOnce(&mut Instance) -> T,
+    {
         let slot = if inline_here() {
             self.inline.enter()
         } else {
             None
         };
         let Some(_slot) = slot else {
-            return self.call_queued(f).await;
+            return Err(f);
         };
         // Only a call that finds its instance free runs inline. Under
         // contention the instance's thread serves the queue back to back,
@@ -516,10 +549,12 @@ impl WorkerSender {
         // thread (what `block_in_place` does) once per queued call. The lock
         // is fair: this never overtakes a call waiting for it.
         let Ok(mut seat) = self.seat.try_lock() else {
-            return self.call_queued(f).await;
+            return Err(f);
         };
-        tokio::task::block_in_place(|| run(&mut seat, &self.health, self.id, f))
-            .map_err(|NotRun| self.gone())
+        Ok(
+            tokio::task::block_in_place(|| run(&mut seat, &self.health, self.id, f))
+                .map_err(|NotRun| self.gone()),
+        )
     }
 
     /// Runs `f` on the instance's thread and returns its result, whatever
@@ -555,6 +590,23 @@ impl WorkerSender {
             });
         }
         self.call(f).await
+    }
+
+    /// [`call_either`](Self::call_either), refused like
+    /// [`call_healthy`](Self::call_healthy).
+    pub(crate) async fn call_healthy_either<T, B, Q, F>(&self, inline: B, queued: Q) -> Result<T>
+    where
+        T: Send + 'static,
+        B: FnOnce(&mut Instance) -> T,
+        Q: FnOnce() -> F,
+        F: FnOnce(&mut Instance) -> T + Send + 'static,
+    {
+        if let Some(reason) = self.health.broken() {
+            return Err(Error::InstanceBroken {
+                reason: reason.to_owned(),
+            });
+        }
+        self.call_either(inline, queued).await
     }
 
     /// The instance's health, shared with its thread.
