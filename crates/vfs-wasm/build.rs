@@ -37,6 +37,20 @@ const EXPORTS: &[&str] = &[
     "sqlite3_db_release_memory",
 ];
 
+/// How the C is compiled.
+const CFLAGS: &[&str] = &["--target=wasm32-wasi", "-O2", "-mexec-model=reactor"];
+
+/// How the module is linked. The host creates the memory so it can give it
+/// a per-instance maximum; the stack sits first so an overflow traps
+/// instead of corrupting data.
+const LINK_ARGS: &[&str] = &[
+    "-Wl,--import-memory",
+    "-Wl,--stack-first",
+    "-Wl,-z,stack-size=131072",
+    "-Wl,--initial-memory=1310720",
+    "-Wl,--strip-debug",
+];
+
 /// Compile-time options; see the crate docs for why each is there.
 const DEFINES: &[&str] = &[
     "SQLITE_OS_OTHER=1",
@@ -133,27 +147,18 @@ fn main() {
     }
 
     let mut cmd = Command::new(&clang);
-    cmd.args(["--target=wasm32-wasi", "-O2", "-mexec-model=reactor"])
-        .arg(format!("-I{}", include.display()));
+    cmd.args(CFLAGS).arg(format!("-I{}", include.display()));
     for define in DEFINES {
         cmd.arg(format!("-D{define}"));
     }
     for export in EXPORTS {
         cmd.arg(format!("-Wl,--export={export}"));
     }
-    // The host creates the memory so it can give it a per-instance maximum;
-    // the stack sits first so an overflow traps instead of corrupting data.
-    cmd.args([
-        "-Wl,--import-memory",
-        "-Wl,--stack-first",
-        "-Wl,-z,stack-size=131072",
-        "-Wl,--initial-memory=1310720",
-        "-Wl,--strip-debug",
-    ])
-    .arg(&source)
-    .arg(manifest.join("c").join("shim.c"))
-    .arg("-o")
-    .arg(&output);
+    cmd.args(LINK_ARGS)
+        .arg(&source)
+        .arg(manifest.join("c").join("shim.c"))
+        .arg("-o")
+        .arg(&output);
     match cmd.status() {
         Ok(status) if status.success() => {
             if let Err(e) = std::fs::write(&stamp_path, stamp) {
@@ -219,7 +224,7 @@ fn input_stamp(clang: &str, source: &Path, shim: &Path) -> String {
         )
     };
     format!(
-        "{clang}\n{DEFINES:?}\n{EXPORTS:?}\n{}\n{}\n",
+        "{clang}\n{CFLAGS:?}\n{LINK_ARGS:?}\n{DEFINES:?}\n{EXPORTS:?}\n{}\n{}\n",
         describe(source),
         describe(shim)
     )
