@@ -513,6 +513,13 @@ impl<S: ActorStorage> StorageDriver<S> {
         let rows = match checked {
             Ok(rows) => rows.rows,
             Err(e) if e.is_interrupted() || e.is_limit_exceeded() => return Err(e),
+            // The check itself can stop at the damage instead of listing
+            // it, depending on where the damage lies.
+            Err(Error::Sqlite(e @ vfs_wasm::Error::Sqlite { code, .. }))
+                if code & 0xff == vfs_core::sqlite::SQLITE_CORRUPT =>
+            {
+                return Err(invalid(format!("it is corrupt: {e}")));
+            }
             Err(Error::Sqlite(e)) => {
                 return Err(invalid(format!("SQLite cannot read it: {e}")));
             }
