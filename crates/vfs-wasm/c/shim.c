@@ -953,7 +953,7 @@ static int grow_buffer(unsigned char **buf, int *cap, int need) {
   return 1;
 }
 
-/* The buffer the host fills with parameters for shim_bind, of the size
+/* The buffer the host fills with parameters for shim_step, of the size
  * it asked for at shim_init, and the one shim_step writes a row's column
  * records into (grown for wide rows). Both exist from the start, so that
  * no call can fail for want of them and they never take the headroom the
@@ -979,7 +979,7 @@ EXPORT(shim_scratch) unsigned char *shim_scratch(void) { return scratch; }
 /* A parameter record's type for a text or blob in a block of
  * sqlite3_malloc the host allocated and SQLite takes over. */
 #define OWNED 0x100
-/* What shim_bind returns when `n` is not the statement's parameter count. */
+/* What bind_records returns when `n` is not the statement's parameter count. */
 #define WRONG_COUNT (-1)
 
 static void free_owned(const unsigned char *recs, int from, int n) {

@@ -29,13 +29,13 @@ use crate::guest::{ConnPtr, Guest, SCRATCH_MAX, Step, StmtPtr, WRONG_COUNT};
 use crate::memory::GuestPtr;
 use crate::value::{Rows, Value};
 
-/// Size of one column record written by `shim_step`, and of one parameter
-/// record read by `shim_bind`.
+/// Size of one column record `shim_step` writes, and of one parameter
+/// record it binds.
 const RECORD: u32 = 16;
 /// Longest text or blob parameter copied through the parameter buffer;
 /// a longer one gets an allocation of its own that SQLite takes over.
 const INLINE_MAX: usize = 1024;
-/// `shim_bind`'s mark on a text or blob record whose bytes SQLite takes
+/// The mark on a text or blob parameter record whose bytes SQLite takes
 /// over.
 const OWNED: i32 = 0x100;
 /// Most bytes of column names a cached statement keeps between calls;

@@ -593,13 +593,12 @@ fn parameters_of_every_kind_and_size_round_trip_and_leak_nothing() {
         blob(70_000),
         Value::Integer(0),
     ];
-    let sql = format!(
-        "SELECT {}",
-        (1..=params.len())
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    // `SELECT ?1 <sep> ?2 <sep> … ?n`.
+    let select = |n: usize, sep: &str| {
+        let marks: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+        format!("SELECT {}", marks.join(sep))
+    };
+    let sql = select(params.len(), ", ");
     for _ in 0..3 {
         let rows = inst.query(db, &sql, &params).unwrap();
         assert_eq!(rows.rows, vec![params.clone()]);
@@ -608,13 +607,7 @@ fn parameters_of_every_kind_and_size_round_trip_and_leak_nothing() {
     let many: Vec<Value> = (0..100)
         .map(|i| Value::Text(format!("{i:04}").repeat(250)))
         .collect();
-    let sql = format!(
-        "SELECT {}",
-        (1..=many.len())
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(" || ")
-    );
+    let sql = select(many.len(), " || ");
     let joined: String = many
         .iter()
         .map(|v| match v {
