@@ -584,11 +584,7 @@ impl WorkerSender {
         T: Send + 'static,
         F: FnOnce(&mut Instance) -> T + Send + 'static,
     {
-        if let Some(reason) = self.health.broken() {
-            return Err(Error::InstanceBroken {
-                reason: reason.to_owned(),
-            });
-        }
+        self.refuse_broken()?;
         self.call(f).await
     }
 
@@ -601,12 +597,18 @@ impl WorkerSender {
         Q: FnOnce() -> F,
         F: FnOnce(&mut Instance) -> T + Send + 'static,
     {
-        if let Some(reason) = self.health.broken() {
-            return Err(Error::InstanceBroken {
-                reason: reason.to_owned(),
-            });
-        }
+        self.refuse_broken()?;
         self.call_either(inline, queued).await
+    }
+
+    /// [`Error::InstanceBroken`] once the instance is broken or stuck.
+    fn refuse_broken(&self) -> Result<()> {
+        match self.health.broken() {
+            Some(reason) => Err(Error::InstanceBroken {
+                reason: reason.to_owned(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The instance's health, shared with its thread.
